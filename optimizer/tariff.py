@@ -1,0 +1,664 @@
+"""Tariffs as data: the TOML schema (ARCHITECTURE.md "Tariff files"), validation, the TOU
+calendar and vectorised rate lookup.
+
+A tariff file is parsed into :class:`Tariff` (pydantic; unknown keys are errors), then checked
+for meaning (every hour of every season and day type has a period, every reachable
+season × period has a rate, tiers are ordered ...). Any problem raises
+:class:`~optimizer.errors.TariffError` naming the file, the key (with a line number when it
+can be found) and the fix.
+
+Rates are $/kWh. Import rates are *all-in* retail rates: they include the non-bypassable
+charge (NBC, ``charges.nbc_per_kwh``), which the bill shows as its own line (DOMAIN.md §2.1).
+Hours are local wall-clock hours ``[start, end)``; periods are matched first-match-wins, so a
+catch-all ``[[0, 24]]`` period goes last. Holidays (when the calendar names a set) are billed
+as weekends.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import tomllib
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from optimizer.errors import TariffError
+from optimizer.localtime import LocalFields, local_fields
+
+MONTHS = range(1, 13)
+WEEKDAY, WEEKEND = 0, 1
+NETTING_WINDOWS = ("instantaneous", "15min", "hourly", "daily", "billing_period")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+NonNeg = Annotated[float, Field(ge=0)]
+
+
+class Tier(_Model):
+    """One block of a tiered rate. The last tier has no limit.
+
+    ``up_to_kwh`` is a monthly limit (kWh per billing month); ``up_to_kwh_per_day`` a limit
+    that scales with the billing month's days (baseline-style). Limits are cumulative.
+    """
+
+    up_to_kwh: NonNeg | None = None
+    up_to_kwh_per_day: NonNeg | None = None
+    rate: float
+
+
+RateValue = float | list[Tier]
+RateTable = dict[str, dict[str, RateValue]]
+
+
+class CalendarSpec(_Model):
+    seasons: dict[str, list[Annotated[int, Field(ge=1, le=12)]]]
+    holidays: str = "none"
+    meter_read_day: Annotated[int, Field(ge=1, le=28)] = 1
+
+
+class PeriodSpec(_Model):
+    name: str
+    hours: list[tuple[Annotated[int, Field(ge=0, le=24)], Annotated[int, Field(ge=0, le=24)]]]
+    days: Literal["all", "weekdays", "weekends"] = "all"
+    months: list[Annotated[int, Field(ge=1, le=12)]] | None = None
+    seasons: list[str] | None = None
+
+
+class ChargesSpec(_Model):
+    fixed_per_month: NonNeg = 0.0
+    fixed_per_day: NonNeg = 0.0
+    nbc_per_kwh: NonNeg = 0.0
+    minimum_per_day: NonNeg = 0.0
+    minimum_per_month: NonNeg = 0.0
+    annual_minimum: NonNeg = 0.0
+
+
+class BaselineSpec(_Model):
+    """Baseline credit (PG&E E-TOU-C style): ``credit_per_kwh`` off each kWh of the billing
+    month's net usage up to the allowance ``allowance_kwh_per_day[season] × days``."""
+
+    credit_per_kwh: NonNeg
+    allowance_kwh_per_day: dict[str, NonNeg]
+
+
+class ExportSpec(_Model):
+    scheme: Literal["nem", "net_billing", "buy_all_sell_all", "none"]
+    credit: Literal["import", "import_minus_nbc"] = "import_minus_nbc"
+    flat_rate: float | None = None
+    sell_rates: dict[str, dict[str, float]] | None = None
+    rates_csv: str | None = None
+    netting: Literal["instantaneous", "15min", "hourly", "daily", "billing_period"] | None = None
+
+
+class SettlementSpec(_Model):
+    period_months: Annotated[int, Field(ge=1, le=60)] = 12
+    true_up_month: Annotated[int, Field(ge=1, le=12)] = 12
+    carryover: Literal["dollars", "kwh"] = "dollars"
+    charges: Literal["monthly", "at_true_up"] = "monthly"
+    leftover_credit: Literal["forfeit", "pay_out", "roll_over"] = "forfeit"
+    surplus_rate: NonNeg = 0.0
+    monthly_excess_rate: NonNeg = 0.0
+
+
+class ExportCapSpec(_Model):
+    monthly_kwh: list[NonNeg] | None = None
+    estimate: Literal["pv"] | None = None
+    decredit_order: list[str] = ["peak", "part_peak", "off_peak"]
+
+
+class TariffSpec(_Model):
+    """The TOML file, as written. See ARCHITECTURE.md for the contract."""
+
+    id: str
+    name: str
+    timezone: str
+    currency: str = "USD"
+    source: str = ""
+    effective: str = ""
+    notes: str = ""
+    calendar: CalendarSpec
+    periods: list[PeriodSpec]
+    import_rates: RateTable
+    charges: ChargesSpec = ChargesSpec()
+    baseline: BaselineSpec | None = None
+    export: ExportSpec
+    settlement: SettlementSpec = SettlementSpec()
+    export_cap: ExportCapSpec | None = None
+
+
+# --------------------------------------------------------------------------------------
+# Locating keys in the TOML text (tomllib gives no positions)
+
+
+def _key_line(text: str, loc: tuple[Any, ...]) -> int | None:
+    """Best-effort 1-based line of the key at ``loc`` (e.g. ``("charges", "nbc_per_kwh")``)."""
+    lines = text.splitlines()
+    start, end = 0, len(lines)
+    path = [p for p in loc if not isinstance(p, int)]
+    idxs = [p for p in loc if isinstance(p, int)]
+    if not path:
+        return None
+    head = path[0]
+    if head == "periods" and idxs:
+        hits = [i for i, ln in enumerate(lines) if re.match(r"\s*\[\[\s*periods\s*\]\]", ln)]
+        if idxs[0] < len(hits):
+            start = hits[idxs[0]]
+            nxt = [i for i, ln in enumerate(lines) if i > start and re.match(r"\s*\[", ln)]
+            end = nxt[0] if nxt else len(lines)
+            rest = path[1:]
+            for i in range(start, end):
+                if rest and re.match(rf"\s*{re.escape(str(rest[0]))}\s*=", lines[i]):
+                    return i + 1
+            return start + 1
+    for i, ln in enumerate(lines):
+        if re.match(rf"\s*\[\s*{re.escape(str(head))}\s*\]", ln):
+            start = i
+            nxt = [j for j in range(i + 1, len(lines)) if re.match(r"\s*\[", lines[j])]
+            end = nxt[0] if nxt else len(lines)
+            if len(path) == 1:
+                return i + 1
+            for j in range(start, end):
+                if re.match(rf"\s*{re.escape(str(path[1]))}\s*=", lines[j]):
+                    return j + 1
+            return i + 1
+    for i, ln in enumerate(lines):
+        if re.match(rf"\s*{re.escape(str(path[-1]))}\s*=", ln):
+            return i + 1
+    return None
+
+
+def _where(source: str, text: str, loc: tuple[Any, ...]) -> str:
+    key = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
+    line = _key_line(text, loc) if text else None
+    return f"{source}:{line}: {key}" if line else f"{source}: {key}"
+
+
+def _pydantic_to_tariff_error(err: ValidationError, source: str, text: str) -> TariffError:
+    msgs = []
+    first_where = ""
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if p not in ("float", "list[Tier]"))
+        where = _where(source, text, loc)
+        first_where = first_where or where
+        if e["type"] == "extra_forbidden":
+            fix = "remove the key or correct its spelling (ARCHITECTURE.md lists the schema)"
+            msgs.append(f"{where}: unknown key '{loc[-1]}'; {fix}")
+        elif e["type"] == "missing":
+            msgs.append(f"{where}: required key is missing; add it")
+        else:
+            msgs.append(f"{where}: {e['msg']} (got {e.get('input')!r})")
+    what = f"{len(msgs)} problem(s) in tariff\n" + "\n".join("  " + m for m in msgs)
+    return TariffError(what, where=source, fix="edit the keys named above")
+
+
+# --------------------------------------------------------------------------------------
+# The validated, compiled tariff
+
+
+@dataclass(frozen=True)
+class Classified:
+    """Each interval's place in the tariff calendar (all int arrays, one per interval)."""
+
+    fields: LocalFields
+    season: np.ndarray  # index into Tariff.season_names
+    daytype: np.ndarray  # 0 weekday, 1 weekend or holiday
+    period: np.ndarray  # index into Tariff.period_names
+
+
+class Tariff:
+    """A validated tariff with its calendar compiled into lookup tables.
+
+    Build with :func:`load_tariff` or :meth:`Tariff.from_text`.
+    """
+
+    def __init__(self, spec: TariffSpec, *, source: str = "<tariff>", text: str = "",
+                 base_dir: Path | None = None, sell_table: np.ndarray | None = None,
+                 sell_table_year0: int = 0) -> None:
+        self.spec = spec
+        self.source = source
+        self._text = text
+        self.base_dir = base_dir
+        self.season_names: list[str] = list(spec.calendar.seasons)
+        self.period_names: list[str] = []
+        for p in spec.periods:
+            if p.name not in self.period_names:
+                self.period_names.append(p.name)
+        self._check_and_compile()
+        self.sell_table = sell_table
+        self.sell_table_year0 = sell_table_year0
+        if spec.export.rates_csv and sell_table is None:
+            self.sell_table, self.sell_table_year0 = self._load_rates_csv(spec.export.rates_csv)
+
+    # -- construction -----------------------------------------------------------------
+
+    @classmethod
+    def from_text(cls, text: str, *, source: str = "<tariff>",
+                  base_dir: Path | None = None) -> Tariff:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise TariffError(f"not valid TOML: {e}", where=source,
+                              fix="fix the TOML syntax at the position given") from None
+        try:
+            spec = TariffSpec.model_validate(data)
+        except ValidationError as e:
+            raise _pydantic_to_tariff_error(e, source, text) from None
+        return cls(spec, source=source, text=text, base_dir=base_dir)
+
+    def _err(self, loc: tuple[Any, ...], what: str, fix: str) -> TariffError:
+        return TariffError(what, where=_where(self.source, self._text, loc), fix=fix)
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def tz(self) -> str:
+        return self.spec.timezone
+
+    # -- validation and compilation ---------------------------------------------------
+
+    def _check_and_compile(self) -> None:
+        s = self.spec
+        try:
+            from zoneinfo import ZoneInfo
+
+            ZoneInfo(s.timezone)
+        except Exception:
+            raise self._err(("timezone",), f"unknown time zone {s.timezone!r}",
+                            "use an IANA name such as 'America/Los_Angeles'") from None
+        # seasons: every month exactly once
+        month_season = np.full(13, -1, dtype=np.int64)
+        for si, (sname, months) in enumerate(s.calendar.seasons.items()):
+            for m in months:
+                if month_season[m] >= 0:
+                    other = self.season_names[month_season[m]]
+                    raise self._err(("calendar", "seasons"),
+                                    f"month {m} is in both seasons {other!r} and {sname!r}",
+                                    "list each month in exactly one season")
+                month_season[m] = si
+        missing = [m for m in MONTHS if month_season[m] < 0]
+        if missing:
+            raise self._err(("calendar", "seasons"), f"months {missing} are in no season",
+                            "add them to a season; seasons must cover months 1-12")
+        self.month_season = month_season
+        self._holiday_spec = self._check_holidays(s.calendar.holidays)
+
+        # periods → table[month-1, daytype, hour] = period index, first match wins
+        table = np.full((12, 2, 24), -1, dtype=np.int64)
+        matched_any = [False] * len(s.periods)
+        for pi, p in enumerate(s.periods):
+            covered: set[int] = set()
+            for a, b in p.hours:
+                if a >= b:
+                    raise self._err(("periods", pi, "hours"),
+                                    f"period {p.name!r}: hours [{a}, {b}] is empty or reversed",
+                                    "write hours as [start, end) with start < end, e.g. [16, 21]")
+                span = set(range(a, b))
+                if covered & span:
+                    raise self._err(("periods", pi, "hours"),
+                                    f"period {p.name!r}: hour ranges overlap at "
+                                    f"{sorted(covered & span)}",
+                                    "list each hour once within a period")
+                covered |= span
+            if p.seasons:
+                bad = [x for x in p.seasons if x not in self.season_names]
+                if bad:
+                    raise self._err(("periods", pi, "seasons"),
+                                    f"period {p.name!r} names unknown seasons {bad}",
+                                    f"use seasons from [calendar]: {self.season_names}")
+            months = set(p.months or MONTHS)
+            if p.seasons:
+                months &= {m for m in MONTHS if self.season_names[month_season[m]] in p.seasons}
+            daytypes = {"all": (WEEKDAY, WEEKEND), "weekdays": (WEEKDAY,),
+                        "weekends": (WEEKEND,)}[p.days]
+            pidx = self.period_names.index(p.name)
+            for m in months:
+                for d in daytypes:
+                    for h in covered:
+                        if table[m - 1, d, h] < 0:
+                            table[m - 1, d, h] = pidx
+                            matched_any[pi] = True
+        for pi, ok in enumerate(matched_any):
+            if not ok:
+                raise self._err(("periods", pi),
+                                f"period {s.periods[pi].name!r} never applies: earlier periods "
+                                "already cover all its hours (overlapping periods)",
+                                "remove it, or move it above the period that shadows it")
+        holes = np.argwhere(table < 0)
+        if len(holes):
+            m, d, h = holes[0]
+            hrs = sorted({int(x[2]) for x in holes if x[0] == m and x[1] == d})
+            raise self._err(("periods",),
+                            f"no period covers {'weekend' if d else 'weekday'} hours {hrs} "
+                            f"in month {m + 1} ({len(holes)} month-daytype-hours uncovered)",
+                            "add the hours to a period, or end the list with a catch-all "
+                            "period hours = [[0, 24]]")
+        self.period_table = table
+
+        # reachable (season, period) pairs must have import rates
+        S, P = len(self.season_names), len(self.period_names)
+        reach = np.zeros((S, P), dtype=bool)
+        for m in MONTHS:
+            for p in np.unique(table[m - 1]):
+                reach[month_season[m], p] = True
+        self.reachable = reach
+        self._compile_rates(reach)
+        self._compile_export(reach)
+        self._check_settlement_and_cap()
+
+    def _check_holidays(self, spec: str) -> str:
+        if spec == "none":
+            return spec
+        if spec.lower() == "pge":
+            return "pge"
+        import holidays as hol
+
+        country, _, subdiv = spec.partition("-")
+        try:
+            hol.country_holidays(country, subdiv=subdiv or None, years=2024)
+        except Exception:
+            raise self._err(("calendar", "holidays"), f"unknown holiday set {spec!r}",
+                            "use 'none', 'pge' (PG&E's TOU holidays), a country code such "
+                            "as 'US', or country-subdivision such as 'US-CA'") from None
+        return spec
+
+    def _rate_tiers(self, loc, value: RateValue) -> list[tuple[str, float, float]]:
+        """Normalise a rate value to [(kind, limit, rate)], kind 'month'|'day'|'none'."""
+        if isinstance(value, int | float):
+            return [("none", math.inf, float(value))]
+        out = []
+        last = -1.0
+        for i, t in enumerate(value):
+            is_last = i == len(value) - 1
+            if t.up_to_kwh is not None and t.up_to_kwh_per_day is not None:
+                raise self._err(loc, "a tier sets both up_to_kwh and up_to_kwh_per_day",
+                                "give one limit per tier")
+            limit = t.up_to_kwh if t.up_to_kwh is not None else t.up_to_kwh_per_day
+            kind = "month" if t.up_to_kwh is not None else "day"
+            if limit is None:
+                if not is_last:
+                    raise self._err(loc, f"tier {i + 1} has no limit but is not the last tier",
+                                    "give every tier but the last an up_to_kwh")
+                kind, limit = "none", math.inf
+            elif is_last:
+                raise self._err(loc, "the last tier has a limit",
+                                "leave up_to_kwh off the last tier (it takes all the rest)")
+            if limit <= last:
+                raise self._err(loc, "tier limits must increase", "order tiers by up_to_kwh")
+            last = limit
+            out.append((kind, float(limit), float(t.rate)))
+        if not out:
+            raise self._err(loc, "empty tier list", "give at least one { rate = ... }")
+        kinds = {k for k, _, _ in out if k != "none"}
+        if len(kinds) > 1:
+            raise self._err(loc, "tiers mix up_to_kwh and up_to_kwh_per_day",
+                            "use one kind of limit in a tier list")
+        return out
+
+    def _compile_rates(self, reach: np.ndarray) -> None:
+        s = self.spec
+        S, P = reach.shape
+        for sname in s.import_rates:
+            if sname not in self.season_names:
+                raise self._err(("import_rates", sname), f"unknown season {sname!r}",
+                                f"use seasons from [calendar]: {self.season_names}")
+        tiers: dict[tuple[int, int], list[tuple[str, float, float]]] = {}
+        for si, sname in enumerate(self.season_names):
+            rates = s.import_rates.get(sname, {})
+            for pname in rates:
+                if pname not in self.period_names:
+                    raise self._err(("import_rates", sname), f"unknown period {pname!r}",
+                                    f"use period names from [[periods]]: {self.period_names}")
+            for pi, pname in enumerate(self.period_names):
+                if not reach[si, pi]:
+                    continue
+                if pname not in rates:
+                    raise self._err(("import_rates", sname),
+                                    f"no import rate for period {pname!r} in season {sname!r}",
+                                    f"add {pname} = <$/kWh> to import_rates.{sname}")
+                tiers[si, pi] = self._rate_tiers(("import_rates", sname), rates[pname])
+        T = max(len(v) for v in tiers.values())
+        lim = np.full((S, P, T), np.inf)
+        rate = np.zeros((S, P, T))
+        per_day = np.zeros((S, P), dtype=bool)
+        for (si, pi), tl in tiers.items():
+            for k, (kind, limit, r) in enumerate(tl):
+                lim[si, pi, k] = limit
+                rate[si, pi, k] = r
+                per_day[si, pi] |= kind == "day"
+            rate[si, pi, len(tl):] = tl[-1][2]
+        self.tier_limits = lim  # kWh per billing month (or per day where tier_per_day)
+        self.tier_rates = rate  # $/kWh, all-in (NBC included)
+        self.tier_per_day = per_day
+        self.tiered = T > 1
+        if s.baseline:
+            for sname in self.season_names:
+                if sname not in s.baseline.allowance_kwh_per_day:
+                    raise self._err(("baseline", "allowance_kwh_per_day"),
+                                    f"no baseline allowance for season {sname!r}",
+                                    f"add {sname} = <kWh per day>")
+
+    def _compile_export(self, reach: np.ndarray) -> None:
+        e = self.spec.export
+        ways = [x for x in (e.flat_rate, e.sell_rates, e.rates_csv) if x is not None]
+        if e.scheme in ("net_billing", "buy_all_sell_all"):
+            if len(ways) != 1:
+                raise self._err(("export",),
+                                f"scheme {e.scheme!r} needs exactly one export value "
+                                f"(found {len(ways)})",
+                                "set one of flat_rate, sell_rates or rates_csv in [export]")
+        elif ways:
+            raise self._err(("export",),
+                            f"scheme {e.scheme!r} does not use flat_rate/sell_rates/rates_csv",
+                            "remove them, or use scheme = 'net_billing'")
+        self.sell_matrix = None
+        if e.sell_rates is not None:
+            S, P = reach.shape
+            mat = np.zeros((S, P))
+            for si, sname in enumerate(self.season_names):
+                rates = e.sell_rates.get(sname, {})
+                for pi, pname in enumerate(self.period_names):
+                    if reach[si, pi]:
+                        if pname not in rates:
+                            raise self._err(("export", "sell_rates"),
+                                            f"no sell rate for {sname}.{pname}",
+                                            f"add {pname} = <$/kWh> to sell_rates.{sname}")
+                        mat[si, pi] = rates[pname]
+            self.sell_matrix = mat
+        self.netting = e.netting or ("billing_period" if e.scheme == "nem" else "instantaneous")
+
+    def _check_settlement_and_cap(self) -> None:
+        st = self.spec.settlement
+        if st.carryover == "kwh" and self.spec.export.scheme != "nem":
+            raise self._err(("settlement", "carryover"),
+                            "kWh carryover only applies to scheme = 'nem'",
+                            "use carryover = 'dollars' or scheme = 'nem'")
+        if st.monthly_excess_rate > 0 and self.spec.export.scheme != "nem":
+            raise self._err(("settlement", "monthly_excess_rate"),
+                            "monthly_excess_rate (Nebraska-type) needs scheme = 'nem'",
+                            "set scheme = 'nem' or remove monthly_excess_rate")
+        cap = self.spec.export_cap
+        if cap is not None:
+            if (cap.monthly_kwh is None) == (cap.estimate is None):
+                raise self._err(("export_cap",), "give either monthly_kwh or estimate = 'pv'",
+                                "set monthly_kwh = [12 values] or estimate = 'pv'")
+            if cap.monthly_kwh is not None and len(cap.monthly_kwh) != 12:
+                raise self._err(("export_cap", "monthly_kwh"),
+                                f"monthly_kwh has {len(cap.monthly_kwh)} values, needs 12",
+                                "give one cap per calendar month, January first")
+            bad = [p for p in cap.decredit_order if p not in self.period_names]
+            if bad:
+                raise self._err(("export_cap", "decredit_order"), f"unknown periods {bad}",
+                                f"use period names from [[periods]]: {self.period_names}")
+
+    def _load_rates_csv(self, name: str) -> tuple[np.ndarray, int]:
+        path = Path(name)
+        if not path.is_absolute():
+            path = (self.base_dir or Path.cwd()) / path
+        if not path.exists():
+            raise self._err(("export", "rates_csv"), f"file not found: {path}",
+                            "give a path relative to the tariff file, or an absolute path")
+        return read_rates_csv(path)
+
+    # -- lookups (vectorised) ---------------------------------------------------------
+
+    @cached_property
+    def _holiday_cache(self) -> dict[int, set[int]]:
+        return {}
+
+    def holiday_days(self, years: np.ndarray) -> np.ndarray:
+        """Local days-since-epoch that are holidays, for the given years."""
+        spec = self._holiday_spec
+        if spec == "none":
+            return np.zeros(0, dtype=np.int64)
+        import holidays as hol
+
+        keep_pge = {"New Year's Day", "Washington's Birthday", "Memorial Day",
+                    "Independence Day", "Labor Day", "Veterans Day", "Thanksgiving Day",
+                    "Christmas Day"}
+        days: list[int] = []
+        for y in sorted({int(y) for y in np.unique(years)}):
+            if y not in self._holiday_cache:
+                if spec == "pge":
+                    cal = hol.country_holidays("US", years=y)
+                    sel = [d for d, n in cal.items() if n.replace(" (observed)", "") in keep_pge]
+                else:
+                    country, _, subdiv = spec.partition("-")
+                    sel = list(hol.country_holidays(country, subdiv=subdiv or None, years=y))
+                self._holiday_cache[y] = {
+                    int(np.datetime64(d, "D").astype(np.int64)) for d in sel if d.year == y
+                }
+            days.extend(self._holiday_cache[y])
+        return np.array(sorted(days), dtype=np.int64)
+
+    def classify(self, start_utc: np.ndarray) -> Classified:
+        """Season, day type and TOU period of each interval start (UTC epoch seconds)."""
+        f = local_fields(start_utc, self.tz)
+        daytype = (f.weekday >= 5).astype(np.int64)
+        hol = self.holiday_days(f.year)
+        if hol.size:
+            daytype[np.isin(f.day, hol)] = WEEKEND
+        season = self.month_season[f.month]
+        period = self.period_table[f.month - 1, daytype, f.hour]
+        return Classified(fields=f, season=season, daytype=daytype, period=period)
+
+    def import_rate(self, c: Classified) -> np.ndarray:
+        """First-tier all-in import rate, $/kWh, per interval."""
+        return self.tier_rates[c.season, c.period, 0]
+
+    def sell_rate(self, c: Classified) -> np.ndarray:
+        """Export value, $/kWh, per interval, for net_billing and buy_all_sell_all."""
+        e = self.spec.export
+        if e.flat_rate is not None:
+            return np.full(len(c.season), float(e.flat_rate))
+        if self.sell_matrix is not None:
+            return self.sell_matrix[c.season, c.period]
+        if self.sell_table is not None:
+            yi = c.fields.year - self.sell_table_year0
+            if yi.min() < 0 or yi.max() >= self.sell_table.shape[0]:
+                y0 = self.sell_table_year0
+                raise self._err(("export", "rates_csv"),
+                                f"the export-value table covers {y0}-"
+                                f"{y0 + self.sell_table.shape[0] - 1}, the data needs "
+                                f"{int(c.fields.year.min())}-{int(c.fields.year.max())}",
+                                "use data inside the table's years or extend the table")
+            vals = self.sell_table[yi, c.fields.month - 1, c.daytype, c.fields.hour]
+            if np.isnan(vals).any():
+                raise self._err(("export", "rates_csv"), "the export-value table has holes "
+                                "for some of the data's hours", "complete the table")
+            return vals
+        raise self._err(("export",), f"scheme {e.scheme!r} has no export value",
+                        "set flat_rate, sell_rates or rates_csv")
+
+    def export_cap_kwh(self, month: int) -> float | None:
+        """The NEM-PS cap for calendar ``month`` (kWh), or None when there is no cap."""
+        cap = self.spec.export_cap
+        if cap is None:
+            return None
+        if cap.monthly_kwh is None:
+            raise TariffError("the export cap is estimate = 'pv', which needs the site's PV "
+                              "arrays", where=f"{self.source}: export_cap.estimate",
+                              fix="pass the site's monthly estimate (trueup tariff "
+                              "estimate-cap), or set monthly_kwh in the tariff")
+        return float(cap.monthly_kwh[month - 1])
+
+
+def read_rates_csv(path: Path) -> tuple[np.ndarray, int]:
+    """Read an hourly export-value table: ``year,month,daytype,hour,<$/kWh columns...>``.
+
+    Every column after ``hour`` is a $/kWh component; they are summed (PG&E publishes
+    generation and delivery parts). Returns ``(table[year - year0, month-1, daytype, hour],
+    year0)`` with NaN where the file has no row.
+    """
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        rows = list(csv.reader(fh))
+    header = [h.strip() for h in rows[0]]
+    if header[:4] != ["year", "month", "daytype", "hour"] or len(header) < 5:
+        raise TariffError(f"header is {header[:5]}...", where=f"{path}:1",
+                          fix="use columns year,month,daytype,hour,<one or more $/kWh columns>")
+    parsed = []
+    for ln, r in enumerate(rows[1:], start=2):
+        if not r or not "".join(r).strip():
+            continue
+        try:
+            y, m, h = int(r[0]), int(r[1]), int(r[3])
+            d = {"weekday": WEEKDAY, "weekend": WEEKEND}[r[2].strip().lower()]
+            v = sum(float(x) for x in r[4:])
+        except (ValueError, KeyError, IndexError):
+            raise TariffError(f"cannot read row {r!r}", where=f"{path}:{ln}",
+                              fix="year,month,daytype(weekday|weekend),hour(0-23),$/kWh...") \
+                from None
+        if not (1 <= m <= 12 and 0 <= h <= 23):
+            raise TariffError(f"month {m} or hour {h} out of range", where=f"{path}:{ln}",
+                              fix="months are 1-12 and hours 0-23")
+        parsed.append((y, m, d, h, v))
+    if not parsed:
+        raise TariffError("no rows", where=str(path), fix="add the hourly export values")
+    years = [p[0] for p in parsed]
+    y0 = min(years)
+    table = np.full((max(years) - y0 + 1, 12, 2, 24), np.nan)
+    for y, m, d, h, v in parsed:
+        table[y - y0, m - 1, d, h] = v
+    return table, y0
+
+
+# --------------------------------------------------------------------------------------
+# Loading: a path or a bundled id
+
+
+BUNDLED = "optimizer.tariffs"
+
+
+def bundled_ids() -> list[str]:
+    """Ids (file stems) of the tariffs shipped with trueup."""
+    root = resources.files(BUNDLED)
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".toml"))
+
+
+def bundled_path(tariff_id: str) -> Path:
+    return Path(str(resources.files(BUNDLED).joinpath(f"{tariff_id}.toml")))
+
+
+def load_tariff(file_or_id: str | Path) -> Tariff:
+    """Load a tariff from a TOML path or a bundled id (see ``trueup tariff list``)."""
+    p = Path(file_or_id)
+    if not p.exists():
+        if str(file_or_id) in bundled_ids():
+            p = bundled_path(str(file_or_id))
+        else:
+            raise TariffError(f"no tariff file or bundled id {str(file_or_id)!r}",
+                              where=str(file_or_id),
+                              fix=f"give a path to a .toml file or one of: {bundled_ids()}")
+    text = p.read_text(encoding="utf-8")
+    return Tariff.from_text(text, source=str(p), base_dir=p.parent)
