@@ -29,7 +29,7 @@ def utc_offsets(start_utc: np.ndarray, tz: str) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     zone = ZoneInfo(tz)
     lo, hi = int(t.min()), int(t.max())
-    probes = list(range(lo, hi, _DAY)) + [hi]
+    probes = [*range(lo, hi, _DAY), hi]
     offsets = [_offset_s(zone, p) for p in probes]
     change_at: list[int] = []
     change_to: list[int] = []

@@ -1,3 +1,226 @@
-def main() -> int:
-    print("trueup")
+"""The ``trueup`` command line. Each subcommand's --help explains what it does and shows an
+example. Exit codes: 0 ok, 2 bad input (the message says what, where and how to fix)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from optimizer.errors import InputError
+
+EPILOG = """\
+examples:
+  trueup demo                                   bill the built-in example year
+  trueup tariff list                            tariffs that ship with trueup
+  trueup tariff show pge-ev2a-nem2ps-2024       periods, rates and rules of one tariff
+  trueup bill --tariff pge-ev2a-nem2ps-2024 --usage my-year.csv
+  trueup bill --tariff my-tariff.toml --usage pge-download.csv --true-up-month 4 --json
+"""
+
+
+def _bill_parser(sub) -> None:
+    p = sub.add_parser(
+        "bill",
+        help="monthly statements and the true-up for a year of interval data",
+        description=(
+            "Bill interval data under a tariff: one row per billing month (imports, exports, "
+            "the export cap, energy charges, NBC, fixed and minimum charges, what the "
+            "statement asks you to pay, the credit carried) and the true-up that closes the "
+            "settlement period. With a load_kwh column it also prints your savings: the "
+            "same tariff billed on your load alone, minus the actual bill."
+        ),
+        epilog=(
+            "usage formats (--format auto detects them):\n"
+            "  csv          timestamp,import_kwh,export_kwh[,load_kwh,pv_kwh,battery_kwh]\n"
+            "               ISO 8601 interval starts with their UTC offset\n"
+            "  green-button PG&E 'Download my data' electric CSV (local times, --timezone)\n"
+            "  ct           CT registers (Grid, Solar) with --topology backfed|line_side_tap\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--tariff", required=True, metavar="FILE_OR_ID",
+                   help="a tariff TOML file or a bundled id (see `trueup tariff list`)")
+    p.add_argument("--usage", required=True, metavar="CSV", help="interval data file")
+    p.add_argument("--format", default="auto", choices=["auto", "csv", "green-button", "ct"],
+                   help="the usage file's format (default: detect)")
+    p.add_argument("--timezone", default=None,
+                   help="time zone of local timestamps (Green Button, CT); default: the "
+                   "tariff's")
+    p.add_argument("--topology", choices=["backfed", "line_side_tap"], default=None,
+                   help="how the PV is wired, for CT-register files (DOMAIN.md §2.5)")
+    p.add_argument("--true-up-month", type=int, choices=range(1, 13), metavar="1-12",
+                   help="your true-up month (on your PG&E bill); overrides the tariff's")
+    p.add_argument("--export-cap", metavar="KWH,...",
+                   help="12 monthly export caps (kWh, Jan-Dec), overriding the tariff's")
+    p.add_argument("--allow-gaps", action="store_true",
+                   help="bill data with gaps or partial months, with a warning stating what "
+                   "is missing (default: refuse)")
+    p.add_argument("--json", action="store_true", help="print the JSON contract instead")
+
+
+def _tariff_parser(sub) -> None:
+    p = sub.add_parser("tariff", help="list, show and import tariffs",
+                       description="Tariffs are TOML files (schema: README, 'Tariff files').")
+    tsub = p.add_subparsers(dest="tariff_cmd", required=True, metavar="{list,show,import-urdb}")
+    tsub.add_parser("list", help="the tariffs that ship with trueup")
+    s = tsub.add_parser("show", help="periods, rates and settlement rules of a tariff")
+    s.add_argument("tariff", metavar="FILE_OR_ID")
+    u = tsub.add_parser(
+        "import-urdb", help="convert an OpenEI URDB rate (JSON) into a trueup tariff TOML",
+        description=("Convert an OpenEI Utility Rate Database JSON record (the API response "
+                     "or one item of it) into a trueup tariff. URDB has no NBC, net-surplus "
+                     "rate, settlement or export-cap fields: the importer says so and leaves "
+                     "them for you to fill in."))
+    u.add_argument("file", metavar="FILE.json")
+    u.add_argument("--item", type=int, default=0, help="which item of 'items' (default 0)")
+    u.add_argument("--timezone", default="America/Los_Angeles",
+                   help="the utility's time zone (URDB has none)")
+    u.add_argument("-o", "--output", metavar="FILE.toml",
+                   help="write the TOML here (default: print it)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trueup",
+        description=("trueup: the bill, true-up and battery dispatch for net-metered homes "
+                     "(NEM2, NEM2 Paired Storage, NEM1, net billing and more)."),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    _bill_parser(sub)
+    _tariff_parser(sub)
+    d = sub.add_parser("demo", help="bill the built-in example year (what `make run` shows)")
+    d.add_argument("--out", default="build/example-usage.csv",
+                   help="where to write the example interval CSV")
+    return parser
+
+
+def _read_usage(args, tz: str):
+    from adapters.usage import read_usage
+
+    return read_usage(args.usage, fmt=args.format.replace("-", "_"), tz=args.timezone or tz,
+                      topology=args.topology, allow_gaps=args.allow_gaps)
+
+
+def _parse_caps(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        caps = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise InputError(f"cannot read {text!r} as numbers", where="--export-cap",
+                         fix="give 12 kWh values separated by commas, January first") from None
+    if len(caps) != 12:
+        raise InputError(f"{len(caps)} values given, 12 needed", where="--export-cap",
+                         fix="give 12 kWh values separated by commas, January first")
+    return caps
+
+
+def cmd_bill(args) -> int:
+    from optimizer.billing import bill, load_only
+    from optimizer.tariff import load_tariff
+    from trueup.report import bill_table, money
+
+    tariff = load_tariff(args.tariff)
+    data = _read_usage(args, tariff.tz)
+    caps = _parse_caps(args.export_cap)
+    b = bill(tariff, data, true_up_month=args.true_up_month, export_cap_kwh=caps,
+             allow_gaps=args.allow_gaps)
+    savings = None
+    if data.load_kwh is not None and tariff.spec.export.scheme != "buy_all_sell_all":
+        base = bill(tariff, load_only(data), true_up_month=args.true_up_month,
+                    export_cap_kwh=caps, allow_gaps=args.allow_gaps)
+        savings = {"without_solar_battery": round(base.annual_total, 2),
+                   "with": round(b.annual_total, 2),
+                   "savings": round(base.annual_total - b.annual_total, 2)}
+    if args.json:
+        out = b.to_json()
+        out["savings"] = savings
+        print(json.dumps(out, indent=2))
+        return 0
+    print(bill_table(b, title=f"{tariff.spec.name} — {data.source}"))
+    if savings:
+        print(f"Savings: {money(savings['savings'])} (the same tariff on the load alone: "
+              f"{money(savings['without_solar_battery'])})")
     return 0
+
+
+def cmd_tariff(args) -> int:
+    from optimizer.tariff import bundled_ids, load_tariff
+    from trueup.report import table, tariff_summary
+
+    if args.tariff_cmd == "list":
+        rows = []
+        for tid in bundled_ids():
+            t = load_tariff(tid)
+            rows.append([tid, t.spec.export.scheme, t.spec.effective, t.spec.name])
+        print(table(["id", "scheme", "effective", "name"], rows, align="llll"))
+        return 0
+    if args.tariff_cmd == "show":
+        print(tariff_summary(load_tariff(args.tariff)))
+        return 0
+    from optimizer.urdb import import_urdb_file
+
+    text, warnings = import_urdb_file(args.file, item=args.item, timezone=args.timezone)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        print(text)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from optimizer.billing import bill, load_only
+    from optimizer.tariff import load_tariff
+    from trueup.example import example_year, write_csv
+    from trueup.report import bill_table, money
+
+    data = example_year(2025)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_csv(data, out)
+    tariff = load_tariff("pge-ev2a-nem2ps-2024")
+    b = bill(tariff, data)
+    base = bill(tariff, load_only(data))
+    print("trueup demo: the example home (7.2 kW PV, one Powerwall in Self-Powered, "
+          f"{data.load_kwh.sum():,.0f} kWh load, {data.pv_kwh.sum():,.0f} kWh PV in 2025)")
+    print(f"interval data written to {out} (15-minute, the CSV contract)\n")
+    print(bill_table(b, title=tariff.spec.name))
+    print(f"Savings vs no solar and no battery: {money(base.annual_total - b.annual_total)}")
+    tu = b.true_up
+    if tu and tu.forfeited_credit > 0:
+        print(f"\nThis home forfeits {money(tu.forfeited_credit)} of credit at true-up and "
+              f"exceeds the export cap by "
+              f"{sum(m.export_cap_excess_kwh for m in b.months):,.0f} kWh: the credits it "
+              "earns are worth less than Tesla's controller assumes.")
+    print(f"\nTry: trueup bill --tariff {tariff.id} --usage {out} --json")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "bill":
+            return cmd_bill(args)
+        if args.cmd == "tariff":
+            return cmd_tariff(args)
+        if args.cmd == "demo":
+            return cmd_demo(args)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    parser.error(f"unknown command {args.cmd}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Plain-text tables for the terminal (bills, tariffs)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from optimizer.billing import Bill
+from optimizer.tariff import Tariff
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]], *,
+          align: str | None = None) -> str:
+    """A fixed-width table. ``align`` is one char per column: 'l' or 'r' (default: first
+    column left, the rest right)."""
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    align = align or "l" + "r" * (len(headers) - 1)
+
+    def fmt(r: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if a == "l" else c.rjust(w)
+                         for c, w, a in zip(r, widths, align, strict=True)).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([fmt(headers), rule, *(fmt(r) for r in cells)])
+
+
+def money(x: float) -> str:
+    return f"{x:,.2f}" if x >= 0 else f"-{-x:,.2f}"
+
+
+def kwh(x: float) -> str:
+    return f"{x:,.1f}"
+
+
+def bill_table(b: Bill, *, title: str = "") -> str:
+    """Month rows, the true-up line(s) and totals, as the CLI prints them."""
+    has_cap = any(m.export_cap_kwh is not None for m in b.months)
+    headers = ["month", "import kWh", "export kWh"]
+    if has_cap:
+        headers += ["cap kWh", "excess kWh"]
+    headers += ["energy $", "NBC $", "fixed $", "minimum $", "billed $", "credit $"]
+    rows = []
+    for m in b.months:
+        r: list[object] = [m.month, kwh(m.import_kwh), kwh(m.export_kwh)]
+        if has_cap:
+            cap = "" if m.export_cap_kwh is None else kwh(m.export_cap_kwh)
+            r += [cap, kwh(m.export_cap_excess_kwh)]
+        r += [money(m.energy_charges), money(m.nbc), money(m.fixed), money(m.minimum),
+              money(m.billed), money(m.credit_balance)]
+        rows.append(r)
+    tot: list[object] = ["total", kwh(sum(m.import_kwh for m in b.months)),
+                         kwh(sum(m.export_kwh for m in b.months))]
+    if has_cap:
+        tot += ["", kwh(sum(m.export_cap_excess_kwh for m in b.months))]
+    tot += [money(sum(m.energy_charges for m in b.months)), money(sum(m.nbc for m in b.months)),
+            money(sum(m.fixed for m in b.months)), money(sum(m.minimum for m in b.months)),
+            money(sum(m.billed for m in b.months)), ""]
+    rows.append(tot)
+    out = [title] if title else []
+    out.append(table(headers, rows))
+    for tu in b.true_ups:
+        state = "" if tu.complete else " (projected: the data ends before the true-up month)"
+        out.append("")
+        out.append(f"True-up {tu.month}{state}:")
+        lines = []
+        if tu.charges:
+            lines.append(("charges at true-up (NBC + net energy charges, at least the "
+                          "minimums)", money(tu.charges)))
+            lines.append(("minimum charges already billed", money(-tu.minimum_billed)))
+        lines += [
+            (f"net surplus {kwh(tu.surplus_kwh)} kWh credited (NSC)", money(-tu.surplus_credit)),
+        ]
+        if tu.paid_out_credit:
+            lines.append(("leftover credit paid out", money(-tu.paid_out_credit)))
+        if tu.annual_minimum_topup:
+            lines.append(("annual minimum top-up", money(tu.annual_minimum_topup)))
+        lines.append(("due at true-up", money(tu.due)))
+        if tu.forfeited_credit:
+            lines.append(("leftover credit forfeited (not paid)", money(tu.forfeited_credit)))
+        if tu.rolled_over_credit:
+            lines.append(("credit rolled over to the next period", money(tu.rolled_over_credit)))
+        w = max(len(k) for k, _ in lines)
+        out += [f"  {k.ljust(w)}  {v:>10}" for k, v in lines]
+    out.append("")
+    out.append(f"Total paid over the period (months + true-up): {money(b.annual_total)}")
+    for n in b.notes:
+        out.append(f"note: {n}")
+    return "\n".join(out)
+
+
+def tariff_summary(t: Tariff) -> str:
+    """What a tariff says, in a few readable lines and a rate table."""
+    s = t.spec
+    out = [f"{s.id}: {s.name}", f"  time zone {s.timezone}; currency {s.currency}"]
+    if s.effective or s.source:
+        out.append(f"  effective {s.effective or '?'}; source: {s.source or '?'}")
+    seasons = ", ".join(f"{k} = months {v}" for k, v in s.calendar.seasons.items())
+    out.append(f"  seasons: {seasons}; holidays: {s.calendar.holidays}")
+    for p in s.periods:
+        hrs = ", ".join(f"{a:02d}-{b:02d}" for a, b in p.hours)
+        extra = f" months {p.months}" if p.months else ""
+        extra += f" seasons {p.seasons}" if p.seasons else ""
+        out.append(f"  period {p.name:<10} {hrs} ({p.days}){extra}")
+    rows = []
+    for si, sn in enumerate(t.season_names):
+        for pi, pn in enumerate(t.period_names):
+            if not t.reachable[si, pi]:
+                continue
+            rates = t.tier_rates[si, pi]
+            lims = t.tier_limits[si, pi]
+            tiers = [f"{r:.5f}" if i == 0 else f"{r:.5f} above {lims[i - 1]:g}"
+                     for i, r in enumerate(rates) if i == 0 or lims[i - 1] != float("inf")]
+            rows.append([sn, pn, " / ".join(dict.fromkeys(tiers))])
+    out.append("")
+    out.append(table(["season", "period", "import $/kWh (all-in)"], rows, align="llr"))
+    c = s.charges
+    out.append("")
+    out.append(f"  charges: NBC {c.nbc_per_kwh} $/kWh on every import; fixed {c.fixed_per_month}"
+               f" $/month + {c.fixed_per_day} $/day; minimum {c.minimum_per_day} $/day + "
+               f"{c.minimum_per_month} $/month; annual minimum {c.annual_minimum} $")
+    e = s.export
+    value = ("" if e.scheme == "nem" else
+             f"; export value: flat {e.flat_rate}" if e.flat_rate is not None else
+             "; export value: sell_rates table" if e.sell_rates else
+             f"; export value: {e.rates_csv}" if e.rates_csv else "")
+    credit = f", credit {e.credit}" if e.scheme == "nem" else ""
+    out.append(f"  export: {e.scheme}{credit}, netting {t.netting}{value}")
+    st = s.settlement
+    out.append(f"  settlement: every {st.period_months} month(s), true-up month "
+               f"{st.true_up_month}, carryover {st.carryover}, charges {st.charges}, leftover "
+               f"credit {st.leftover_credit}, surplus rate {st.surplus_rate} $/kWh"
+               + (f", monthly excess rate {st.monthly_excess_rate} $/kWh"
+                  if st.monthly_excess_rate else ""))
+    if s.export_cap:
+        cap = s.export_cap.monthly_kwh or "estimated from the site's PV"
+        out.append(f"  export cap (kWh/month, Jan-Dec): {cap}; de-credit order "
+                   f"{s.export_cap.decredit_order}")
+    if s.notes:
+        out.append("")
+        out.append("  " + s.notes.strip().replace("\n", "\n  "))
+    return "\n".join(out)
