@@ -424,7 +424,7 @@ class _Settlement:
             b.allowance_kwh_per_day[s] * self.p.months.season_days[i, si]
             for si, s in enumerate(self.t.season_names)
         )
-        return b.credit_per_kwh * min(usage_kwh, allowance)
+        return float(b.credit_per_kwh * min(usage_kwh, allowance))
 
     def run(self) -> tuple[list[MonthStatement], list[TrueUp]]:
         t, p = self.t, self.p

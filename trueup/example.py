@@ -64,11 +64,13 @@ def _load_kw(local_hour: np.ndarray, month: np.ndarray, weekday: np.ndarray,
     return (base + morning + evening + cooling) * noise + ev
 
 
-def example_year(year: int = 2025, *, interval_min: int = 15, seed: int = 7) -> IntervalData:
-    """Import/export/load/PV/battery kWh per interval for the example home and ``year``."""
-    tz = ZoneInfo(TIMEZONE)
-    t0 = int(datetime(year, 1, 1, tzinfo=tz).timestamp())
-    t1 = int(datetime(year + 1, 1, 1, tzinfo=tz).timestamp())
+def example_year(year: int = 2025, *, interval_min: int = 15, seed: int = 7,
+                 tz: str = TIMEZONE) -> IntervalData:
+    """Import/export/load/PV/battery kWh per interval for the example home and ``year``
+    (local calendar year in ``tz``; the weather and clock stay Californian)."""
+    zone = ZoneInfo(tz)
+    t0 = int(datetime(year, 1, 1, tzinfo=zone).timestamp())
+    t1 = int(datetime(year + 1, 1, 1, tzinfo=zone).timestamp())
     step = interval_min * 60
     starts = np.arange(t0, t1, step, dtype=np.int64)
     rng = np.random.default_rng(seed)
