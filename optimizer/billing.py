@@ -239,7 +239,8 @@ def tiered_cost(q: np.ndarray, limits: np.ndarray, rates: np.ndarray) -> np.ndar
         $ per bucket.
     """
     prev = np.concatenate([np.zeros((len(q), 1)), limits[:, :-1]], axis=1)
-    width = limits - prev
+    with np.errstate(invalid="ignore"):
+        width = np.where(np.isinf(prev), 0.0, limits - prev)  # padding tiers after the last
     qp = np.maximum(q, 0.0)[:, None]
     used = np.clip(qp - prev, 0.0, width)
     return (used * rates).sum(axis=1) + np.minimum(q, 0.0) * rates[:, 0]
@@ -399,7 +400,8 @@ class _Settlement:
                 q, bank = _apply_kwh_bank(q, bank)
             charges = float(tiered_cost(q.ravel(), lim, rates).sum())
             if t.spec.export.credit == "import":
-                charges -= self.nbc * float(exp.sum())  # exports earn the full rate
+                # exports earn the full rate: each credited kWh also cancels its NBC
+                charges -= self.nbc * float(p.exp_credited[i])
             net_kwh = float((imp - exp).sum())
             excess_rate = t.spec.settlement.monthly_excess_rate
             if excess_rate > 0:
