@@ -333,7 +333,7 @@ def test_kwh_banking_offsets_later_kwh_and_cashes_out_at_the_anniversary():
     jan, feb, mar = b.months
     assert jan.kwh_bank == pytest.approx(100) and jan.billed == 0
     assert feb.kwh_bank == pytest.approx(40) and feb.billed == 0
-    assert mar.kwh_bank == 0  # cashed out at the anniversary
+    assert mar.kwh_bank == pytest.approx(50)  # shown before the anniversary cash-out
     tu = b.true_up
     assert tu.month == "2025-03" and tu.surplus_kwh == pytest.approx(50)
     assert tu.due == pytest.approx(-2.50)
