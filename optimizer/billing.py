@@ -308,7 +308,7 @@ def _prepare(tariff: Tariff, data: IntervalData, cap_override: list[float] | Non
         cap = np.array([caps[m - 1] for _, m in months.labels], dtype=float)
         # a partial month gets a pro-rated cap (the statement prorates the estimate)
         cap = cap * np.minimum(covered, 1.0)
-        order = [tariff.period_names.index(p) for p in tariff.spec.export_cap.decredit_order]
+        order = tariff.decredit_order()
         exp_cred, excess = decredit_capped_exports(
             exp, mi, c.period, np.where(np.isnan(cap), np.inf, cap), order, P
         )

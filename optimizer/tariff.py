@@ -113,7 +113,8 @@ class SettlementSpec(_Model):
 class ExportCapSpec(_Model):
     monthly_kwh: list[NonNeg] | None = None
     estimate: Literal["pv"] | None = None
-    decredit_order: list[str] = ["peak", "part_peak", "off_peak"]
+    # default: the tariff's periods from the most valuable down (peak first)
+    decredit_order: list[str] | None = None
 
 
 class TariffSpec(_Model):
@@ -497,7 +498,7 @@ class Tariff:
                 raise self._err(("export_cap", "monthly_kwh"),
                                 f"monthly_kwh has {len(cap.monthly_kwh)} values, needs 12",
                                 "give one cap per calendar month, January first")
-            bad = [p for p in cap.decredit_order if p not in self.period_names]
+            bad = [p for p in cap.decredit_order or [] if p not in self.period_names]
             if bad:
                 raise self._err(("export_cap", "decredit_order"), f"unknown periods {bad}",
                                 f"use period names from [[periods]]: {self.period_names}")
@@ -580,6 +581,15 @@ class Tariff:
             return vals
         raise self._err(("export",), f"scheme {e.scheme!r} has no export value",
                         "set flat_rate, sell_rates or rates_csv")
+
+    def decredit_order(self) -> list[int]:
+        """Period indices in the order the export cap de-credits them (DOMAIN.md §2.3):
+        the tariff's ``decredit_order``, else by falling highest import rate (peak first)."""
+        cap = self.spec.export_cap
+        if cap is not None and cap.decredit_order:
+            return [self.period_names.index(p) for p in cap.decredit_order]
+        top = self.tier_rates[:, :, 0].max(axis=0)
+        return [int(i) for i in np.argsort(-top, kind="stable")]
 
     def export_cap_kwh(self, month: int) -> float | None:
         """The NEM-PS cap for calendar ``month`` (kWh), or None when there is no cap."""

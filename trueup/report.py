@@ -134,7 +134,7 @@ def tariff_summary(t: Tariff) -> str:
     if s.export_cap:
         cap = s.export_cap.monthly_kwh or "estimated from the site's PV"
         out.append(f"  export cap (kWh/month, Jan-Dec): {cap}; de-credit order "
-                   f"{s.export_cap.decredit_order}")
+                   f"{[t.period_names[i] for i in t.decredit_order()]}")
     if s.notes:
         out.append("")
         out.append("  " + s.notes.strip().replace("\n", "\n  "))
