@@ -267,7 +267,7 @@ class _Prepared:
 
 
 def _prepare(tariff: Tariff, data: IntervalData, cap_override: list[float] | None,
-             allow_gaps: bool, notes: list[str]) -> _Prepared:
+             allow_gaps: bool, notes: list[str], in_progress: bool = False) -> _Prepared:
     if len(data) == 0:
         raise UsageError("no intervals to bill", where=data.source or "usage",
                          fix="give a file with at least one whole billing month")
@@ -306,8 +306,12 @@ def _prepare(tariff: Tariff, data: IntervalData, cap_override: list[float] | Non
     if tariff.spec.export_cap is not None and scheme == "nem":
         caps = cap_override or [tariff.export_cap_kwh(m) for m in range(1, 13)]
         cap = np.array([caps[m - 1] for _, m in months.labels], dtype=float)
-        # a partial month gets a pro-rated cap (the statement prorates the estimate)
-        cap = cap * np.minimum(covered, 1.0)
+        # a partly covered month gets a pro-rated cap; the month in progress keeps its
+        # whole cap (exports so far count against all of it)
+        share = np.minimum(covered, 1.0)
+        if in_progress:
+            share[-1] = 1.0
+        cap = cap * share
         order = tariff.decredit_order()
         exp_cred, excess = decredit_capped_exports(
             exp, mi, c.period, np.where(np.isnan(cap), np.inf, cap), order, P
@@ -627,6 +631,7 @@ def bill(
     true_up_month: int | None = None,
     export_cap_kwh: list[float] | None = None,
     allow_gaps: bool = False,
+    in_progress: bool = False,
 ) -> Bill:
     """Bill interval data under a tariff: monthly statements and the period settlements.
 
@@ -638,9 +643,11 @@ def bill(
             (needed when the tariff says ``estimate = "pv"``).
         allow_gaps: bill months that the data covers only partly (fixed and minimum
             charges and the cap are pro-rated to the covered share) instead of failing.
+        in_progress: the last month is the month in progress (history so far): its export
+            cap is not pro-rated.
     """
     notes = list(data.notes)
-    prep = _prepare(tariff, data, export_cap_kwh, allow_gaps, notes)
+    prep = _prepare(tariff, data, export_cap_kwh, allow_gaps, notes, in_progress)
     tum = true_up_month or tariff.spec.settlement.true_up_month
     statements, true_ups = _Settlement(tariff, prep, tum).run()
     for tu in true_ups:
@@ -665,3 +672,75 @@ def load_only(data: IntervalData) -> IntervalData:
                         load_kwh=data.load_kwh, pv_kwh=np.zeros(len(data)),
                         source=data.source)
 
+
+
+@dataclass(frozen=True)
+class BillingState:
+    """Month-to-date and period-to-date totals the optimizer plans against.
+
+    kWh and $; ``as_of_utc`` is the end of the last interval billed (UTC epoch seconds).
+    The month figures cover the billing month in progress; the period figures the
+    settlement period in progress (since the last true-up).
+    """
+
+    as_of_utc: int
+    month: str
+    month_import_kwh: float
+    month_export_kwh: float  # gross: what counts against the NEM-PS cap
+    month_net_kwh_by_period: dict[str, float]
+    export_cap_kwh: float | None  # this month's full cap (not pro-rated)
+    export_cap_used_kwh: float
+    export_cap_remaining_kwh: float | None
+    period_months: int  # billing months of the period so far, this one included
+    true_up_month: int  # calendar month that closes the period
+    period_import_kwh: float
+    period_export_kwh: float  # credited exports
+    period_energy_charges: float  # ΣCx so far ($, < 0 credit)
+    period_nbc: float
+    period_minimum_billed: float
+    period_billed: float
+    credit_balance: float  # $ of credit carried now
+    accrued_charges: float  # at_true_up: ΣCx + ΣNBC so far
+    kwh_bank: float
+
+    def to_json(self) -> dict:
+        return _rounded(asdict(self))
+
+
+def billing_state(
+    tariff: Tariff,
+    data: IntervalData,
+    *,
+    true_up_month: int | None = None,
+    export_cap_kwh: list[float] | None = None,
+) -> BillingState:
+    """The billing state at the end of ``data`` (history so far; months may be partial)."""
+    b = bill(tariff, data, true_up_month=true_up_month, export_cap_kwh=export_cap_kwh,
+             allow_gaps=True, in_progress=True)
+    last = b.months[-1]
+    in_period = [m for m in b.months if m.settlement_period == last.settlement_period]
+    y, mo = int(last.month[:4]), int(last.month[5:])
+    cap = None
+    if tariff.spec.export_cap is not None and tariff.spec.export.scheme == "nem":
+        cap = (export_cap_kwh[mo - 1] if export_cap_kwh else tariff.export_cap_kwh(mo))
+    return BillingState(
+        as_of_utc=data.end_utc,
+        month=last.month,
+        month_import_kwh=last.import_kwh,
+        month_export_kwh=last.export_kwh,
+        month_net_kwh_by_period=dict(last.net_kwh_by_period),
+        export_cap_kwh=cap,
+        export_cap_used_kwh=last.export_kwh,
+        export_cap_remaining_kwh=None if cap is None else max(0.0, cap - last.export_kwh),
+        period_months=len(in_period),
+        true_up_month=true_up_month or tariff.spec.settlement.true_up_month,
+        period_import_kwh=sum(m.import_kwh for m in in_period),
+        period_export_kwh=sum(m.credited_export_kwh for m in in_period),
+        period_energy_charges=sum(m.energy_charges for m in in_period),
+        period_nbc=sum(m.nbc for m in in_period),
+        period_minimum_billed=sum(m.minimum for m in in_period),
+        period_billed=sum(m.billed for m in in_period),
+        credit_balance=last.credit_balance,
+        accrued_charges=last.accrued_charges,
+        kwh_bank=last.kwh_bank,
+    )

@@ -543,3 +543,29 @@ def test_bill_json_has_the_contract_keys():
     assert set(j["true_up"]) >= {"month", "due", "surplus_kwh", "surplus_credit",
                                  "forfeited_credit"}
     assert j["months"][0]["month"] == "2025-01"
+
+
+def test_billing_state_mid_month_reports_cap_used_and_period_totals():
+    """History to 2025-03-10 under the NEM2-PS test tariff (cap 100 kWh/month).
+
+    Jan and Feb as in the full-year test (Cx −38.63 and −39.44); March 1-10: per day 1 kWh
+    imported, 5 exported → 50 kWh exported so far, 50 of the 100 kWh cap left.
+    The March cap is not pro-rated: the cap is the month's, used so far is 50.
+    """
+    t = nem2ps_tariff()
+
+    def pattern(d, h):
+        return (1.0, 0.0) if h == 2 else (0.0, 5.0) if h == 17 else (0.0, 0.0)
+
+    from optimizer.billing import billing_state
+
+    s = billing_state(t, hourly(date(2025, 1, 1), date(2025, 3, 10), pattern))
+    assert s.month == "2025-03"
+    assert s.export_cap_kwh == 100 and s.export_cap_used_kwh == pytest.approx(50)
+    assert s.export_cap_remaining_kwh == pytest.approx(50)
+    assert s.period_months == 3 and s.true_up_month == 12
+    # March so far: 10 × 0.27 − 50 × 0.47 = 2.70 − 23.50 = −20.80
+    assert s.period_energy_charges == pytest.approx(-38.63 - 39.44 - 20.80)
+    assert s.credit_balance == pytest.approx(38.63 + 39.44 + 20.80)
+    assert s.period_nbc == pytest.approx((31 + 28 + 10) * 0.03)
+    assert s.month_net_kwh_by_period == pytest.approx({"peak": -50.0, "off_peak": 10.0})
