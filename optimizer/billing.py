@@ -719,7 +719,7 @@ def billing_state(
              allow_gaps=True, in_progress=True)
     last = b.months[-1]
     in_period = [m for m in b.months if m.settlement_period == last.settlement_period]
-    y, mo = int(last.month[:4]), int(last.month[5:])
+    mo = int(last.month[5:])
     cap = None
     if tariff.spec.export_cap is not None and tariff.spec.export.scheme == "nem":
         cap = (export_cap_kwh[mo - 1] if export_cap_kwh else tariff.export_cap_kwh(mo))

@@ -106,6 +106,7 @@ class SamBill:
     nm_dollars_applied: np.ndarray  # option 1: $ credits used
     net_billing_credits: np.ndarray  # option 2: $ earned; option 3: $ applied
     two_meter_sales: np.ndarray  # option 4
+    bill_without_system: np.ndarray  # utility_bill_wo_sys_ym: the load alone, same rates
     annual: float  # utility_bill_w_sys_year1
 
 
@@ -173,5 +174,6 @@ def sam_bill(t: Tariff, load_kwh: np.ndarray, pv_kwh: np.ndarray, steps_per_hour
         nm_dollars_applied=ym("nm_dollars_applied_ym"),
         net_billing_credits=ym("net_billing_credits_ym"),
         two_meter_sales=ym("two_meter_sales_ym"),
+        bill_without_system=ym("utility_bill_wo_sys_ym"),
         annual=float(o.utility_bill_w_sys_year1),
     )
