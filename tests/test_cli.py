@@ -1,0 +1,100 @@
+"""The command line, end to end through main(argv): real files, real output."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trueup.cli import main
+from trueup.example import example_year, write_csv
+
+
+@pytest.fixture(scope="module")
+def example_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("usage") / "example.csv"
+    write_csv(example_year(2025), path)
+    return path
+
+
+def test_bill_json_has_contract_keys_and_savings(example_csv, capsys):
+    assert main(["bill", "--tariff", "pge-ev2a-nem2ps-2024", "--usage", str(example_csv),
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["tariff"] == "pge-ev2a-nem2ps-2024"
+    assert [m["month"] for m in out["months"]] == [f"2025-{m:02d}" for m in range(1, 13)]
+    assert out["true_up"]["month"] == "2025-12"
+    # the JSON agrees with itself: months billed + true-up due = annual total
+    total = sum(m["billed"] for m in out["months"]) + out["true_up"]["due"]
+    assert out["annual_total"] == pytest.approx(total, abs=0.02)
+    assert out["savings"]["savings"] == pytest.approx(
+        out["savings"]["without_solar_battery"] - out["annual_total"], abs=0.01)
+    assert out["savings"]["savings"] > 0
+
+
+def test_bill_table_shows_months_true_up_and_savings(example_csv, capsys):
+    assert main(["bill", "--tariff", "pge-ev2a-nem2ps-2024", "--usage", str(example_csv),
+                 "--true-up-month", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "2025-06" in out and "True-up 2025-06:" in out
+    assert "True-up 2025-12 (projected" in out
+    assert "Savings:" in out
+
+
+def test_bill_with_an_unknown_tariff_exits_2_and_names_the_fix(example_csv, capsys):
+    assert main(["bill", "--tariff", "nope", "--usage", str(example_csv)]) == 2
+    err = capsys.readouterr().err
+    assert "no tariff file or bundled id 'nope'" in err and "fix:" in err
+
+
+def test_bill_with_a_bad_export_cap_option_exits_2(example_csv, capsys):
+    assert main(["bill", "--tariff", "pge-ev2a-nem2ps-2024", "--usage", str(example_csv),
+                 "--export-cap", "1,2,3"]) == 2
+    assert "3 values given, 12 needed" in capsys.readouterr().err
+
+
+def test_export_cap_option_overrides_the_tariff(example_csv, capsys):
+    caps = ",".join(["10000"] * 12)
+    assert main(["bill", "--tariff", "pge-ev2a-nem2ps-2024", "--usage", str(example_csv),
+                 "--export-cap", caps, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert all(m["export_cap_excess_kwh"] == 0 for m in out["months"])
+    assert out["months"][0]["export_cap_kwh"] == 10000
+
+
+def test_tariff_list_and_show(capsys):
+    assert main(["tariff", "list"]) == 0
+    listing = capsys.readouterr().out
+    for tid in ("pge-ev2a-nem2ps-2024", "pge-ev2a-nbt-2024", "kwh-banking-2024",
+                "buy-all-sell-all-2024", "nebraska-monthly-netting-2024",
+                "pge-etouc-nem2-2024", "pge-ev2a-nem1-2024", "pge-ev2a-nem2-2024"):
+        assert tid in listing
+    assert main(["tariff", "show", "pge-ev2a-nem2ps-2024"]) == 0
+    shown = capsys.readouterr().out
+    assert "summer  peak" in shown and "0.65800" in shown and "de-credit order" in shown
+
+
+def test_tariff_import_urdb_writes_a_tariff_that_bills(tmp_path, capsys, example_csv):
+    from pathlib import Path
+
+    src = Path(__file__).parent / "data" / "urdb" / "tou_two_seasons.json"
+    out = tmp_path / "imported.toml"
+    assert main(["tariff", "import-urdb", str(src), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "NBC" in err and f"wrote {out}" in err
+    assert main(["bill", "--tariff", str(out), "--usage", str(example_csv)]) == 0
+
+
+def test_demo_writes_the_example_csv_and_prints_the_bill(tmp_path, capsys):
+    out = tmp_path / "ex.csv"
+    assert main(["demo", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert out.exists() and out.read_text().startswith("timestamp,import_kwh,export_kwh")
+    assert "True-up 2025-12" in text and "Savings vs no solar" in text
+
+
+def test_help_teaches_with_examples(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "examples:" in text and "trueup bill --tariff" in text
