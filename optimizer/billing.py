@@ -228,21 +228,31 @@ def net_to_window(
     return import_kwh * si[group], export_kwh * se[group]
 
 
-def tiered_cost(q: np.ndarray, limits: np.ndarray, rates: np.ndarray) -> np.ndarray:
+def tiered_cost(q: np.ndarray, limits: np.ndarray, rates: np.ndarray, *,
+                shared: bool = False) -> np.ndarray:
     """Cost of ``q`` kWh per bucket under cumulative tiers.
 
     Args:
         q: kWh per bucket (may be negative: net export under NEM, valued at tier 1).
         limits: [bucket, tier] cumulative upper limits, kWh (``inf`` for the last tier).
         rates: [bucket, tier] $/kWh.
+        shared: False (``tier_basis = "period"``): each bucket fills its own tiers.
+            True (``tier_basis = "month"``, URDB's and SAM's reading): the month's total
+            use ``U = Σ max(q, 0)`` fills the tiers, and each bucket takes its share
+            ``max(q, 0) / U`` of every tier's kWh at its own period's tier rate.
     Returns:
         $ per bucket.
     """
     prev = np.concatenate([np.zeros((len(q), 1)), limits[:, :-1]], axis=1)
     with np.errstate(invalid="ignore"):
         width = np.where(np.isinf(prev), 0.0, limits - prev)  # padding tiers after the last
-    qp = np.maximum(q, 0.0)[:, None]
-    used = np.clip(qp - prev, 0.0, width)
+    qp = np.maximum(q, 0.0)
+    if shared:
+        total = qp.sum()
+        share = qp / total if total > 0 else np.zeros_like(qp)
+        used = share[:, None] * np.clip(total - prev, 0.0, width)
+    else:
+        used = np.clip(qp[:, None] - prev, 0.0, width)
     return (used * rates).sum(axis=1) + np.minimum(q, 0.0) * rates[:, 0]
 
 
@@ -384,6 +394,7 @@ class _Settlement:
         self.true_up_month = true_up_month
         self.lim, self.rates = _tier_tables(tariff, prep.months)
         self.nbc = tariff.spec.charges.nbc_per_kwh
+        self.shared = tariff.spec.tier_basis == "month"
 
     def period_of(self, y: int, m: int) -> int:
         k = self.t.spec.settlement.period_months
@@ -402,7 +413,7 @@ class _Settlement:
             q = imp - exp
             if t.spec.settlement.carryover == "kwh":
                 q, bank = _apply_kwh_bank(q, bank)
-            charges = float(tiered_cost(q.ravel(), lim, rates).sum())
+            charges = float(tiered_cost(q.ravel(), lim, rates, shared=self.shared).sum())
             if t.spec.export.credit == "import":
                 # exports earn the full rate: each credited kWh also cancels its NBC
                 charges -= self.nbc * float(p.exp_credited[i])
@@ -415,7 +426,7 @@ class _Settlement:
             baseline = self._baseline_credit(i, max(net_kwh, 0.0))
             purchases = max(charges, 0.0)
         else:
-            purchases = float(tiered_cost(imp.ravel(), lim, rates).sum())
+            purchases = float(tiered_cost(imp.ravel(), lim, rates, shared=self.shared).sum())
             baseline = self._baseline_credit(i, float(imp.sum()))
             charges = purchases - float(p.export_value[i])
         return _MonthEnergy(charges=charges - baseline, purchases=purchases - baseline,

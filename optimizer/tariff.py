@@ -127,6 +127,9 @@ class TariffSpec(_Model):
     source: str = ""
     effective: str = ""
     notes: str = ""
+    # what fills tiered rates: each TOU period's own kWh ("period"), or the billing month's
+    # total kWh shared pro rata over the periods ("month": URDB's and SAM's reading)
+    tier_basis: Literal["period", "month"] = "period"
     calendar: CalendarSpec
     periods: list[PeriodSpec]
     import_rates: RateTable

@@ -562,6 +562,8 @@ def _emit(rate: dict[str, Any], seasons: list[_Season], periods: dict[int, list[
     w(f"source = {_toml_str(src)}")
     w(f"effective = {_toml_str(_date(rate.get('startdate'), timezone))}")
     w(f"notes = {_toml_str(_NOTES)}")
+    if any(len(t) > 1 for t in periods.values()):
+        w('tier_basis = "month"  # URDB tiers count the month\'s total kWh across periods')
     w("")
 
     w("[calendar]")

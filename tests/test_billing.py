@@ -569,3 +569,25 @@ def test_billing_state_mid_month_reports_cap_used_and_period_totals():
     assert s.credit_balance == pytest.approx(38.63 + 39.44 + 20.80)
     assert s.period_nbc == pytest.approx((31 + 28 + 10) * 0.03)
     assert s.month_net_kwh_by_period == pytest.approx({"peak": -50.0, "off_peak": 10.0})
+
+
+def test_month_tier_basis_fills_tiers_with_the_months_total_pro_rata():
+    """Tiers of 100 kWh on both periods: peak 0.50 then 0.70, off-peak 0.30 then 0.40.
+    January: 62 kWh peak (2/day at 17:00) and 93 off-peak (3/day at 02:00) = 155 kWh.
+
+    tier_basis = "period": peak 62 ≤ 100 → 62 × 0.50 = 31.00; off-peak 93 ≤ 100 → 27.90;
+      total 58.90 (neither period reaches its second tier).
+    tier_basis = "month": the 155 kWh fill 100 in tier 1 and 55 in tier 2, shared 62:93
+      (40 % peak, 60 % off-peak): peak 40 × 0.50 + 22 × 0.70 = 35.40,
+      off-peak 60 × 0.30 + 33 × 0.40 = 31.20; total 66.60.
+    """
+    rates = ("all = { peak = [{ up_to_kwh = 100, rate = 0.50 }, { rate = 0.70 }], "
+             "off_peak = [{ up_to_kwh = 100, rate = 0.30 }, { rate = 0.40 }] }")
+    text = TWO_PERIOD_UTC.replace("all = { peak = 0.50, off_peak = 0.30 }", rates)
+    data = hourly(date(2025, 1, 1), date(2025, 1, 31),
+                  lambda d, h: (2.0, 0.0) if h == 17 else (3.0, 0.0) if h == 2 else (0.0, 0.0))
+    per_period = tariff(text, export="scheme = 'none'\n", settlement="period_months = 1\n")
+    per_month = tariff('tier_basis = "month"\n' + text, export="scheme = 'none'\n",
+                       settlement="period_months = 1\n")
+    assert bill(per_period, data).months[0].energy_charges == pytest.approx(58.90)
+    assert bill(per_month, data).months[0].energy_charges == pytest.approx(66.60)

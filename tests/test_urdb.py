@@ -470,3 +470,15 @@ def test_import_urdb_file_reads_a_response_file(tmp_path):
     with pytest.raises(TariffError) as e:
         import_urdb_file(bad)
     assert e.value.where == f"{bad}:2" and "not valid JSON" in e.value.what
+
+
+def test_tiered_urdb_rates_fill_tiers_with_the_months_total():
+    """URDB (and SAM) count tier limits against the month's total kWh, not per period."""
+    from pathlib import Path
+
+    from optimizer.tariff import Tariff
+    from optimizer.urdb import import_urdb_file
+
+    text, _ = import_urdb_file(Path(__file__).parent / "data" / "urdb" / "tiered_flat.json")
+    assert 'tier_basis = "month"' in text
+    assert Tariff.from_text(text).spec.tier_basis == "month"
