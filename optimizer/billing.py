@@ -380,7 +380,8 @@ def _tier_tables(tariff: Tariff, months: _Months) -> tuple[np.ndarray, np.ndarra
     per_day = tariff.tier_per_day
     if per_day.any():
         days = months.season_days[:, :, None, None]  # [m, s, 1, 1]
-        lim = np.where(per_day[None, :, :, None], lim * days, lim)
+        scale = per_day[None, :, :, None] & np.isfinite(lim)  # never inf × 0
+        lim = np.where(scale, np.where(np.isfinite(lim), lim, 0.0) * days, lim)
     rates = np.broadcast_to(tariff.tier_rates, lim.shape)
     return lim, rates
 
@@ -669,6 +670,10 @@ def bill(
             notes.append(f"the settlement period ending {tu.month} has only {tu.months} of "
                          f"{tariff.spec.settlement.period_months} months in the data")
     total = sum(s.billed for s in statements) + sum(t.due for t in true_ups)
+    if not np.isfinite(total) or any(not np.isfinite(s.energy_charges) for s in statements):
+        # never print a wrong bill: a non-finite figure is a bug in the engine or the tariff
+        raise ArithmeticError(f"billing {data.source or 'the data'} under {tariff.id} gave a "
+                              "non-finite amount; please report it with the tariff file")
     return Bill(tariff=tariff.id, months=statements, true_ups=true_ups, annual_total=total,
                 notes=notes)
 

@@ -6,15 +6,26 @@ into SAM's inputs, so both engines see the same rates:
 
 * every reachable (season, TOU period) pair of the tariff becomes one SAM period (1, 2, ...);
   the weekday and weekend 12 × 24 schedules come from ``Tariff.period_table``;
-* ``ur_ec_tou_mat`` rows are ``[period, tier 1, max 1e38, units 0, buy, sell]`` (SAM needs the
-  last tier's max to be 1e38); sell = ``export.flat_rate`` or ``export.sell_rates``, or 0 for
-  NEM (use ``sell_eq_buy=1`` for retail-rate credits);
+* ``ur_ec_tou_mat`` has one row ``[period, tier, max, units, buy, sell]`` per tier of each
+  period: a flat rate is one row ``[period, 1, 1e38, 0, buy, sell]``; tiered import rates give
+  one row per tier, ``up_to_kwh`` limits as kWh/month (units 0) and ``up_to_kwh_per_day``
+  limits as kWh/day (units 2, SAM multiplies them by the month's days, as ours does); the last
+  tier's max is always 1e38 with units 0 (SAM needs it: a finite last tier gives garbage).
+  sell = ``export.flat_rate`` or ``export.sell_rates`` (the same in every tier), or 0 for NEM
+  (use ``sell_eq_buy=1`` for retail-rate credits: SAM then credits each tier's buy rate);
 * ``charges.fixed_per_month``, ``minimum_per_month`` and ``annual_minimum`` become
   ``ur_monthly_fixed_charge``, ``ur_monthly_min_charge`` and ``ur_annual_min_charge``.
 
-Only tariffs inside SAM's model are accepted (no NBC, tiers, baseline, per-day charges,
-export cap, holidays or meter-read day other than 1; time zone UTC so the data's year can be a
-SAM year: 365 days starting on a Monday, e.g. 2018).
+Only tariffs inside SAM's model are accepted (no NBC, baseline, per-day charges, export cap,
+holidays or meter-read day other than 1; time zone UTC so the data's year can be a SAM year:
+365 days starting on a Monday, e.g. 2018). Tiered import rates need ``tier_basis = "month"``
+(SAM fills the tiers with the month's total use, it has no per-period tiers) and, as SAM
+requires, every period that occurs in a month must have the same tier limits in kWh for that
+month (per-day limits compared after × the month's days). What SAM then bills equals our
+``tier_basis = "month"`` (``tiered_cost(..., shared=True)``) only under options 0/1 for months
+without surplus in any period: SAM splits a period's surplus into tiers too (pro rata over the
+month's total surplus) and credits the tiers' sell rates, ours credits a net export at the
+first tier's rate; and options 2-4 fill the tiers chronologically, not pro rata.
 
 SAM's ``load`` and ``gen`` are kW averaged over each step; :func:`sam_bill` takes kWh per step
 and multiplies by the steps per hour. SAM nets ``gen − load`` per step (no hourly netting).
@@ -30,12 +41,17 @@ import PySAM.Utilityrate5 as ur5
 from optimizer.tariff import WEEKDAY, WEEKEND, Tariff
 
 # ur_metering_option
+NEM_KWH = 0  # NEM, kWh surplus rolled over per TOU period, year-end kWh at ur_nm_yearend_sell_rate
 NEM_DOLLARS = 1  # NEM, $ credits, leftover paid at face value in ur_nm_credit_month
 NET_BILLING = 2  # net billing, every step settled alone, no carryover
 NET_BILLING_CARRY = 3  # net billing, $ credits carried, leftover paid in ur_nm_credit_month
 BUY_ALL_SELL_ALL = 4  # two meters: all load bought, all generation sold
 
 _LAST_TIER_MAX = 1e38
+# ur_ec_tou_mat units
+_KWH_PER_MONTH = 0
+_KWH_PER_DAY = 2
+_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # SAM's months (no leap day)
 
 
 @dataclass(frozen=True)
@@ -54,8 +70,9 @@ def _check_comparable(t: Tariff) -> None:
         problems.append("SAM has no holidays")
     if s.calendar.meter_read_day != 1:
         problems.append("SAM bills calendar months")
-    if t.tiered or t.tier_per_day.any():
-        problems.append("only flat per-period rates are translated")
+    if (t.tiered or t.tier_per_day.any()) and s.tier_basis != "month":
+        problems.append('SAM fills tiers with the month\'s total use: tiered rates need '
+                        'tier_basis = "month"')
     if s.baseline is not None or s.export_cap is not None:
         problems.append("SAM has no baseline credit and no NEM-PS cap")
     ch = s.charges
@@ -67,8 +84,33 @@ def _check_comparable(t: Tariff) -> None:
         raise ValueError(f"tariff {t.id} is outside SAM's model: " + "; ".join(problems))
 
 
+def _tiers(t: Tariff, si: int, pi: int) -> list[tuple[float, int, float]]:
+    """``(max, units, buy)`` per tier of one (season, period); the last max is 1e38."""
+    lim, rate = t.tier_limits[si, pi], t.tier_rates[si, pi]
+    n = int(np.isfinite(lim).sum()) + 1  # tiers after the last finite limit are padding
+    units = _KWH_PER_DAY if t.tier_per_day[si, pi] else _KWH_PER_MONTH
+    return [(float(lim[k]), units, float(rate[k])) for k in range(n - 1)] + [
+        (_LAST_TIER_MAX, _KWH_PER_MONTH, float(rate[n - 1]))]
+
+
+def _check_tiers_per_month(t: Tariff, ids: dict[tuple[int, int], int],
+                           weekday: list[list[int]], weekend: list[list[int]]) -> None:
+    """SAM: every period occurring in a month has the same tier maxima (kWh that month)."""
+    bucket = {k: sp for sp, k in ids.items()}
+    for m in range(12):
+        seen: dict[tuple[float, ...], int] = {}
+        for k in sorted(set(weekday[m]) | set(weekend[m])):
+            maxima = tuple(x * _DAYS[m] if u == _KWH_PER_DAY else x
+                           for x, u, _ in _tiers(t, *bucket[k]))
+            seen.setdefault(maxima, k)
+        if len(seen) > 1:
+            desc = "; ".join(f"SAM period {k}: {list(v)}" for v, k in seen.items())
+            raise ValueError(f"tariff {t.id} is outside SAM's model: SAM needs the same tier "
+                             f"limits in every period of a month, month {m + 1} has {desc}")
+
+
 def sam_rates(t: Tariff) -> SamRates:
-    """SAM schedules and rate matrix for a (flat-rate-per-period) tariff."""
+    """SAM schedules and rate matrix for a tariff (flat or tiered import rates)."""
     _check_comparable(t)
     S, P = t.reachable.shape
     ids = {}  # (season, period) -> SAM period number
@@ -81,6 +123,8 @@ def sam_rates(t: Tariff) -> SamRates:
         return [[ids[int(t.month_season[m]), int(t.period_table[m - 1, daytype, h])]
                  for h in range(24)] for m in range(1, 13)]
 
+    weekday, weekend = schedule(WEEKDAY), schedule(WEEKEND)
+    _check_tiers_per_month(t, ids, weekday, weekend)
     e = t.spec.export
     rows = []
     for (si, pi), k in ids.items():
@@ -90,8 +134,9 @@ def sam_rates(t: Tariff) -> SamRates:
             sell = float(t.sell_matrix[si, pi])
         else:
             sell = 0.0
-        rows.append([k, 1, _LAST_TIER_MAX, 0, float(t.tier_rates[si, pi, 0]), sell])
-    return SamRates(weekday=schedule(WEEKDAY), weekend=schedule(WEEKEND), tou_mat=rows)
+        for tier, (mx, units, buy) in enumerate(_tiers(t, si, pi), start=1):
+            rows.append([k, tier, mx, units, buy, sell])
+    return SamRates(weekday=weekday, weekend=weekend, tou_mat=rows)
 
 
 @dataclass(frozen=True)

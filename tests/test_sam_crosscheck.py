@@ -15,15 +15,20 @@ How the two see the same home (load L and PV G per step, no battery):
 The tariff's time zone is UTC so local time = UTC and billing months are SAM's calendar months;
 no holidays, no NBC, no export cap (SAM has none of them). Our tariff periods ``peak``
 (weekdays 16–21), ``weekend_peak`` (weekends 16–21) and ``off_peak`` in two seasons become six
-SAM periods; every rate is flat per period.
+SAM periods; every rate is flat per period, except in section 6 (tiered rates on ``peak`` and
+``off_peak``, filled by the month's total use, ``tier_basis = "month"``).
 
 Rules that differ, so not cross-checked here:
 
-* tiered rates: ours applies a tier's limit to each (season, TOU period) bucket's own kWh;
-  SAM applies the limits to the month's total use (chronologically for options 2-4, pro rata
-  over periods for NEM), so tiered bills differ unless there is one period (this file's year
-  under net billing with a 300 kWh tier, +$0.10 above it, in every period: ours $1,070.15 a
-  year, SAM $1,464.38);
+* tiered rates with ``tier_basis = "period"`` (each (season, TOU period) bucket fills its own
+  tiers): SAM applies the limits to the month's total use, so such bills differ unless there
+  is one period (this file's year under net billing with a 300 kWh tier, +$0.10 above it, in
+  every period: ours $1,070.15 a year, SAM $1,464.38). With ``tier_basis = "month"`` ours
+  shares the month's total use over the periods pro rata, which is SAM's NEM rule (options
+  0/1) and is cross-checked in section 6 on load-only data; still different: SAM options 2-4
+  fill the tiers chronologically, and a NEM period with net surplus is split into tiers by
+  SAM (pro rata over the month's surplus, credited at the tiers' sell rates) but credited at
+  the first tier's rate by ours;
 * SAM option 3 with ``ur_nb_apply_credit_current_month = 0`` (a month's credits only reduce
   later months): ours always nets a month's credits against its own charges first;
 * SAM option 1 without ``ur_sell_eq_buy`` (surplus valued at a separate sell rate): our NEM
@@ -426,3 +431,146 @@ def test_annual_minimum_matches_sam(year: Year, case: str, annual_minimum: float
     plain = bill(make_tariff(export, settlement, fixed=12.0, minimum=monthly), year.data)
     assert mins[-1] > ours_minimum(plain)[-1] + 1
     assert mins[:11] == pytest.approx(ours_minimum(plain)[:11], abs=1e-9)
+
+
+# --------------------------------------------------------------------------------------
+# 6. Tiered import rates, tiers filled by the month's total use (tier_basis = "month")
+
+
+_TIERED_HEAD = """
+id = "sam-crosscheck-tiered"
+name = "SAM cross-check, two TOU periods, tiered"
+timezone = "UTC"
+tier_basis = "{basis}"
+
+[calendar]
+seasons = {{ {seasons} }}
+holidays = "none"
+
+[[periods]]
+name = "peak"
+hours = [[16, 21]]
+days = "weekdays"
+[[periods]]
+name = "off_peak"
+hours = [[0, 24]]
+"""
+_TIERED_TAIL = """
+[charges]
+nbc_per_kwh = 0.0
+
+[export]
+scheme = "nem"
+credit = "import"
+netting = "billing_period"
+
+[settlement]
+""" + ANNUAL_DEC
+
+SEASON_MONTHS = {"summer": [6, 7, 8, 9], "winter": [1, 2, 3, 4, 5, 10, 11, 12],
+                 "all": list(range(1, 13))}
+TIER_RATES = {  # season: {period: rate per tier}
+    "summer": {"peak": [0.34, 0.42], "off_peak": [0.14, 0.20]},
+    "winter": {"peak": [0.26, 0.31, 0.38], "off_peak": [0.12, 0.15, 0.22]},
+    "all": {"peak": [0.26, 0.31, 0.38], "off_peak": [0.12, 0.15, 0.22]},
+}
+# The home uses 650-860 kWh a month (22.6-27.6 kWh/day) from October to April, 1,509 in May
+# (48.7 a day) and 1,710-2,876 from June to September (57-93 a day). Every first limit binds
+# in some months and not in others.
+TIER_LIMITS = {
+    # name: (limit key, {season: cumulative limits, one fewer than the tiers})
+    "kwh_per_month": ("up_to_kwh", {"summer": [2000], "winter": [700, 1200]}),
+    "kwh_per_day": ("up_to_kwh_per_day", {"summer": [70], "winter": [23, 40]}),
+    "kwh_per_day_one_season": ("up_to_kwh_per_day", {"all": [25, 60]}),
+}
+SAM_NEM = {
+    "option_1": {"metering_option": sam.NEM_DOLLARS, "sell_eq_buy": 1, "nm_credit_month": 11},
+    "option_0": {"metering_option": sam.NEM_KWH, "nm_credit_month": 11},
+}
+
+
+def tiered_text(limits: str, basis: str = "month") -> str:
+    key, per_season = TIER_LIMITS[limits]
+    seasons = ", ".join(f"{n} = {SEASON_MONTHS[n]}" for n in per_season)
+    text = _TIERED_HEAD.format(basis=basis, seasons=seasons)
+    for season, lims in per_season.items():
+        text += f"\n[import_rates.{season}]\n"
+        for period, rates in TIER_RATES[season].items():
+            assert len(rates) == len(lims) + 1
+            tiers = [f"{{ {key} = {lim}, rate = {r} }}"
+                     for lim, r in zip(lims, rates[:-1], strict=True)]
+            tiers.append(f"{{ rate = {rates[-1]} }}")
+            text += f"{period} = [{', '.join(tiers)}]\n"
+    return text + _TIERED_TAIL
+
+
+def make_tiered_tariff(limits: str, basis: str = "month") -> Tariff:
+    return Tariff.from_text(tiered_text(limits, basis), source="sam-crosscheck-tiered.toml")
+
+
+def first_limit_kwh(t: Tariff, year: Year) -> np.ndarray:
+    """Each calendar month's first tier limit in kWh (per-day limits × the month's days)."""
+    days = np.bincount(year.month, minlength=13)[1:] / (24 * STEPS_PER_HOUR)
+    season = t.month_season[1:13]
+    lim = t.tier_limits[season, 0, 0]
+    return np.where(t.tier_per_day[season, 0], lim * days, lim)
+
+
+# Per-day limits across two seasons once billed nan (inf × 0 season days in
+# ``_tier_tables``); this cross-check found it, and now guards it.
+LIMIT_CASES = ["kwh_per_month", "kwh_per_day", "kwh_per_day_one_season"]
+
+
+@pytest.mark.parametrize("limits", LIMIT_CASES)
+@pytest.mark.parametrize("option", list(SAM_NEM))
+def test_month_tier_basis_load_only_matches_sam_nem(year: Year, option: str, limits: str):
+    """Tiered TOU import rates under NEM, a home without PV: SAM ``ur_metering_option = 1``
+    (``ur_sell_eq_buy = 1``) and ``ur_metering_option = 0``, true-up in December.
+
+    Rule (SAM's for options 0/1, ours with ``tier_basis = "month"``): the tiers' limits apply
+    to the month's total use U = Σ_p use_p (kWh/month, or kWh/day × the month's days: SAM's
+    units 0 and 2), and each period takes its share use_p / U of every tier's kWh at its own
+    tier rates. With no PV no period has a surplus, so SAM's two NEM options and ours all reduce
+    to this rule (no credit, no carryover, nothing to pay out). Two seasons: summer 2 tiers,
+    winter 3 (the second limit binds in May only); or one season with 3 tiers.
+    Ours: ``scheme = "nem"``, ``credit = "import"``, NBC 0, ``netting = "billing_period"``,
+    ``period_months = 12``, ``charges = "monthly"``, ``leftover_credit = "pay_out"``.
+
+    ``tier_basis = "period"`` (each period fills its own tiers, as a utility whose tariff
+    sheet sets limits per TOU period would bill) gives a different, here lower, total on the
+    same data: a period's kWh rarely reaches a limit that the month's total passes.
+    """
+    t = make_tiered_tariff(limits)
+    data = load_only(year.data)
+    b = bill(t, data)
+    s = sam.sam_bill(t, year.load_kwh, np.zeros(N_STEPS), STEPS_PER_HOUR, **SAM_NEM[option])
+    assert_same_bills(b, s)
+    assert [m.energy_charges for m in b.months] == pytest.approx(s.energy_charge, abs=CENT)
+    assert s.bill == pytest.approx(s.bill_without_system, abs=1e-6)  # no PV: same bill
+    assert b.true_ups[-1].paid_out_credit == 0
+    assert s.true_up_credits == pytest.approx(np.zeros(12))
+
+    # not vacuous: the first limit binds in some months and not in others
+    use = np.bincount(year.month, weights=year.load_kwh, minlength=13)[1:]
+    over = use > first_limit_kwh(t, year)
+    assert 3 <= over.sum() <= 9, (use, first_limit_kwh(t, year))
+    # the two tier bases differ on the same data
+    per_period = bill(make_tiered_tariff(limits, basis="period"), data).annual_total
+    assert per_period < b.annual_total - 10, (per_period, b.annual_total)
+
+
+def test_sam_oracle_refuses_tiers_it_cannot_translate():
+    """The oracle translates tiers only where SAM reads them as ours can: ``tier_basis =
+    "month"``, and the same limits in every period of a month (SAM raises otherwise)."""
+    with pytest.raises(ValueError, match="tier_basis"):
+        sam.sam_rates(make_tiered_tariff("kwh_per_month", basis="period"))
+    text = tiered_text("kwh_per_month")
+    uneven = text.replace("peak = [{ up_to_kwh = 700, rate = 0.26 }",
+                          "peak = [{ up_to_kwh = 600, rate = 0.26 }", 1)
+    assert uneven != text
+    with pytest.raises(ValueError, match="same tier limits"):
+        sam.sam_rates(Tariff.from_text(uneven, source="uneven.toml"))
+    rows = sam.sam_rates(make_tiered_tariff("kwh_per_day")).tou_mat
+    # one row per period and tier: summer 2 × 2, winter 2 × 3; kWh/day in units 2, then 1e38
+    assert len(rows) == 2 * 2 + 2 * 3
+    assert [r[1:4] for r in rows[-3:]] == [[1, 23.0, 2], [2, 40.0, 2], [3, 1e38, 0]]
