@@ -106,16 +106,16 @@ class Bill:
         }
 
 
-def _rounded(d: dict) -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, float):
-            out[k] = round(v, 4 if k.endswith("kwh") else 2)
-        elif isinstance(v, dict):
-            out[k] = {kk: round(vv, 4) for kk, vv in v.items()}
-        else:
-            out[k] = v
-    return out
+def _rounded(value, key: str = ""):
+    """Round floats for JSON: kWh to 4 decimals, $ to cents; recurse into dicts and lists."""
+    if isinstance(value, dict):
+        return {k: _rounded(v, k if not isinstance(v, float) or key == "" else key)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v, key) for v in value]
+    if isinstance(value, float):
+        return round(value, 4 if key.endswith("kwh") or key.endswith("by_period") else 2)
+    return value
 
 
 # --------------------------------------------------------------------------------------
@@ -190,7 +190,7 @@ def decredit_capped_exports(
     )
     excess = np.maximum(by_mp.sum(axis=1) - cap_kwh, 0.0)
     excess[~np.isfinite(excess)] = 0.0
-    full_order = list(order) + [p for p in range(n_periods) if p not in order]
+    full_order = list(dict.fromkeys(order)) + [p for p in range(n_periods) if p not in order]
     remove = np.zeros_like(by_mp)
     left = excess.copy()
     for p in full_order:
@@ -274,6 +274,7 @@ class _Prepared:
     bucket_exp: np.ndarray  # [month, season, period] net (credited) exports after netting
     export_value: np.ndarray  # [month] $ value of exports (net billing schemes)
     covered: np.ndarray  # [month] share of intervals present
+    day_share: np.ndarray  # [month] share of the month's days that per-day quantities get
 
 
 def _prepare(tariff: Tariff, data: IntervalData, cap_override: list[float] | None,
@@ -303,8 +304,9 @@ def _prepare(tariff: Tariff, data: IntervalData, cap_override: list[float] | Non
             f"{y:04d}-{m:02d} ({months.expected[i] - counts[i]} of {months.expected[i]} "
             f"intervals missing)" for i, (y, m) in ((i, months.labels[i]) for i in short[:4])
         )
+        hint = _zone_shift_hint(short, counts, months, data, tariff)
         if not allow_gaps:
-            raise UsageError(f"the data does not cover whole billing months: {desc}",
+            raise UsageError(f"the data does not cover whole billing months: {desc}{hint}",
                              where=data.source or "usage",
                              fix="give whole months (meter-read day "
                              f"{tariff.spec.calendar.meter_read_day}), trim the file, or pass "
@@ -335,6 +337,11 @@ def _prepare(tariff: Tariff, data: IntervalData, cap_override: list[float] | Non
     bkey = (mi * S + c.season) * P + c.period
     bucket_imp = np.bincount(bkey, weights=imp_n, minlength=M * S * P).reshape(M, S, P)
     bucket_exp = np.bincount(bkey, weights=exp_n, minlength=M * S * P).reshape(M, S, P)
+    # per-day allowances (baseline, per-day tiers) follow the covered share, except in the
+    # month in progress (history so far: the whole month's allowance is ahead of it)
+    day_share = np.minimum(covered, 1.0)
+    if in_progress:
+        day_share[-1] = 1.0
     export_value = np.zeros(M)
     if scheme in ("net_billing", "buy_all_sell_all"):
         export_value = np.bincount(mi, weights=exp_n * tariff.sell_rate(c), minlength=M)
@@ -349,7 +356,24 @@ def _prepare(tariff: Tariff, data: IntervalData, cap_override: list[float] | Non
         bucket_exp=bucket_exp,
         export_value=export_value,
         covered=covered,
+        day_share=day_share,
     )
+
+
+def _zone_shift_hint(short: list[int], counts: np.ndarray, months: _Months,
+                     data: IntervalData, tariff: Tariff) -> str:
+    """When only the first and last months are partial and the last holds exactly what the
+    first misses, the data's year was cut in another time zone: say so."""
+    last = len(months.labels) - 1
+    if short != [0, last] or last == 0:
+        return ""
+    missing = int(months.expected[0] - counts[0])
+    if missing != int(counts[last]):
+        return ""
+    hours = missing * data.interval_s / 3600
+    return (f". The first month misses exactly what the last month has ({hours:g} h): the "
+            f"data looks cut at midnight in another time zone than the tariff's "
+            f"({tariff.tz}); check the file's UTC offsets or the tariff's timezone")
 
 
 def _netting_groups(tariff: Tariff, c: Classified, mi: np.ndarray, data: IntervalData,
@@ -367,19 +391,25 @@ def _netting_groups(tariff: Tariff, c: Classified, mi: np.ndarray, data: Interva
                 notes.append(f"the tariff nets every {netting} but the data's interval is "
                              f"{data.interval_s // 60} min: billed at the data's resolution")
             return None
-        window = c.fields.day if netting == "daily" else c.fields.local_s // w
+        if netting == "daily":
+            window = c.fields.day
+        else:
+            # the UTC start of each local window: the two 01:00 hours of a DST fall-back
+            # are different windows (local seconds alone would merge them)
+            window = data.start_utc - (c.fields.local_s % w)
     key = (window.astype(np.int64) * S + c.season) * P + c.period
     _, group = np.unique(key, return_inverse=True)
     return group
 
 
-def _tier_tables(tariff: Tariff, months: _Months) -> tuple[np.ndarray, np.ndarray]:
+def _tier_tables(tariff: Tariff, months: _Months,
+                 day_share: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Tier limits and rates per [month, season, period, tier]; per-day limits × days."""
     lim = np.broadcast_to(tariff.tier_limits, (len(months.labels), *tariff.tier_limits.shape))
     lim = lim.copy()
     per_day = tariff.tier_per_day
     if per_day.any():
-        days = months.season_days[:, :, None, None]  # [m, s, 1, 1]
+        days = (months.season_days * day_share[:, None])[:, :, None, None]  # [m, s, 1, 1]
         scale = per_day[None, :, :, None] & np.isfinite(lim)  # never inf × 0
         lim = np.where(scale, np.where(np.isfinite(lim), lim, 0.0) * days, lim)
     rates = np.broadcast_to(tariff.tier_rates, lim.shape)
@@ -393,14 +423,23 @@ class _Settlement:
         self.t = tariff
         self.p = prep
         self.true_up_month = true_up_month
-        self.lim, self.rates = _tier_tables(tariff, prep.months)
+        # the absolute month (year × 12 + month) of one true-up: the tariff's first_true_up,
+        # else the first true-up month on or after the data's first billing month
+        first = tariff.spec.settlement.first_true_up
+        if first:
+            self.anchor = int(first[:4]) * 12 + true_up_month
+        else:
+            y0, m0 = prep.months.labels[0]
+            self.anchor = y0 * 12 + true_up_month + (12 if true_up_month < m0 else 0)
+        self.lim, self.rates = _tier_tables(tariff, prep.months, prep.day_share)
         self.nbc = tariff.spec.charges.nbc_per_kwh
         self.shared = tariff.spec.tier_basis == "month"
 
     def period_of(self, y: int, m: int) -> int:
+        """Index of the settlement period holding billing month (y, m): periods close at
+        the anchor true-up month and every ``period_months`` after (and before) it."""
         k = self.t.spec.settlement.period_months
-        # months whose (absolute month − true-up month) is a multiple of k close a period
-        return -((-(y * 12 + m - self.true_up_month)) // k)
+        return -((-(y * 12 + m - self.anchor)) // k)
 
     def energy_charges(self, i: int, bank: np.ndarray) -> _MonthEnergy:
         """Month ``i``'s own energy charges (before carried credit) and the kWh bank."""
@@ -439,7 +478,7 @@ class _Settlement:
         if b is None:
             return 0.0
         allowance = sum(
-            b.allowance_kwh_per_day[s] * self.p.months.season_days[i, si]
+            b.allowance_kwh_per_day[s] * self.p.months.season_days[i, si] * self.p.day_share[i]
             for si, s in enumerate(self.t.season_names)
         )
         return float(b.credit_per_kwh * min(usage_kwh, allowance))
@@ -454,7 +493,9 @@ class _Settlement:
         credit = 0.0  # $ credit carried (≥ 0)
         bank = np.zeros(len(t.period_names))  # kWh carryover per period
         acc = _PeriodAccumulator()
-        annual_pre = 0.0  # Σ max(0, energy + NBC + fixed) for the annual minimum
+        # the annual minimum's basis: Σ max(0, energy + NBC + fixed) (monthly charges) or
+        # Σ fixed + true-up charges (at_true_up), over the months since the last anniversary
+        annual_basis = 0.0
         annual_months = 0
         labels = p.months.labels
         for i, (y, m) in enumerate(labels):
@@ -477,6 +518,7 @@ class _Settlement:
                 acc.nbc += nbc
                 credit = max(0.0, -(acc.cx + acc.carried_in))
                 applied = 0.0
+                annual_basis += fixed
             else:
                 e = me.charges - credit
                 applied = min(credit, max(me.charges, 0.0)) if credit else 0.0
@@ -492,7 +534,7 @@ class _Settlement:
                 pre = max(0.0, basis + nbc + fixed)
                 minimum = max(0.0, min_month - pre)
                 billed = ec + nbc + fixed + minimum
-                annual_pre += pre
+                annual_basis += pre
             annual_months += 1
             acc.add(p.imp_raw[i], p.exp_credited[i], billed, minimum, fixed)
             net_by_period = (p.bucket_imp[i] - p.bucket_exp[i]).sum(axis=0)
@@ -512,23 +554,32 @@ class _Settlement:
                 settlement_period=pid, covered_fraction=cov,
             )
             statements.append(stmt)
-            if not closes:
-                continue
-            complete = (y * 12 + m - self.true_up_month) % st.period_months == 0
-            tu, credit, bank = self._close(acc, credit, bank, y, m, complete)
-            # the annual minimum closes with the true-up month (or the data's end)
+            tu = None
+            if closes:
+                complete = (y * 12 + m - self.anchor) % st.period_months == 0
+                tu, credit, bank = self._close(acc, credit, bank, y, m, complete)
+                if complete:
+                    stmt.credit_balance = credit  # after forfeiture / payout
+                if at_true_up:
+                    annual_basis += tu.charges
+            # the annual minimum tops up each anniversary (the true-up month) and the
+            # data's end, pro rata to the months seen, whenever settlement periods close
             if ch.annual_minimum > 0 and (m == self.true_up_month or last):
-                basis = tu.charges + acc.fixed if at_true_up else annual_pre
-                topup = max(0.0, ch.annual_minimum * min(annual_months, 12) / 12 - basis)
-                annual_pre, annual_months = 0.0, 0
-                tu.annual_minimum_topup = topup
-                tu.due += topup
-                if settles_monthly:
+                topup = max(0.0, ch.annual_minimum * min(annual_months, 12) / 12 - annual_basis)
+                annual_basis, annual_months = 0.0, 0
+                if tu is not None and not settles_monthly:
+                    tu.annual_minimum_topup = topup
+                    tu.due += topup
+                else:
                     stmt.minimum += topup
+                    stmt.billed += topup
+                    if tu is not None:
+                        tu.annual_minimum_topup = topup
+            if tu is None:
+                continue
             if settles_monthly:
                 # every month settles alone: the settlement lands on the month's statement
                 stmt.billed += tu.due
-                stmt.credit_balance = credit
                 stmt.settlement = tu
             else:
                 true_ups.append(tu)

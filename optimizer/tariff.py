@@ -108,6 +108,9 @@ class SettlementSpec(_Model):
     leftover_credit: Literal["forfeit", "pay_out", "roll_over"] = "forfeit"
     surplus_rate: NonNeg = 0.0
     monthly_excess_rate: NonNeg = 0.0
+    # "YYYY-MM" of one true-up, to anchor periods longer than a year (default: the first
+    # true-up month on or after the data's start)
+    first_true_up: Annotated[str, Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")] | None = None
 
 
 class ExportCapSpec(_Model):
@@ -492,6 +495,15 @@ class Tariff:
             raise self._err(("settlement", "monthly_excess_rate"),
                             "monthly_excess_rate (Nebraska-type) needs scheme = 'nem'",
                             "set scheme = 'nem' or remove monthly_excess_rate")
+        if st.first_true_up and int(st.first_true_up[5:]) != st.true_up_month:
+            raise self._err(("settlement", "first_true_up"),
+                            f"first_true_up {st.first_true_up} is not in true_up_month "
+                            f"{st.true_up_month}", "make the two agree")
+        if st.carryover == "dollars" and st.leftover_credit != "forfeit" and st.surplus_rate > 0:
+            raise self._err(("settlement", "surplus_rate"),
+                            f"leftover credit is {st.leftover_credit}, so the surplus is "
+                            "already credited in dollars; an NSC on top would pay it twice",
+                            "set surplus_rate = 0, or leftover_credit = 'forfeit' (PG&E NEM2)")
         cap = self.spec.export_cap
         if cap is not None:
             if (cap.monthly_kwh is None) == (cap.estimate is None):
@@ -501,7 +513,11 @@ class Tariff:
                 raise self._err(("export_cap", "monthly_kwh"),
                                 f"monthly_kwh has {len(cap.monthly_kwh)} values, needs 12",
                                 "give one cap per calendar month, January first")
-            bad = [p for p in cap.decredit_order or [] if p not in self.period_names]
+            order = cap.decredit_order or []
+            if len(set(order)) != len(order):
+                raise self._err(("export_cap", "decredit_order"),
+                                f"periods listed twice in {order}", "list each period once")
+            bad = [p for p in order if p not in self.period_names]
             if bad:
                 raise self._err(("export_cap", "decredit_order"), f"unknown periods {bad}",
                                 f"use period names from [[periods]]: {self.period_names}")
@@ -600,10 +616,11 @@ class Tariff:
         if cap is None:
             return None
         if cap.monthly_kwh is None:
-            raise TariffError("the export cap is estimate = 'pv', which needs the site's PV "
-                              "arrays", where=f"{self.source}: export_cap.estimate",
-                              fix="pass the site's monthly estimate (trueup tariff "
-                              "estimate-cap), or set monthly_kwh in the tariff")
+            raise TariffError("the export cap is estimate = 'pv', which needs the site's "
+                              "monthly PV estimate", where=f"{self.source}: export_cap.estimate",
+                              fix="pass it with --export-cap K1,...,K12 (the 'Solar Generation "
+                              "Eligible for Credit' on your NEM statement), or set "
+                              "monthly_kwh in the tariff")
         return float(cap.monthly_kwh[month - 1])
 
 
@@ -614,8 +631,15 @@ def read_rates_csv(path: Path) -> tuple[np.ndarray, int]:
     generation and delivery parts). Returns ``(table[year - year0, month-1, daytype, hour],
     year0)`` with NaN where the file has no row.
     """
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        rows = list(csv.reader(fh))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError) as e:
+        raise TariffError(f"cannot read the export-value table: {e}", where=str(path),
+                          fix="give a UTF-8 CSV file") from None
+    if not rows:
+        raise TariffError("the export-value table is empty", where=str(path),
+                          fix="add the header year,month,daytype,hour,<$/kWh...> and rows")
     header = [h.strip() for h in rows[0]]
     if header[:4] != ["year", "month", "daytype", "hour"] or len(header) < 5:
         raise TariffError(f"header is {header[:5]}...", where=f"{path}:1",
@@ -673,5 +697,15 @@ def load_tariff(file_or_id: str | Path) -> Tariff:
             raise TariffError(f"no tariff file or bundled id {str(file_or_id)!r}",
                               where=str(file_or_id),
                               fix=f"give a path to a .toml file or one of: {bundled_ids()}")
-    text = p.read_text(encoding="utf-8")
+    if p.is_dir():
+        raise TariffError("is a directory, not a tariff file", where=str(p),
+                          fix="give the path of a .toml file in it")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise TariffError(f"not UTF-8 text (byte {e.start})", where=str(p),
+                          fix="save the tariff as UTF-8 TOML") from None
+    except OSError as e:
+        raise TariffError(f"cannot read: {e.strerror}", where=str(p),
+                          fix="check the path and its permissions") from None
     return Tariff.from_text(text, source=str(p), base_dir=p.parent)

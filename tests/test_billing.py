@@ -96,7 +96,8 @@ def test_nem2ps_year_with_exceeded_cap_nbc_mdc_floor_nsc_and_forfeiture():
     assert tu.due == pytest.approx(-2.04)
     # paid over the year: 146.00 of MDC, then 2.04 back at true-up
     assert b.annual_total == pytest.approx(143.96)
-    assert b.months[-1].credit_balance == pytest.approx(133.77)
+    assert b.months[-2].credit_balance == pytest.approx(133.77 + 2 * 31 * 0.27)  # before Dec
+    assert b.months[-1].credit_balance == 0  # forfeited at the true-up
 
 
 def test_nem2_true_up_charges_exceed_the_minimum_delivery_charges():
@@ -591,3 +592,76 @@ def test_month_tier_basis_fills_tiers_with_the_months_total_pro_rata():
                        settlement="period_months = 1\n")
     assert bill(per_period, data).months[0].energy_charges == pytest.approx(58.90)
     assert bill(per_month, data).months[0].energy_charges == pytest.approx(66.60)
+
+
+def test_hourly_netting_keeps_the_two_fall_back_hours_apart():
+    """2025-11-02 in Los Angeles has two 01:00 hours. Import 1 kWh in the first (PDT) and
+    export 1 kWh in the second (PST): hourly netting must not net them together.
+    Net billing, off-peak 0.30, sell 0.05 → 0.30 − 0.05 = 0.25."""
+    t = tariff(TWO_PERIOD_UTC.replace('timezone = "UTC"', 'timezone = "America/Los_Angeles"'),
+               export="scheme = 'net_billing'\nflat_rate = 0.05\nnetting = 'hourly'\n",
+               settlement="period_months = 1\nleftover_credit = 'pay_out'\n")
+    first_0100 = 1762070400  # 2025-11-02T01:00-07:00 = 08:00Z
+    month_start = 1761980400  # 2025-11-01T00:00-07:00
+    n = (1764576000 - month_start) // 900  # to 2025-12-01T00:00-08:00
+    imp, exp = np.zeros(n), np.zeros(n)
+    imp[(first_0100 - month_start) // 900] = 1.0  # 01:00 PDT
+    exp[(first_0100 + 3600 - month_start) // 900] = 1.0  # 01:00 PST, an hour later
+    d = IntervalData.regular(month_start, 900, imp, exp)
+    assert bill(t, d).months[0].energy_charges == pytest.approx(0.25)
+
+
+def test_annual_minimum_applies_per_year_whatever_the_settlement_period():
+    """Annual minimum 400 with quarterly at_true_up settlement: the year's charges are
+    365 × 1 kWh × 0.30 = 109.50 (NBC 0, no MDC) → the December anniversary tops up 290.50,
+    so the year costs exactly 400.00."""
+    t = tariff(TWO_PERIOD_UTC, charges="annual_minimum = 400.0\n", export="scheme = 'nem'\n",
+               settlement="period_months = 3\ncharges = 'at_true_up'\n")
+    data = hourly(date(2025, 1, 1), date(2025, 12, 31),
+                  lambda d, h: (1.0, 0.0) if h == 2 else (0.0, 0.0))
+    b = bill(t, data)
+    assert len(b.true_ups) == 4
+    assert b.true_ups[-1].annual_minimum_topup == pytest.approx(290.50)
+    assert b.annual_total == pytest.approx(400.00)
+
+
+def test_two_year_settlement_bills_the_annual_minimum_each_year():
+    """period_months = 24 anchored at 2025-12, two years of no use, annual minimum 120:
+    both anniversaries top up 120 → 240 in all, one true-up."""
+    t = tariff(TWO_PERIOD_UTC, charges="annual_minimum = 120.0\n", export="scheme = 'nem'\n",
+               settlement="period_months = 24\nfirst_true_up = '2025-12'\n")
+    b = bill(t, hourly(date(2024, 1, 1), date(2025, 12, 31), lambda d, h: (0.0, 0.0)))
+    assert [tu.month for tu in b.true_ups] == ["2025-12"]
+    assert b.months[11].minimum == pytest.approx(120.0)  # 2024-12 anniversary
+    assert b.annual_total == pytest.approx(240.0)
+
+
+def test_settlement_periods_start_at_the_first_true_up_month_in_the_data():
+    """Without first_true_up, a 24-month period closes at the first true-up month on or
+    after the data's start, whatever the year's parity."""
+    t = tariff(TWO_PERIOD_UTC, export="scheme = 'nem'\n", settlement="period_months = 24\n")
+    for start in (date(2024, 1, 1), date(2025, 1, 1)):
+        end = date(start.year + 1, 12, 31)
+        b = bill(t, hourly(start, end, lambda d, h: (0.0, 0.0)))
+        assert [tu.month for tu in b.true_ups] == [f"{start.year}-12", f"{end.year}-12"]
+
+
+def test_partial_month_prorates_the_baseline_allowance():
+    """Baseline 0.10/kWh up to 5 kWh/day; data for 10 of January's 31 days, 8 kWh/day:
+    allowance 10 × 5 = 50 kWh (not 155) → credit 5.00; energy 80 × 0.30 − 5.00 = 19.00."""
+    t = tariff(TWO_PERIOD_UTC, baseline="credit_per_kwh = 0.10\n"
+               "allowance_kwh_per_day = { all = 5 }\n",
+               export="scheme = 'nem'\n", settlement="period_months = 1\n")
+    data = hourly(date(2025, 1, 1), date(2025, 1, 10),
+                  lambda d, h: (8.0, 0.0) if h == 2 else (0.0, 0.0))
+    m = bill(t, data, allow_gaps=True).months[0]
+    assert m.baseline_credit == pytest.approx(5.00)
+    assert m.energy_charges == pytest.approx(19.00)
+
+
+def test_data_cut_in_another_time_zone_gets_a_hint():
+    t = tariff(TWO_PERIOD_UTC.replace('timezone = "UTC"', 'timezone = "America/Chicago"'),
+               export="scheme = 'none'\n", settlement="period_months = 1\n")
+    data = hourly(date(2025, 1, 1), date(2025, 1, 31), lambda d, h: (1.0, 0.0))  # UTC days
+    with pytest.raises(UsageError, match="another time zone than the tariff's"):
+        bill(t, data)

@@ -98,3 +98,34 @@ def test_help_teaches_with_examples(capsys):
         main(["--help"])
     text = capsys.readouterr().out
     assert "examples:" in text and "trueup bill --tariff" in text
+
+
+@pytest.mark.parametrize("tid", ["pge-ev2a-nem2ps-2024", "pge-ev2a-nem2-2024",
+                                 "pge-ev2a-nem1-2024", "pge-etouc-nem2-2024",
+                                 "pge-ev2a-nbt-2024", "nebraska-monthly-netting-2024",
+                                 "kwh-banking-2024", "buy-all-sell-all-2024"])
+def test_every_bundled_tariff_bills_to_json(tid, tmp_path, capsys):
+    from optimizer.tariff import load_tariff
+
+    path = tmp_path / "u.csv"
+    write_csv(example_year(2025, tz=load_tariff(tid).tz), path)
+    assert main(["bill", "--tariff", tid, "--usage", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["months"]) == 12 and isinstance(out["annual_total"], float)
+
+
+@pytest.mark.parametrize("caps, message", [
+    (",".join(["nan"] * 12), "finite kWh"),
+    ("-100," + ",".join(["300"] * 11), "finite kWh"),
+])
+def test_bad_export_cap_values_are_refused(example_csv, capsys, caps, message):
+    assert main(["bill", "--tariff", "pge-ev2a-nem2ps-2024", "--usage", str(example_csv),
+                 f"--export-cap={caps}"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_export_cap_on_a_tariff_without_a_cap_is_refused(example_csv, capsys):
+    caps = ",".join(["300"] * 12)
+    assert main(["bill", "--tariff", "pge-ev2a-nem2-2024", "--usage", str(example_csv),
+                 "--export-cap", caps]) == 2
+    assert "has no export cap to override" in capsys.readouterr().err

@@ -170,3 +170,43 @@ def test_pge_holidays_are_the_eight_tou_holidays():
     as_dates = sorted(str(np.datetime64(int(d), "D")) for d in days)
     assert as_dates == ["2025-01-01", "2025-02-17", "2025-05-26", "2025-07-04", "2025-09-01",
                         "2025-11-11", "2025-11-27", "2025-12-25"]
+
+
+def test_decredit_order_with_a_period_twice_is_refused():
+    e = error_of(EV2A.replace('decredit_order = ["peak", "part_peak", "off_peak"]',
+                              'decredit_order = ["peak", "peak"]'))
+    assert "periods listed twice" in e.what
+
+
+def test_surplus_rate_with_paid_out_dollar_credit_is_refused():
+    e = error_of(EV2A.replace('leftover_credit = "forfeit"', 'leftover_credit = "pay_out"'))
+    assert "pay it twice" in e.what and "surplus_rate = 0" in e.fix
+
+
+def test_first_true_up_must_be_in_the_true_up_month():
+    e = error_of(EV2A.replace("true_up_month = 12",
+                              "true_up_month = 12\nfirst_true_up = '2025-04'"))
+    assert "is not in true_up_month 12" in e.what
+
+
+def test_unreadable_tariff_files_are_tariff_errors(tmp_path):
+    with pytest.raises(TariffError, match="is a directory"):
+        load_tariff(tmp_path)
+    latin = tmp_path / "latin1.toml"
+    latin.write_bytes(EV2A.replace("PG&E", "PG\xe9E").encode("latin-1"))
+    with pytest.raises(TariffError, match="not UTF-8"):
+        load_tariff(latin)
+    (tmp_path / "empty.csv").write_text("")
+    nbt = bundled_path("pge-ev2a-nbt-2024").read_text()
+    (tmp_path / "t.toml").write_text(nbt.replace("pge_nbt24_export_values.csv", "empty.csv"))
+    with pytest.raises(TariffError, match="export-value table is empty"):
+        load_tariff(tmp_path / "t.toml")
+
+
+def test_estimated_cap_without_figures_points_to_the_cli_option():
+    t = load(EV2A.replace(
+        "monthly_kwh = [310, 370, 520, 610, 700, 720, 730, 690, 590, 470, 340, 290]",
+        'estimate = "pv"'))
+    with pytest.raises(TariffError) as e:
+        t.export_cap_kwh(1)
+    assert "--export-cap" in e.value.fix

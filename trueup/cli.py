@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -105,17 +106,27 @@ def _read_usage(args, tz: str):
                       topology=args.topology, allow_gaps=args.allow_gaps)
 
 
-def _parse_caps(text: str | None) -> list[float] | None:
+def _parse_caps(text: str | None, tariff) -> list[float] | None:
+    """--export-cap: 12 finite kWh values ≥ 0, for a NEM tariff that has an export cap."""
     if text is None:
         return None
+    fix = "give 12 kWh values (≥ 0) separated by commas, January first"
     try:
         caps = [float(x) for x in text.split(",")]
     except ValueError:
         raise InputError(f"cannot read {text!r} as numbers", where="--export-cap",
-                         fix="give 12 kWh values separated by commas, January first") from None
+                         fix=fix) from None
     if len(caps) != 12:
-        raise InputError(f"{len(caps)} values given, 12 needed", where="--export-cap",
-                         fix="give 12 kWh values separated by commas, January first")
+        raise InputError(f"{len(caps)} values given, 12 needed", where="--export-cap", fix=fix)
+    bad = [x for x in caps if not math.isfinite(x) or x < 0]
+    if bad:
+        raise InputError(f"caps must be finite kWh ≥ 0, got {bad}", where="--export-cap",
+                         fix=fix)
+    if tariff.spec.export_cap is None or tariff.spec.export.scheme != "nem":
+        raise InputError(f"tariff {tariff.id} has no export cap to override",
+                         where="--export-cap",
+                         fix="drop --export-cap, or use a NEM tariff with an [export_cap] "
+                         "section (NEM2 Paired Storage)")
     return caps
 
 
@@ -126,7 +137,7 @@ def cmd_bill(args) -> int:
 
     tariff = load_tariff(args.tariff)
     data = _read_usage(args, tariff.tz)
-    caps = _parse_caps(args.export_cap)
+    caps = _parse_caps(args.export_cap, tariff)
     b = bill(tariff, data, true_up_month=args.true_up_month, export_cap_kwh=caps,
              allow_gaps=args.allow_gaps)
     savings = None
