@@ -84,7 +84,7 @@ def sniff_format(path: PathLike) -> str:
                 f"{src}:{line}",
                 "use timestamp,import_kwh,export_kwh (trueup), a PG&E Green Button "
                 "download, or a CT export with Grid and Solar columns; or name the "
-                f"format with fmt= one of {list(FORMATS)}",
+                f"format with --format (fmt=) one of {list(FORMATS)}",
             )
     raise fail("the file is empty", src, "give a usage CSV with a header and data rows")
 
@@ -121,8 +121,9 @@ def read_usage(
             raise fail(
                 "CT-register data needs the site's metering topology",
                 src,
-                "pass topology='backfed' (PV feeds the main panel; its CTs see net "
-                "flow) or 'line_side_tap' (main-panel CTs see only consumption)",
+                "pass --topology backfed (topology='backfed'; PV feeds the main panel; its "
+                "CTs see net flow) or 'line_side_tap' (main-panel CTs see only consumption)",
             )
         return read_ct_register_csv(path, topology=topology, tz=tz, allow_gaps=allow_gaps)
-    raise fail(f"unknown usage format {fmt!r}", src, f"use fmt='auto' or one of {list(FORMATS)}")
+    raise fail(f"unknown usage format {fmt!r}", src,
+               f"use --format auto (fmt='auto') or one of {list(FORMATS)}")

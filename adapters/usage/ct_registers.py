@@ -140,8 +140,8 @@ def read_ct_register_csv(
         raise fail(
             f"unknown metering topology {topology!r}",
             src,
-            "give topology='backfed' (main CTs see net flow) or 'line_side_tap' "
-            "(main-panel CTs see only consumption)",
+            "give --topology backfed (topology='backfed': main CTs see net flow) or "
+            "'line_side_tap' (main-panel CTs see only consumption)",
         )
     if registers not in ("auto", "interval", "cumulative"):
         raise fail(
@@ -208,7 +208,8 @@ def read_ct_register_csv(
                 f"timestamp {ts!r} is a local time without a UTC offset, and no time "
                 "zone was given",
                 f"{src}:{line}",
-                "pass tz='America/Los_Angeles' (the meter's zone), or export Unix timestamps",
+                "pass --timezone America/Los_Angeles (tz=; the meter's zone), or export "
+                "Unix timestamps",
             )
         try:
             g = parse_number(cells[i_g]) * k_g
@@ -319,8 +320,8 @@ def read_ct_register_csv(
                 p.lines[i],
                 f"grid register is negative ({g_arr[i]:.4g} kWh), but with "
                 "a line-side tap the main-panel CTs see only consumption",
-                "if the PV backfeeds the main panel use topology='backfed'; otherwise "
-                "check the Grid CT orientation",
+                "if the PV backfeeds the main panel use --topology backfed "
+                "(topology='backfed'); otherwise check the Grid CT orientation",
             ):
                 break
     imp, exp = np.maximum(net, 0.0), np.maximum(-net, 0.0)

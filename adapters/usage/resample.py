@@ -82,7 +82,7 @@ def renet(data: IntervalData, interval_s: int, *, allow_gaps: bool = False) -> I
                 f"{partial.size} coarse {target_text} interval(s) are only partly covered "
                 f"by the {fine_text} data: {listed}{more}",
                 src,
-                "supply the missing fine intervals, or pass allow_gaps=True to sum "
+                "supply the missing fine intervals, or pass --allow-gaps (allow_gaps=True) to sum "
                 "only the metered ones",
             )
         notes.append(
