@@ -1,0 +1,410 @@
+"""The dispatch plan: an LP (a MILP only where needed) built with PuLP, solved with HiGHS.
+
+One function per physical or billing rule, named after it, so the model reads like
+DOMAIN.md:
+
+* :func:`add_power_balance` — PV − curtailed + import + discharge = load + export + charge.
+* :func:`add_soc_dynamics` — SOC with one-way efficiencies, the floor and the ceiling.
+* :func:`add_export_cap` — the NEM-PS monthly cap on *total* exports, soft: kWh beyond the
+  month's budget are allowed only at the price the tariff de-credits them (§2.3).
+* :func:`add_true_up_epigraph` — PG&E NEM2's true-up as convex epigraph variables (§2.2):
+  ``due = max(ΣNBC + max(0, ΣCx), ΣMDC) − ΣMDC`` over year-to-date + plan + rest of period.
+* :func:`add_no_simultaneous_flows` — binaries, added only when the LP's answer charges and
+  discharges (or imports and exports) in the same step.
+
+Units: every flow is kWh per step (never kW); SOC is stored kWh; prices $/kWh; times UTC
+epoch seconds. The solve is bounded in wall-clock time; see :func:`solve`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pulp
+
+from optimizer.prices import StepPrices, decredit_value
+from optimizer.site import Battery
+
+EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class CapBudget:
+    """Export budget for one billing month's steps inside the horizon (NEM-PS).
+
+    ``kwh`` is how much may be exported in the horizon's part of the month before
+    de-crediting starts (the month's cap − exports so far, or less when the month-long
+    outlook saves some of it for later days). ``decredit_value`` is $ lost per kWh beyond it.
+    """
+
+    month_key: int
+    kwh: float
+    decredit_value: float
+
+
+@dataclass(frozen=True)
+class TrueUpContext:
+    """The settlement period around the plan (all $ or kWh, period totals).
+
+    ``*_before`` cover the period so far (billing state), ``*_after`` the expected rest of
+    the period after the horizon (outlook). ``minimum_total`` is the period's ΣMDC.
+    """
+
+    cx_before: float
+    nbc_before: float
+    cx_after: float
+    nbc_after: float
+    minimum_total: float
+    surplus_kwh_before: float  # Σ credited exports − Σ imports so far
+    surplus_kwh_after: float
+    surplus_rate: float
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """Everything one plan needs: state, forecasts and the tariff's view of them."""
+
+    prices: StepPrices
+    pv_kwh: np.ndarray  # forecast PV per step, kWh
+    load_kwh: np.ndarray  # forecast home load per step, kWh
+    soc_kwh: float  # stored energy now, kWh
+    battery: Battery
+    step_hours: float
+    can_curtail_pv: bool = False
+    cap_budgets: tuple[CapBudget, ...] = ()
+    true_up: TrueUpContext | None = None
+    grid_import_limit_kw: float = 48.0  # the service's capacity (a 200 A panel ≈ 48 kW)
+    terminal_value: float | None = None  # $ per stored kWh left at the end (None: derive)
+
+
+@dataclass
+class Plan:
+    """A solved plan: flows per step and what the solver said."""
+
+    status: str  # optimal | feasible (not proven) | infeasible | failed
+    solver: str
+    solve_seconds: float
+    objective: float
+    import_kwh: np.ndarray
+    export_kwh: np.ndarray
+    charge_kwh: np.ndarray
+    discharge_kwh: np.ndarray
+    curtail_kwh: np.ndarray
+    soc_kwh: np.ndarray  # stored kWh at the END of each step
+    excess_kwh: dict[int, float] = field(default_factory=dict)  # cap excess per month key
+    binaries: int = 0  # how many binary variables the final solve had
+    true_up_due: float | None = None  # projected true-up charges due ($), NEM2 only
+    projected_cx: float | None = None
+    marginal_credit_value: float | None = None  # $/kWh a peak export is worth at the margin
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("optimal", "feasible")
+
+
+# --------------------------------------------------------------------------------------
+# The rules
+
+
+@dataclass
+class _Vars:
+    imp: list
+    exp: list
+    ch: list
+    dis: list
+    curt: list
+    soc: list  # soc[t] = stored kWh at the end of step t
+
+
+def _variables(prob: pulp.LpProblem, n: int, x: PlanInputs) -> _Vars:
+    b = x.battery
+    h = x.step_hours
+
+    def many(name, ub):
+        return [prob.add_variable(f"{name}_{t}", 0,
+                                  float(ub[t]) if hasattr(ub, "__len__") else ub)
+                for t in range(n)]
+
+    curt_ub = x.pv_kwh if x.can_curtail_pv else np.zeros(n)
+    return _Vars(
+        imp=many("imp", x.grid_import_limit_kw * h),
+        exp=many("exp", None),
+        ch=many("ch", b.max_charge_kw * h),
+        dis=many("dis", b.max_discharge_kw * h),
+        curt=many("curt", curt_ub),
+        soc=[prob.add_variable(f"soc_{t}", b.floor_kwh, b.usable_kwh) for t in range(n)],
+    )
+
+
+def add_power_balance(prob: pulp.LpProblem, v: _Vars, x: PlanInputs) -> None:
+    """Energy in = energy out, each step: pv − curtailed + import + discharge =
+    load + export + charge (kWh)."""
+    for t in range(len(v.imp)):
+        prob += (float(x.pv_kwh[t]) - v.curt[t] + v.imp[t] + v.dis[t]
+                 == float(x.load_kwh[t]) + v.exp[t] + v.ch[t]), f"balance_{t}"
+
+
+def add_soc_dynamics(prob: pulp.LpProblem, v: _Vars, x: PlanInputs) -> None:
+    """soc[t] = soc[t−1] + η_c·charge − discharge/η_d, within [floor, usable] (bounds)."""
+    b = x.battery
+    prev: float | pulp.LpVariable = min(max(x.soc_kwh, 0.0), b.usable_kwh)
+    for t in range(len(v.soc)):
+        prob += (v.soc[t] == prev + b.charge_efficiency * v.ch[t]
+                 - v.dis[t] * (1.0 / b.discharge_efficiency)), f"soc_{t}"
+        prev = v.soc[t]
+
+
+def add_export_cap(prob: pulp.LpProblem, v: _Vars, x: PlanInputs) -> dict[int, pulp.LpVariable]:
+    """NEM-PS cap on total exports per billing month, soft (DOMAIN.md §2.3, §6).
+
+    ``excess_m ≥ Σ_{t in m} export_t − budget_m``, ``excess_m ≥ 0``; the objective charges
+    each excess kWh the credit it de-credits. A hard cap would make the model infeasible
+    when PV cannot be curtailed and the battery is full.
+    """
+    excess = {}
+    for cb in x.cap_budgets:
+        steps = np.flatnonzero(x.prices.month_key == cb.month_key)
+        if not len(steps):
+            continue
+        e = prob.add_variable(f"excess_{cb.month_key}", 0)
+        prob += pulp.lpSum(v.exp[t] for t in steps) - e <= max(cb.kwh, 0.0), \
+            f"cap_{cb.month_key}"
+        excess[cb.month_key] = e
+    return excess
+
+
+def add_true_up_epigraph(prob: pulp.LpProblem, cx_plan, nbc_plan, x: PlanInputs):
+    """PG&E NEM2 true-up (DOMAIN.md §2.2) as epigraph variables (convex, so an LP):
+
+        y ≥ ΣCx, y ≥ 0                      (net energy charges; credit is forfeited)
+        z ≥ ΣNBC + y − ΣMDC, z ≥ 0          (due beyond the minimum already billed)
+
+    Σ are over the whole period: before the plan + the plan + after it. Returns (y, z).
+    """
+    tu = x.true_up
+    y = prob.add_variable("net_charges", 0)
+    z = prob.add_variable("true_up_due", 0)
+    prob += y >= tu.cx_before + tu.cx_after + cx_plan, "net_charges_floor"
+    prob += (z >= tu.nbc_before + tu.nbc_after + nbc_plan + y - tu.minimum_total,
+             "due_over_minimum")
+    return y, z
+
+
+def add_no_simultaneous_flows(prob: pulp.LpProblem, v: _Vars, x: PlanInputs,
+                              steps: list[int]) -> int:
+    """Binaries forbidding charge+discharge and import+export in the same step (big-M by
+    the physical limits), only on ``steps``. Returns the number of binaries added."""
+    b, h = x.battery, x.step_hours
+    big_exp = float(np.max(x.pv_kwh)) + b.max_discharge_kw * h + 1.0
+    for t in steps:
+        u = prob.add_variable(f"charging_{t}", 0, 1, cat="Integer")
+        w = prob.add_variable(f"importing_{t}", 0, 1, cat="Integer")
+        prob += v.ch[t] <= b.max_charge_kw * h * u, f"ch_or_dis_a_{t}"
+        prob += v.dis[t] <= b.max_discharge_kw * h * (1 - u), f"ch_or_dis_b_{t}"
+        prob += v.imp[t] <= x.grid_import_limit_kw * h * w, f"imp_or_exp_a_{t}"
+        prob += v.exp[t] <= big_exp * (1 - w), f"imp_or_exp_b_{t}"
+    return 2 * len(steps)
+
+
+def default_terminal_value(x: PlanInputs) -> float:
+    """$ per stored kWh left at the horizon's end: what it can later displace or earn —
+    the horizon's mean of max(import price, export credit) — after the discharge loss and
+    wear. Keeps the plan from dumping the battery just because the horizon ends."""
+    p = x.prices
+    later = float(np.mean(np.maximum(p.import_price, p.export_credit)))
+    return max(0.0, later * x.battery.discharge_efficiency - x.battery.wear_cost_per_kwh)
+
+
+# --------------------------------------------------------------------------------------
+# Build and solve
+
+
+def build(x: PlanInputs, *, binary_steps: list[int] | None = None):
+    """The PuLP problem for ``x``. Returns (problem, variables, extras)."""
+    n = len(x.pv_kwh)
+    p = x.prices
+    prob = pulp.LpProblem("trueup_plan", pulp.LpMinimize)
+    v = _variables(prob, n, x)
+    add_power_balance(prob, v, x)
+    add_soc_dynamics(prob, v, x)
+    excess = add_export_cap(prob, v, x)
+    nbins = add_no_simultaneous_flows(prob, v, x, binary_steps or [])
+
+    imp_cost = pulp.lpSum(float(p.import_price[t]) * v.imp[t] for t in range(n))
+    exp_credit = pulp.lpSum(float(p.export_credit[t]) * v.exp[t] for t in range(n))
+    decredit = pulp.lpSum(
+        next(cb.decredit_value for cb in x.cap_budgets if cb.month_key == k) * e
+        for k, e in excess.items())
+    wear = x.battery.wear_cost_per_kwh * pulp.lpSum(v.dis)
+    tv = x.terminal_value if x.terminal_value is not None else default_terminal_value(x)
+    terminal = tv * v.soc[-1]
+    extras: dict = {"excess": excess, "binaries": nbins, "terminal_value": tv}
+
+    if x.true_up is not None:
+        # NEM2 energy charges (Cx, excl. NBC) and NBCs of the plan; credits decredited
+        # beyond the cap carry no Cx value
+        nbc_plan = p.nbc * pulp.lpSum(v.imp)
+        cx_plan = imp_cost - nbc_plan - exp_credit + decredit
+        y, z = add_true_up_epigraph(prob, cx_plan, nbc_plan, x)
+        tu = x.true_up
+        # NSC: linear at the regime the projection is in (−max(0, S) is concave; the rate
+        # is small, so the regime of the projection without the plan decides)
+        surplus_now = tu.surplus_kwh_before + tu.surplus_kwh_after
+        nsc = tu.surplus_rate if surplus_now > 0 else 0.0
+        nsc_term = -nsc * (pulp.lpSum(v.exp) - pulp.lpSum(v.imp)) + nsc * pulp.lpSum(
+            e for e in excess.values())
+        prob += z + nsc_term + wear - terminal, "cost"
+        extras.update(y=y, z=z, cx_plan=cx_plan)
+    else:
+        prob += imp_cost - exp_credit + decredit + wear - terminal, "cost"
+    return prob, v, extras
+
+
+_BANNER_SHOWN = False
+
+
+def _swallow_highs_banner() -> None:
+    """HiGHS prints a licence banner on stdout the first time a solver is created in a
+    process, whatever its options; that would corrupt `trueup plan --json`. Create the
+    first one with the C-level stdout pointed at /dev/null."""
+    global _BANNER_SHOWN
+    if _BANNER_SHOWN:
+        return
+    import os
+    import sys
+
+    import highspy
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        _BANNER_SHOWN = True
+
+
+def _solver(name: str, time_limit: float, gap: float, mip: bool):
+    if name == "highs":
+        _swallow_highs_banner()
+        return pulp.HiGHS(msg=False, timeLimit=time_limit, gapRel=gap, mip=mip)
+    return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit, gapRel=gap, mip=mip)
+
+
+def _status(prob: pulp.LpProblem) -> str:
+    # PuLP 3.3 says "Optimal" for HiGHS stopped at the time limit: only sol_status tells
+    # (1 optimal, 2 solution found but not proven) — DOMAIN.md §6
+    if prob.sol_status == pulp.LpSolutionOptimal:
+        return "optimal"
+    if prob.sol_status == pulp.LpSolutionIntegerFeasible:
+        return "feasible"
+    if prob.status == pulp.LpStatusInfeasible:
+        return "infeasible"
+    return "failed"
+
+
+def _extract(prob, v: _Vars, extras: dict, x: PlanInputs, status: str, solver: str,
+             seconds: float) -> Plan:
+    def arr(vs):
+        return np.array([max(0.0, vv.varValue or 0.0) for vv in vs])
+
+    plan = Plan(
+        status=status, solver=solver, solve_seconds=seconds,
+        objective=float(pulp.value(prob.objective) or 0.0),
+        import_kwh=arr(v.imp), export_kwh=arr(v.exp), charge_kwh=arr(v.ch),
+        discharge_kwh=arr(v.dis), curtail_kwh=arr(v.curt),
+        soc_kwh=np.array([vv.varValue or 0.0 for vv in v.soc]),
+        excess_kwh={k: float(e.varValue or 0.0) for k, e in extras["excess"].items()},
+        binaries=extras["binaries"],
+    )
+    if x.true_up is not None:
+        tu = x.true_up
+        cx = tu.cx_before + tu.cx_after + float(pulp.value(extras["cx_plan"]))
+        plan.projected_cx = cx
+        plan.true_up_due = float(extras["z"].varValue or 0.0)
+        plan.marginal_credit_value = _marginal_credit(x, cx, plan)
+    return plan
+
+
+def _marginal_credit(x: PlanInputs, projected_cx: float, plan: Plan) -> float:
+    """$/kWh one more peak-credit kWh is worth at the projected balance (DOMAIN.md §2.2):
+    the full credit while the period ends in net charges above the minimum, only the NSC
+    rate once credit would be forfeited, nothing while the minimum charge covers it all."""
+    tu = x.true_up
+    full = float(np.max(x.prices.export_credit))
+    nbc_total = tu.nbc_before + tu.nbc_after + x.prices.nbc * float(plan.import_kwh.sum())
+    if projected_cx <= 0:
+        surplus = tu.surplus_kwh_before + tu.surplus_kwh_after + float(
+            plan.export_kwh.sum() - plan.import_kwh.sum())
+        return tu.surplus_rate if surplus > 0 else 0.0
+    if nbc_total + projected_cx <= tu.minimum_total:
+        return 0.0
+    return full
+
+
+def _overlaps(plan: Plan) -> list[int]:
+    both_batt = np.minimum(plan.charge_kwh, plan.discharge_kwh) > EPS
+    both_grid = np.minimum(plan.import_kwh, plan.export_kwh) > EPS
+    return [int(t) for t in np.flatnonzero(both_batt | both_grid)]
+
+
+def solve(x: PlanInputs, *, solver: str = "highs", time_limit: float = 10.0,
+          gap: float = 0.001) -> Plan:
+    """Solve the plan: the LP first; if it charges and discharges (or imports and exports)
+    in one step, re-solve with binaries on those steps (DOMAIN.md §6: with positive prices
+    the binaries never bind, so most plans stay LPs). Never reads values of a failed solve.
+    """
+    t0 = time.perf_counter()
+    prob, v, extras = build(x)
+    prob.solve(_solver(solver, time_limit, gap, mip=False))
+    status = _status(prob)
+    if status not in ("optimal", "feasible"):
+        return failed_plan(x, status, solver, time.perf_counter() - t0)
+    plan = _extract(prob, v, extras, x, status, solver, time.perf_counter() - t0)
+    overlap = _overlaps(plan)
+    if overlap:
+        left = max(0.5, time_limit - (time.perf_counter() - t0))
+        prob, v, extras = build(x, binary_steps=overlap)
+        prob.solve(_solver(solver, left, gap, mip=True))
+        status = _status(prob)
+        if status in ("optimal", "feasible"):
+            plan = _extract(prob, v, extras, x, status, solver, time.perf_counter() - t0)
+            plan.notes.append(f"the LP charged and discharged (or imported and exported) in "
+                              f"{len(overlap)} step(s); re-solved as a MILP with "
+                              f"{plan.binaries} binaries")
+        else:
+            plan.notes.append("the MILP re-solve failed; keeping the LP answer")
+    plan.solve_seconds = time.perf_counter() - t0
+    return plan
+
+
+def failed_plan(x: PlanInputs, status: str, solver: str, seconds: float) -> Plan:
+    n = len(x.pv_kwh)
+    z = np.zeros(n)
+    return Plan(status=status, solver=solver, solve_seconds=seconds, objective=float("nan"),
+                import_kwh=z, export_kwh=z, charge_kwh=z, discharge_kwh=z, curtail_kwh=z,
+                soc_kwh=np.full(n, x.soc_kwh))
+
+
+def cap_budgets_pro_rata(prices: StepPrices, caps: dict[int, float], used: dict[int, float],
+                         month_hours: dict[int, float], tariff, step_hours: float
+                         ) -> tuple[CapBudget, ...]:
+    """The simplest budget: the month's remaining cap in proportion to the hours of the
+    month left that the horizon covers (the outlook refines this; see optimizer/outlook.py).
+    """
+    out = []
+    for key in np.unique(prices.month_key):
+        key = int(key)
+        if key not in caps:
+            continue
+        left = caps[key] - used.get(key, 0.0)
+        in_h = float(np.sum(prices.month_key == key)) * step_hours
+        share = min(1.0, in_h / max(month_hours.get(key, in_h), in_h))
+        out.append(CapBudget(key, max(0.0, left * share), decredit_value(tariff, key)))
+    return tuple(out)

@@ -1,0 +1,139 @@
+"""The dispatch model on cases small enough to check by hand (HiGHS really solving)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from optimizer.plan import CapBudget, PlanInputs, TrueUpContext, solve
+from optimizer.prices import decredit_value, step_prices
+from optimizer.site import Battery
+from tests.helpers import TWO_PERIOD_UTC, tariff
+
+JAN_1_1400Z = 1735689600 + 14 * 3600  # 2025-01-01 14:00 UTC: two off-peak hours, then peak
+
+# an ideal 10 kWh battery: no losses, no wear, empty floor — so the arithmetic is plain
+IDEAL = Battery(usable_kwh=10, max_charge_kw=5, max_discharge_kw=5, charge_efficiency=1,
+                discharge_efficiency=1, backup_floor_percent=0, wear_cost_per_kwh=0)
+
+
+def four_steps(t, **kw) -> PlanInputs:
+    """Hours 14, 15 (off-peak 0.30) and 16, 17 (peak 0.50); 2 kWh of load each, no PV."""
+    starts = JAN_1_1400Z + 3600 * np.arange(4)
+    args = dict(prices=step_prices(t, starts), pv_kwh=np.zeros(4), load_kwh=np.full(4, 2.0),
+                soc_kwh=0.0, battery=IDEAL, step_hours=1.0, terminal_value=0.0)
+    args.update(kw)
+    return PlanInputs(**args)
+
+
+NEM1 = tariff(TWO_PERIOD_UTC, export="scheme = 'nem'\ncredit = 'import'\n",
+              settlement="period_months = 1\n")
+
+
+def test_four_step_peak_off_peak_arbitrage_by_hand():
+    """Exports earn the full rate (NEM1). Best: charge 5 kWh in each off-peak hour (the
+    limit), discharge 5 kWh in each peak hour: 2 cover the load, 3 are exported.
+    Cost = off-peak imports (2 + 5) × 2 × 0.30 − peak exports 3 × 2 × 0.50 = 4.20 − 3.00
+    = 1.20 (against 2 × 2 × 0.30 + 2 × 2 × 0.50 = 3.20 with no battery)."""
+    plan = solve(four_steps(NEM1))
+    assert plan.status == "optimal"
+    assert plan.objective == pytest.approx(1.20)
+    assert plan.charge_kwh == pytest.approx([5, 5, 0, 0])
+    assert plan.discharge_kwh == pytest.approx([0, 0, 5, 5])
+    assert plan.export_kwh == pytest.approx([0, 0, 3, 3])
+    assert plan.soc_kwh == pytest.approx([5, 10, 5, 0])
+    # equal import and export prices make a simultaneous import+export free in the LP:
+    # the solve re-ran with binaries and says so
+    assert np.minimum(plan.import_kwh, plan.export_kwh).max() == pytest.approx(0)
+
+
+def test_export_cap_of_exactly_four_kwh_is_spent_and_not_exceeded():
+    """Same case under a NEM-PS cap with 4 kWh of budget left. An export beyond it loses a
+    peak credit (0.50), so exporting more earns nothing while the charge costs 0.30: the
+    plan exports exactly 4 kWh. Battery: 4 kWh for the peak load + 4 exported = 8 kWh.
+    Cost = (4 + 8) × 0.30 − 4 × 0.50 = 3.60 − 2.00 = 1.60."""
+    t = tariff(TWO_PERIOD_UTC, export="scheme = 'nem'\ncredit = 'import'\n",
+               settlement="period_months = 1\n",
+               export_cap="monthly_kwh = [500,500,500,500,500,500,500,500,500,500,500,500]\n")
+    x = four_steps(t)
+    key = int(x.prices.month_key[0])
+    assert decredit_value(t, key) == pytest.approx(0.50)
+    plan = solve(four_steps(t, cap_budgets=(CapBudget(key, 4.0, 0.50),)))
+    assert plan.export_kwh.sum() == pytest.approx(4.0)
+    assert plan.excess_kwh[key] == pytest.approx(0.0)
+    assert plan.charge_kwh.sum() == pytest.approx(8.0)
+    assert plan.objective == pytest.approx(1.60)
+
+
+def test_exceeding_the_cap_is_allowed_only_when_pv_has_nowhere_to_go():
+    """Battery full (10 of 10 kWh), no load, 3 kWh of PV an hour that cannot be curtailed,
+    cap budget 2 kWh: 12 kWh must be exported, 10 of them over the cap, each losing a peak
+    credit. The model stays feasible and reports the excess."""
+    t = tariff(TWO_PERIOD_UTC, export="scheme = 'nem'\ncredit = 'import'\n",
+               settlement="period_months = 1\n",
+               export_cap="monthly_kwh = [500,500,500,500,500,500,500,500,500,500,500,500]\n")
+    x = four_steps(t)
+    key = int(x.prices.month_key[0])
+    # stored energy is worth keeping (0.20/kWh at the end), so only PV is exported
+    plan = solve(four_steps(t, soc_kwh=10.0, load_kwh=np.zeros(4), pv_kwh=np.full(4, 3.0),
+                            terminal_value=0.20, cap_budgets=(CapBudget(key, 2.0, 0.50),)))
+    assert plan.status == "optimal"
+    assert plan.export_kwh.sum() == pytest.approx(12.0)
+    assert plan.excess_kwh[key] == pytest.approx(10.0)
+
+
+def test_with_curtailment_the_plan_curtails_instead_of_exceeding_the_cap():
+    t = tariff(TWO_PERIOD_UTC, export="scheme = 'nem'\ncredit = 'import'\n",
+               settlement="period_months = 1\n",
+               export_cap="monthly_kwh = [500,500,500,500,500,500,500,500,500,500,500,500]\n")
+    x = four_steps(t)
+    key = int(x.prices.month_key[0])
+    plan = solve(four_steps(t, soc_kwh=10.0, load_kwh=np.zeros(4), pv_kwh=np.full(4, 3.0),
+                            can_curtail_pv=True, terminal_value=0.20,
+                            cap_budgets=(CapBudget(key, 2.0, 0.50),)))
+    assert plan.export_kwh.sum() == pytest.approx(2.0)
+    assert plan.curtail_kwh.sum() == pytest.approx(10.0)
+
+
+NEM2 = tariff(TWO_PERIOD_UTC, charges="nbc_per_kwh = 0.03\n",
+              export="scheme = 'nem'\ncredit = 'import_minus_nbc'\n",
+              settlement="period_months = 12\ncharges = 'at_true_up'\nsurplus_rate = 0.04\n")
+
+
+def nem2_context(cx_before: float) -> TrueUpContext:
+    return TrueUpContext(cx_before=cx_before, nbc_before=20.0, cx_after=0.0, nbc_after=10.0,
+                         minimum_total=143.0, surplus_kwh_before=500.0,
+                         surplus_kwh_after=0.0, surplus_rate=0.04)
+
+
+def test_when_credit_will_be_forfeited_grid_charging_is_pointless():
+    """NEM2, the period already $800 in credit: extra credit is forfeited. Importing a kWh
+    off-peak then costs only its NBC (0.03) plus a kWh less of NSC surplus (0.04), and a
+    peak kWh exported or not imported is worth the NSC (0.04) and the avoided NBC: buying
+    at 0.07 to save 0.07 gains nothing, so the battery is not grid-charged and not used.
+    With the period deep in charges ($2,000), every credit counts in full: the same model
+    fills the battery off-peak (0.30) and discharges at peak, covering the load (0.50) and
+    exporting the rest (0.47). A wear cost of 0.01/kWh breaks the tie in the first case."""
+    worn = IDEAL.model_copy(update={"wear_cost_per_kwh": 0.01})
+    forfeiting = solve(four_steps(NEM2, battery=worn, true_up=nem2_context(-800.0)))
+    assert forfeiting.ok
+    assert forfeiting.charge_kwh.sum() == pytest.approx(0.0, abs=1e-6)
+    assert forfeiting.marginal_credit_value == pytest.approx(0.04)
+
+    paying = solve(four_steps(NEM2, true_up=nem2_context(2000.0)))
+    assert paying.charge_kwh.sum() == pytest.approx(10.0)
+    assert paying.export_kwh.sum() == pytest.approx(6.0)
+    assert paying.marginal_credit_value == pytest.approx(0.47)
+    # imports: 14 kWh off-peak (4 load + 10 charge); exports 6 kWh at peak.
+    # Cx_plan = 14 × (0.30 − 0.03) − 6 × 0.47 = 3.78 − 2.82 = 0.96; NBC_plan = 14 × 0.03
+    # due = ΣNBC + ΣCx − ΣMDC = (20 + 10 + 0.42) + (2000 + 0.96) − 143 = 1888.38
+    assert paying.true_up_due == pytest.approx(1888.38)
+
+
+def test_minimum_charge_floor_makes_extra_imports_free_at_the_margin():
+    """Projected charges below the period's minimum (ΣMDC 143 > ΣNBC 30 + ΣCx 50): the
+    plan's kWh change nothing that is paid, so the projected due is 0 and a credit's
+    marginal value is 0."""
+    plan = solve(four_steps(NEM2, true_up=nem2_context(50.0)))
+    assert plan.true_up_due == pytest.approx(0.0)
+    assert plan.marginal_credit_value == 0.0

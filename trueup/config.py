@@ -1,0 +1,129 @@
+"""``trueup.toml``: the owner's configuration, read with pydantic-settings.
+
+Sources, strongest first: environment variables ``TRUEUP_<SECTION>__<KEY>`` (e.g.
+``TRUEUP_BATTERY__BACKUP_FLOOR_PERCENT=30``), then the TOML file, then the defaults, which
+are the example site (a California home, one 13.5 kWh Powerwall, 7.2 kW PV, on PG&E EV2-A
+NEM2-PS). The keys of ARCHITECTURE.md's "Site configuration" are a contract; the
+``[optimizer]`` section is ours and documented in the README.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from optimizer.errors import InputError
+from optimizer.site import Battery, Location, PVArray, Site
+
+EXAMPLE_CONFIG = Path(__file__).with_name("example-site.toml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SiteSection(_Section):
+    latitude: Annotated[float, Field(ge=-90, le=90)] = 37.77
+    longitude: Annotated[float, Field(ge=-180, le=180)] = -122.42
+    timezone: str = "America/Los_Angeles"
+    metering_topology: Literal["backfed", "line_side_tap"] = "backfed"
+    can_curtail_pv: bool = False
+
+
+class GatewaySection(_Section):
+    kind: Literal["simulated", "powerwall"] = "simulated"
+    host: str = "192.168.91.1"
+    mode: Literal["fleetapi", "cloud", "v1r", "none"] = "fleetapi"
+    authpath: str = "/var/lib/trueup/auth"
+    password_file: str = "/etc/trueup/gw_password"
+
+
+class HttpSection(_Section):
+    bind: str = "127.0.0.1:9871"
+
+
+class OptimizerSection(_Section):
+    """How plans are made (see README, "Configuration")."""
+
+    horizon_hours: Annotated[int, Field(ge=1, le=24 * 14)] = 48
+    step_minutes: Literal[5, 15, 30, 60] = 15
+    solver: Literal["highs", "cbc"] = "highs"
+    time_limit_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    mip_gap: Annotated[float, Field(ge=0, le=0.5)] = 0.001
+    true_up_month: Annotated[int, Field(ge=1, le=12)] | None = None  # default: the tariff's
+    export_cap_kwh: list[Annotated[float, Field(ge=0)]] | None = None  # overrides the tariff's
+
+
+class TrueupConfig(BaseSettings):
+    """The whole configuration. Build with :func:`load_config`."""
+
+    model_config = SettingsConfigDict(env_prefix="TRUEUP_", env_nested_delimiter="__",
+                                      extra="forbid")
+
+    tariff: str = "pge-ev2a-nem2ps-2024"
+    site: SiteSection = SiteSection()
+    battery: Battery = Battery()
+    pv: list[PVArray] = [PVArray(kw_dc=7.2, tilt=22, azimuth=180)]
+    gateway: GatewaySection = GatewaySection()
+    http: HttpSection = HttpSection()
+    optimizer: OptimizerSection = OptimizerSection()
+    source: str = "built-in example site"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # the environment overrides the file (passed in as init values)
+        return env_settings, init_settings
+
+    def site_model(self) -> Site:
+        """The physical site for the optimizer."""
+        s = self.site
+        return Site(
+            location=Location(latitude=s.latitude, longitude=s.longitude, timezone=s.timezone,
+                              metering_topology=s.metering_topology,
+                              can_curtail_pv=s.can_curtail_pv),
+            battery=self.battery,
+            pv=self.pv,
+        )
+
+
+def load_config(path: str | Path | None = None) -> TrueupConfig:
+    """Read ``trueup.toml`` (or the built-in example site when ``path`` is None).
+
+    Errors name the file, the key and the fix; environment overrides are applied on top.
+    """
+    file = Path(path) if path else EXAMPLE_CONFIG
+    where = str(file)
+    try:
+        data: dict[str, Any] = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("config file not found", where=where,
+                         fix="give the path of your trueup.toml, or leave --config out to "
+                         "use the built-in example site") from None
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"not valid TOML: {e}", where=where, fix="fix the TOML syntax") \
+            from None
+    data.setdefault("source", where if path else "built-in example site")
+    try:
+        return TrueupConfig(**data)
+    except ValidationError as e:
+        msgs = []
+        for err in e.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                msgs.append(f"{key}: unknown key; remove it or correct its spelling")
+            else:
+                msgs.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+        raise InputError("invalid configuration:\n  " + "\n  ".join(msgs), where=where,
+                         fix="edit the keys named above (README: Configuration); environment "
+                         "variables TRUEUP_<SECTION>__<KEY> override the file") from None
