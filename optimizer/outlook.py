@@ -1,0 +1,76 @@
+"""The month-long outlook that budgets the NEM-PS export cap for the detailed plan.
+
+The cap is on a month's *total* exports, but the detailed plan sees 48 hours. Spending the
+remaining cap greedily today can leave the peak days at the end of the month with nothing.
+So a coarse hourly LP runs from now to the end of the billing month (forecast days first,
+then expected PV and load), with the month's remaining cap as a soft constraint; its exports
+inside the detailed horizon become the detailed plan's budget for that month (DOMAIN.md
+§2.3; the two-level scheme of issue 3). Months that start inside the horizon get their
+whole cap pro rata to the hours of them the horizon covers.
+
+Pure: arrays in, budgets out. Units kWh, $/kWh, UTC epoch seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from optimizer.plan import CapBudget, PlanInputs, solve
+from optimizer.prices import decredit_value, step_prices
+from optimizer.site import Battery
+from optimizer.tariff import Tariff
+
+
+@dataclass(frozen=True)
+class Outlook:
+    """What the outlook decided for the month in progress."""
+
+    month_key: int
+    cap_kwh: float  # the month's cap
+    used_kwh: float  # exported so far this month
+    planned_kwh: float  # the outlook's exports over the rest of the month
+    horizon_budget_kwh: float  # of which inside the detailed horizon
+    status: str
+
+
+def month_outlook(
+    tariff: Tariff,
+    start_utc: int,
+    month_end_utc: int,
+    pv_kwh_hourly: np.ndarray,
+    load_kwh_hourly: np.ndarray,
+    soc_kwh: float,
+    battery: Battery,
+    cap_kwh: float,
+    used_kwh: float,
+    horizon_end_utc: int,
+    *,
+    can_curtail_pv: bool = False,
+    time_limit: float = 5.0,
+) -> Outlook:
+    """Solve the hourly outlook from ``start_utc`` to ``month_end_utc``.
+
+    ``pv_kwh_hourly`` and ``load_kwh_hourly`` hold one value per hour of that span
+    (forecasts, then expected values). Returns the export budget for the part of the month
+    inside ``[start_utc, horizon_end_utc)``.
+    """
+    n = max(1, (month_end_utc - start_utc) // 3600)
+    starts = start_utc + 3600 * np.arange(n, dtype=np.int64)
+    prices = step_prices(tariff, starts)
+    key = int(prices.month_key[0])
+    left = max(0.0, cap_kwh - used_kwh)
+    x = PlanInputs(prices=prices, pv_kwh=np.asarray(pv_kwh_hourly[:n], float),
+                   load_kwh=np.asarray(load_kwh_hourly[:n], float), soc_kwh=soc_kwh,
+                   battery=battery, step_hours=1.0, can_curtail_pv=can_curtail_pv,
+                   cap_budgets=(CapBudget(key, left, decredit_value(tariff, key)),))
+    plan = solve(x, time_limit=time_limit)
+    if not plan.ok:
+        # no outlook: fall back to the pro-rata share of what is left
+        share = min(1.0, (horizon_end_utc - start_utc) / max(month_end_utc - start_utc, 1))
+        return Outlook(key, cap_kwh, used_kwh, left, left * share, plan.status)
+    in_h = starts < horizon_end_utc
+    planned = float(plan.export_kwh.sum())
+    budget = float(plan.export_kwh[in_h].sum())
+    return Outlook(key, cap_kwh, used_kwh, planned, min(budget, left), plan.status)
