@@ -76,6 +76,9 @@ class PlanInputs:
     cap_budgets: tuple[CapBudget, ...] = ()
     true_up: TrueUpContext | None = None
     grid_import_limit_kw: float = 48.0  # the service's capacity (a 200 A panel ≈ 48 kW)
+    # the fastest grid charge the settings can command (Backup: ~3.3 kW per Powerwall,
+    # DOMAIN.md §3); None = only the battery's own limit
+    grid_charge_limit_kw: float | None = None
     terminal_value: float | None = None  # $ per stored kWh left at the end (None: derive)
 
 
@@ -157,6 +160,17 @@ def add_soc_dynamics(prob: pulp.LpProblem, v: _Vars, x: PlanInputs) -> None:
         prev = v.soc[t]
 
 
+def add_grid_charge_limit(prob: pulp.LpProblem, v: _Vars, x: PlanInputs) -> None:
+    """Charging beyond the step's PV surplus comes from the grid, at most at the rate a
+    setting can make the Powerwall charge: charge ≤ max(0, pv − load) + limit × h."""
+    if x.grid_charge_limit_kw is None:
+        return
+    surplus = np.maximum(x.pv_kwh - x.load_kwh, 0.0)
+    for t in range(len(v.ch)):
+        prob += v.ch[t] <= float(surplus[t]) + x.grid_charge_limit_kw * x.step_hours, \
+            f"grid_charge_rate_{t}"
+
+
 def add_export_cap(prob: pulp.LpProblem, v: _Vars, x: PlanInputs) -> dict[int, pulp.LpVariable]:
     """NEM-PS cap on total exports per billing month, soft (DOMAIN.md §2.3, §6).
 
@@ -230,6 +244,7 @@ def build(x: PlanInputs, *, binary_steps: list[int] | None = None):
     v = _variables(prob, n, x)
     add_power_balance(prob, v, x)
     add_soc_dynamics(prob, v, x)
+    add_grid_charge_limit(prob, v, x)
     excess = add_export_cap(prob, v, x)
     nbins = add_no_simultaneous_flows(prob, v, x, binary_steps or [])
 

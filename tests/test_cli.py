@@ -129,3 +129,47 @@ def test_export_cap_on_a_tariff_without_a_cap_is_refused(example_csv, capsys):
     assert main(["bill", "--tariff", "pge-ev2a-nem2-2024", "--usage", str(example_csv),
                  "--export-cap", caps]) == 2
     assert "has no export cap to override" in capsys.readouterr().err
+
+
+def test_plan_json_has_the_contract_keys_and_never_writes(capsys):
+    assert main(["plan", "--at", "2025-07-15T14:00-07:00", "--soc", "80", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)  # pure JSON: no solver banner on stdout
+    assert set(out) >= {"generated_at", "horizon_hours", "step_minutes", "solver",
+                        "solve_seconds", "status", "objective", "intervals", "settings",
+                        "export_cap", "true_up"}
+    assert out["status"] == "optimal" and out["horizon_hours"] == 48
+    assert len(out["intervals"]) == 192 and out["step_minutes"] == 15
+    assert set(out["intervals"][0]) >= {"start", "pv_kwh", "load_kwh", "import_kwh",
+                                        "export_kwh", "charge_kwh", "discharge_kwh",
+                                        "soc_percent"}
+    assert out["intervals"][0]["start"] == "2025-07-15T14:00:00-07:00"
+    assert set(out["settings"][0]) >= {"start", "mode", "reserve_percent", "grid_charging",
+                                       "export_rule", "reason"}
+    assert set(out["export_cap"]) >= {"month", "cap_kwh", "used_kwh", "planned_kwh"}
+    assert out["export_cap"]["month"] == "2025-07" and out["export_cap"]["cap_kwh"] == 730
+    assert set(out["true_up"]) >= {"projected_balance", "marginal_credit_value"}
+    for s in out["settings"]:
+        assert s["reserve_percent"] >= 20
+
+
+def test_plan_with_history_uses_the_month_to_date_cap(example_csv, capsys):
+    """History to the end of 2025 (the example year): planning on 2025-12-31 at 14:00
+    sees December's exports so far against its 290 kWh cap."""
+    assert main(["plan", "--at", "2025-12-31T14:00-08:00", "--usage", str(example_csv),
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["export_cap"]["month"] == "2025-12"
+    assert out["export_cap"]["used_kwh"] > 0
+
+
+def test_plan_table_reads_like_a_plan(capsys):
+    assert main(["plan", "--at", "2025-07-15T14:00-07:00"]) == 0
+    out = capsys.readouterr().out
+    assert "dry run: nothing is written to the gateway" in out
+    assert "Export cap 2025-07" in out and "True-up projection" in out
+    assert "hour        SOC %" in out
+
+
+def test_plan_rejects_a_time_without_offset(capsys):
+    assert main(["plan", "--at", "2025-07-15T14:00"]) == 2
+    assert "--at" in capsys.readouterr().err

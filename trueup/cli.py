@@ -14,6 +14,7 @@ from optimizer.errors import InputError
 EPILOG = """\
 examples:
   trueup demo                                   bill the built-in example year
+  trueup plan                                   the battery plan for the next 48 h (dry run)
   trueup tariff list                            tariffs that ship with trueup
   trueup tariff show pge-ev2a-nem2ps-2024       periods, rates and rules of one tariff
   trueup bill --tariff pge-ev2a-nem2ps-2024 --usage my-year.csv
@@ -93,6 +94,36 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     _bill_parser(sub)
     _tariff_parser(sub)
+    pl = sub.add_parser(
+        "plan",
+        help="dry run: the battery plan for the next hours and the settings it would apply",
+        description=(
+            "Plan the battery for the next hours (48 h of 15-minute steps by default) and "
+            "print the Powerwall settings that carry the plan out, each with its reason. "
+            "Nothing is written to the gateway. The plan maximises what your bill will "
+            "really credit: import prices and NBCs from the tariff, the NEM-PS export cap "
+            "budgeted over the rest of the month, and, on NEM2, the projected true-up "
+            "(credit that would be forfeited is worth only the surplus rate). Works offline: "
+            "without forecasts it uses a clear-sky PV estimate and a typical load profile."
+        ),
+        epilog=(
+            "examples:\n"
+            "  trueup plan                                 the example site, now, SOC 50 %\n"
+            "  trueup plan --at 2025-07-15T14:00-07:00 --soc 80\n"
+            "  trueup plan --config trueup.toml --usage this-year.csv --json\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pl.add_argument("--config", metavar="FILE",
+                    help="trueup.toml (default: the built-in example site)")
+    pl.add_argument("--at", metavar="ISO8601",
+                    help="plan as if it were this time (with its UTC offset); default now")
+    pl.add_argument("--soc", type=float, metavar="PCT",
+                    help="battery state of charge now, app %% (default 50)")
+    pl.add_argument("--usage", metavar="CSV",
+                    help="history so far (interval CSV): month-to-date exports against the "
+                    "cap, the credit balance, the period's NBCs")
+    pl.add_argument("--json", action="store_true", help="print the plan JSON contract")
     d = sub.add_parser("demo", help="bill the built-in example year (what `make run` shows)")
     d.add_argument("--out", default="build/example-usage.csv",
                    help="where to write the example interval CSV")
@@ -186,6 +217,34 @@ def cmd_tariff(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from trueup.config import load_config
+    from trueup.planning import make_plan, parse_at
+    from trueup.report import plan_report
+
+    cfg = load_config(args.config)
+    if args.soc is not None and not 0 <= args.soc <= 100:
+        raise InputError(f"--soc {args.soc} is outside 0-100", where="--soc",
+                         fix="give the app's state of charge in percent")
+    try:
+        at = parse_at(args.at)
+    except ValueError as e:
+        raise InputError(str(e), where="--at",
+                         fix="e.g. --at 2025-07-15T14:00-07:00 or --at 2025-07-15T21:00Z") \
+            from None
+    history = None
+    if args.usage:
+        from adapters.usage import read_usage
+
+        history = read_usage(args.usage, tz=cfg.site.timezone, allow_gaps=True)
+    result = make_plan(cfg, at_utc=at, soc_percent=args.soc, history=history)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(plan_report(result, cfg))
+    return 0 if result.plan.ok else 1
+
+
 def cmd_demo(args) -> int:
     from optimizer.billing import bill, load_only
     from optimizer.tariff import load_tariff
@@ -224,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_tariff(args)
         if args.cmd == "demo":
             return cmd_demo(args)
+        if args.cmd == "plan":
+            return cmd_plan(args)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

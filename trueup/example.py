@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from forecasts.load import ev_kw, household_kw
 from optimizer.intervals import IntervalData
 
 LATITUDE, LONGITUDE = 37.77, -122.42
@@ -53,15 +54,10 @@ def _pv_kw(utc_s: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def _load_kw(local_hour: np.ndarray, month: np.ndarray, weekday: np.ndarray,
              rng: np.random.Generator) -> np.ndarray:
-    """Home load, kW, by local hour (fractional), month and weekday (0 = Monday)."""
-    base = 0.45
-    morning = 0.9 * np.exp(-(((local_hour - 7.5) / 1.2) ** 2))
-    evening = 1.6 * np.exp(-(((local_hour - 19.0) / 2.0) ** 2))
-    summer = np.isin(month, [6, 7, 8, 9])
-    cooling = np.where(summer, 1.4 * np.exp(-(((local_hour - 16.5) / 2.5) ** 2)), 0.0)
-    ev = np.where((local_hour >= 0.5) & (local_hour < 3.5) & (weekday < 5), 3.6, 0.0)
+    """Home load, kW, by local hour (fractional), month and weekday (0 = Monday): the typical
+    profile (forecasts/load.py) with seeded noise on the household part."""
     noise = rng.gamma(4.0, 0.25, size=len(local_hour))
-    return (base + morning + evening + cooling) * noise + ev
+    return household_kw(local_hour, month) * noise + ev_kw(local_hour, weekday)
 
 
 def example_year(year: int = 2025, *, interval_min: int = 15, seed: int = 7,

@@ -139,3 +139,73 @@ def tariff_summary(t: Tariff) -> str:
         out.append("")
         out.append("  " + s.notes.strip().replace("\n", "\n  "))
     return "\n".join(out)
+
+
+def _bar(value: float, scale: float, width: int = 20, char: str = "#") -> str:
+    n = round(min(abs(value) / scale, 1.0) * width) if scale > 0 else 0
+    return char * n
+
+
+def plan_report(result, cfg) -> str:
+    """The plan for the terminal: summary, settings with reasons, an hourly chart."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    import numpy as np
+
+    x, p, tz = result.inputs, result.plan, result.tz
+    zone = ZoneInfo(tz)
+
+    def clock(t, fmt="%a %H:%M"):
+        return datetime.fromtimestamp(int(t), zone).strftime(fmt)
+
+    out = [
+        f"trueup plan — {cfg.source}; tariff {result.tariff.id}",
+        f"  from {clock(x.prices.start_utc[0], '%Y-%m-%d %H:%M %Z')}, "
+        f"{len(x.pv_kwh) * x.step_hours:g} h in {x.step_hours * 60:g}-minute steps; "
+        f"SOC {100 * x.soc_kwh / x.battery.usable_kwh:.0f} %; floor "
+        f"{x.battery.backup_floor_percent:g} %",
+        f"  solver {p.solver}: {p.status} in {p.solve_seconds:.2f} s; forecasts: "
+        f"PV {result.forecast_sources.get('pv')}, load {result.forecast_sources.get('load')}",
+        "  dry run: nothing is written to the gateway",
+        "",
+    ]
+    if result.schedule:
+        rows = [[clock(e.start_utc), str(e.settings.mode), f"{e.settings.reserve_percent:g}%",
+                 "on" if e.settings.grid_charging else "off", str(e.settings.export_rule),
+                 e.reason] for e in result.schedule.entries]
+        out.append(table(["from", "mode", "reserve", "grid chg", "export", "why"], rows,
+                         align="llrlll"))
+        out.append("")
+    # an hourly chart: SOC and grid flow (import +, export −)
+    steps = max(1, round(1 / x.step_hours))
+    grid = p.import_kwh - p.export_kwh
+    hourly_grid = np.add.reduceat(grid, np.arange(0, len(grid), steps)) if len(grid) else grid
+    scale = max(float(np.max(np.abs(hourly_grid), initial=0.0)), 0.1)
+    out.append("hour        SOC %                           grid kWh (import > 0 < export)")
+    for i, t0 in enumerate(range(0, len(grid), steps)):
+        soc = 100 * float(p.soc_kwh[min(t0 + steps, len(grid)) - 1]) / x.battery.usable_kwh
+        g = float(hourly_grid[i])
+        bar = (" " * 20 + "|" + _bar(g, scale)) if g >= 0 else \
+            (_bar(g, scale, char="=").rjust(20) + "|")
+        out.append(f"{clock(x.prices.start_utc[t0])}  {soc:5.1f} {_bar(soc, 100, 20):<20}  "
+                   f"{g:+6.2f} {bar}")
+    out.append("")
+    if result.outlook is not None:
+        o = result.outlook
+        planned = float(p.export_kwh[x.prices.month_key == o.month_key].sum())
+        out.append(f"Export cap {o.month_key // 12}-{o.month_key % 12 + 1:02d}: cap "
+                   f"{o.cap_kwh:,.0f} kWh, used {o.used_kwh:,.1f}; the month outlook plans "
+                   f"{o.planned_kwh:,.1f} kWh more, {result.cap_budget_kwh or 0:,.1f} of them "
+                   f"in this horizon; this plan exports {planned:,.1f}.")
+    if p.true_up_due is not None:
+        out.append(f"True-up projection: net energy charges {money(p.projected_cx or 0)}, "
+                   f"due beyond the minimum {money(p.true_up_due)}; a peak credit is worth "
+                   f"{p.marginal_credit_value:.3f} $/kWh at the margin.")
+    if result.schedule and np.isfinite(result.schedule.plan_value):
+        out.append(f"Value over the horizon (import − export credit + wear): plan "
+                   f"{money(result.schedule.plan_value)}, the settings as the Powerwall would "
+                   f"carry them out {money(result.schedule.settings_value)}.")
+    for n in result.notes + p.notes:
+        out.append(f"note: {n}")
+    return "\n".join(out)

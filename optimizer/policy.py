@@ -1,0 +1,264 @@
+"""A plan becomes settings the Powerwall can carry out, each with a reason in plain words.
+
+There is no power set-point on the public paths (DOMAIN.md §3), so each planned step is read
+as one of four intents and mapped to settings the way peers do (Predbat):
+
+* **charge** (the plan charges from the grid): Self-Powered with the reserve raised to the
+  target and grid charging on (~1.75 kW per Powerwall), or Backup when the plan needs more
+  (~3.3 kW per Powerwall);
+* **export** (the plan exports battery energy): Time-Based Control, export rule
+  "Everything" (``battery_ok``), reserve at the plan's lowest SOC of the window;
+* **hold** (the plan keeps its energy while the home imports): Self-Powered with the
+  reserve at the current SOC;
+* **self** (everything else): Self-Powered at the owner's floor.
+
+Then changes are kept rare (a minimum dwell time, a budget of changes per day), the reserve
+obeys the 80/100 rule and the floor, and the schedule is *checked*: the behaviour model
+(:mod:`optimizer.behaviour`) says what the settings would really do, and both values are
+reported. Units: kWh per step, app %, UTC epoch seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from optimizer.behaviour import (
+    BatterySpec,
+    ExportRule,
+    Mode,
+    PriceSignal,
+    Settings,
+    clamp_reserve,
+    simulate,
+)
+from optimizer.plan import Plan, PlanInputs
+from optimizer.site import Battery
+
+EPS_KWH = 0.05  # below this a step's flow is noise, not an intent
+
+
+@dataclass(frozen=True)
+class ScheduledSetting:
+    """Settings from ``start_utc`` until the next entry, and why."""
+
+    start_utc: int
+    settings: Settings
+    signal: PriceSignal
+    intent: str  # charge | export | hold | self
+    reason: str
+
+
+@dataclass(frozen=True)
+class Schedule:
+    entries: tuple[ScheduledSetting, ...]
+    per_step: tuple[Settings, ...]
+    signals: tuple[PriceSignal, ...]
+    plan_value: float  # $ the plan's flows cost over the horizon (import − export credit)
+    settings_value: float  # $ the settings' simulated flows cost
+    simulated_soc_kwh: np.ndarray
+
+
+def battery_spec(b: Battery) -> BatterySpec:
+    """The behaviour model's view of the configured battery."""
+    return BatterySpec(capacity_kwh=b.usable_kwh, max_charge_kw=b.max_charge_kw,
+                       max_discharge_kw=b.max_discharge_kw,
+                       charge_efficiency=b.charge_efficiency,
+                       discharge_efficiency=b.discharge_efficiency, units=b.units)
+
+
+def intents(plan: Plan, x: PlanInputs) -> list[str]:
+    """What each planned step asks of the battery: charge | export | hold | self."""
+    surplus = np.maximum(x.pv_kwh - x.load_kwh, 0.0)
+    deficit = np.maximum(x.load_kwh - x.pv_kwh, 0.0)
+    grid_charge = plan.charge_kwh - surplus
+    batt_export = plan.discharge_kwh - deficit
+    floor = x.battery.floor_kwh
+    soc_before = np.concatenate([[x.soc_kwh], plan.soc_kwh[:-1]])
+    out = []
+    for t in range(len(plan.charge_kwh)):
+        if grid_charge[t] > EPS_KWH:
+            out.append("charge")
+        elif batt_export[t] > EPS_KWH:
+            out.append("export")
+        elif (deficit[t] > EPS_KWH and plan.discharge_kwh[t] < deficit[t] - EPS_KWH
+              and soc_before[t] > floor + EPS_KWH):
+            out.append("hold")
+        else:
+            out.append("self")
+    return out
+
+
+def _pct(kwh: float, b: Battery) -> float:
+    return 100.0 * kwh / b.usable_kwh
+
+
+def _settings_for(intent: str, target_pct: float, needs_kw: float, b: Battery,
+                  spec: BatterySpec) -> tuple[Settings, PriceSignal]:
+    floor = b.backup_floor_percent
+    if intent == "charge":
+        mode = Mode.SELF_POWERED if needs_kw <= spec.grid_charge_kw(Mode.SELF_POWERED) + 1e-9 \
+            else Mode.BACKUP
+        reserve = clamp_reserve(target_pct, floor, hold=True)
+        return Settings(mode, reserve, True, ExportRule.PV_ONLY), PriceSignal.CHARGE
+    if intent == "export":
+        reserve = clamp_reserve(max(target_pct, floor), floor)
+        return (Settings(Mode.TIME_BASED, reserve, False, ExportRule.BATTERY_OK),
+                PriceSignal.EXPORT)
+    if intent == "hold":
+        reserve = clamp_reserve(max(target_pct, floor), floor)
+        return Settings(Mode.SELF_POWERED, reserve, False, ExportRule.PV_ONLY), PriceSignal.HOLD
+    return (Settings(Mode.SELF_POWERED, clamp_reserve(floor, floor), False, ExportRule.PV_ONLY),
+            PriceSignal.HOLD)
+
+
+def _blocks(labels: list[str]) -> list[tuple[int, int, str]]:
+    out = []
+    start = 0
+    for t in range(1, len(labels) + 1):
+        if t == len(labels) or labels[t] != labels[start]:
+            out.append((start, t, labels[start]))
+            start = t
+    return out
+
+
+def _enforce_dwell(labels: list[str], min_steps: int) -> list[str]:
+    """Blocks shorter than ``min_steps`` take the intent of the block before them (the
+    first block keeps its own): a setting must stay long enough to act."""
+    labels = list(labels)
+    changed = True
+    while changed:
+        changed = False
+        blocks = _blocks(labels)
+        for i, (a, b, _) in enumerate(blocks):
+            if i > 0 and b - a < min_steps:
+                prev = blocks[i - 1][2]
+                labels[a:b] = [prev] * (b - a)
+                changed = True
+                break
+    return labels
+
+
+def _enforce_budget(labels: list[str], max_changes: int, steps_per_day: int) -> list[str]:
+    """At most ``max_changes`` setting changes in any day: merge the shortest blocks."""
+    labels = list(labels)
+    while True:
+        blocks = _blocks(labels)
+        changes = [a for a, _, _ in blocks[1:]]
+        worst = max((sum(1 for c in changes if s <= c < s + steps_per_day)
+                     for s in range(0, len(labels), max(1, steps_per_day // 4))), default=0)
+        if worst <= max_changes or len(blocks) <= 1:
+            return labels
+        i = min(range(1, len(blocks)), key=lambda k: blocks[k][1] - blocks[k][0])
+        a, b, _ = blocks[i]
+        labels[a:b] = [blocks[i - 1][2]] * (b - a)
+
+
+def _clock(t: int, tz: str) -> str:
+    return datetime.fromtimestamp(int(t), ZoneInfo(tz)).strftime("%H:%M")
+
+
+def _regime(plan: Plan) -> str:
+    """Why battery energy is worth what it is, from the true-up projection."""
+    v = plan.marginal_credit_value
+    if v is None:
+        return ""
+    if v == 0.0:
+        return "true-up within the minimum charges: a kWh is worth nothing"
+    if plan.projected_cx is not None and plan.projected_cx <= 0:
+        return f"credit forfeited at true-up: a kWh is worth {v:.3f} $/kWh"
+    return ""
+
+
+def _reason(intent: str, a: int, b: int, x: PlanInputs, plan: Plan, tz: str,
+            reserve: float, cap_left: float | None) -> str:
+    p = x.prices
+    starts = p.start_utc
+    end = int(starts[b - 1]) + round(x.step_hours * 3600)
+    span = f"{_clock(starts[a], tz)}–{_clock(end, tz)}"
+    cap = f"; {cap_left:,.0f} kWh of this month's export cap left" if cap_left is not None \
+        else ""
+    if intent == "charge":
+        later = p.import_price[b:] if b < len(starts) else p.import_price[a:b]
+        kwh = float(plan.charge_kwh[a:b].sum())
+        return (f"charge {kwh:.1f} kWh from the grid {span} at {p.import_price[a]:.3f} $/kWh to "
+                f"{reserve:.0f}% for later hours up to {float(np.max(later)):.3f} $/kWh")
+    if intent == "export":
+        kwh = float(plan.export_kwh[a:b].sum())
+        return (f"export {kwh:.1f} kWh from the battery {span} for "
+                f"{float(np.max(p.export_credit[a:b])):.3f} $/kWh credit{cap}")
+    regime = _regime(plan)
+    if intent == "hold":
+        nxt = np.flatnonzero(plan.discharge_kwh[b:] > EPS_KWH)
+        if regime:
+            why = regime
+        elif len(nxt):
+            why = f"keep it for {_clock(starts[b + int(nxt[0])], tz)}, when it is worth more"
+        else:
+            why = "grid power is cheaper than the battery's wear and losses"
+        return f"hold charge at {reserve:.0f}% {span}: {why}{cap}"
+    tail = f" ({regime})" if regime else ""
+    return (f"self-powered {span}: solar first, battery covers the home down to "
+            f"{reserve:.0f}%{tail}")
+
+
+def schedule(plan: Plan, x: PlanInputs, tz: str, *, min_dwell_minutes: float = 30.0,
+             max_changes_per_day: int = 8, cap_left_kwh: float | None = None) -> Schedule:
+    """Settings for the plan's steps, merged, rate-limited, reasoned and checked."""
+    b = x.battery
+    spec = battery_spec(b)
+    steps_per_day = round(24 / x.step_hours)
+    labels = intents(plan, x)
+    labels = _enforce_dwell(labels, max(1, round(min_dwell_minutes / 60 / x.step_hours)))
+    labels = _enforce_budget(labels, max_changes_per_day, steps_per_day)
+
+    entries: list[ScheduledSetting] = []
+    per_step: list[Settings] = []
+    signals: list[PriceSignal] = []
+    soc_before = np.concatenate([[x.soc_kwh], plan.soc_kwh[:-1]])
+    for a, z, intent in _blocks(labels):
+        if intent == "charge":
+            target = _pct(float(plan.soc_kwh[a:z].max()), b)
+        elif intent == "export":
+            target = _pct(float(plan.soc_kwh[a:z].min()), b)
+        else:
+            target = _pct(float(soc_before[a]), b)
+        surplus = np.maximum(x.pv_kwh[a:z] - x.load_kwh[a:z], 0.0)
+        needs_kw = float(np.max(plan.charge_kwh[a:z] - surplus, initial=0.0)) / x.step_hours
+        s, sig = _settings_for(intent, target, needs_kw, b, spec)
+        reason = _reason(intent, a, z, x, plan, tz, s.reserve_percent, cap_left_kwh)
+        if entries and entries[-1].settings == s and entries[-1].signal == sig:
+            per_step += [s] * (z - a)
+            signals += [sig] * (z - a)
+            continue
+        entries.append(ScheduledSetting(int(x.prices.start_utc[a]), s, sig, intent, reason))
+        per_step += [s] * (z - a)
+        signals += [sig] * (z - a)
+
+    sim = simulate(per_step, x.soc_kwh, x.load_kwh, x.pv_kwh, x.step_hours, spec,
+                   price_signals=signals)
+    p = x.prices
+
+    def value(imp, exp, dis):
+        return float(np.sum(imp * p.import_price) - np.sum(exp * p.export_credit)
+                     + b.wear_cost_per_kwh * np.sum(dis))
+
+    return Schedule(
+        entries=tuple(entries), per_step=tuple(per_step), signals=tuple(signals),
+        plan_value=value(plan.import_kwh, plan.export_kwh, plan.discharge_kwh),
+        settings_value=value(sim.import_kwh, sim.export_kwh, sim.discharge_kwh),
+        simulated_soc_kwh=sim.soc_kwh,
+    )
+
+
+def safe_default(b: Battery, start_utc: int) -> ScheduledSetting:
+    """What to run when no plan can be trusted: Self-Powered at the owner's floor."""
+    s = Settings(Mode.SELF_POWERED, clamp_reserve(b.backup_floor_percent,
+                                                  b.backup_floor_percent),
+                 False, ExportRule.PV_ONLY)
+    return ScheduledSetting(start_utc, s, PriceSignal.HOLD, "self",
+                            f"safe default: self-powered at the {s.reserve_percent:.0f}% floor "
+                            "(no trustworthy plan)")
