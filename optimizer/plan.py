@@ -18,6 +18,7 @@ epoch seconds. The solve is bounded in wall-clock time; see :func:`solve`.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -138,8 +139,18 @@ def _variables(prob: pulp.LpProblem, n: int, x: PlanInputs) -> _Vars:
         ch=many("ch", b.max_charge_kw * h),
         dis=many("dis", b.max_discharge_kw * h),
         curt=many("curt", curt_ub),
-        soc=[prob.add_variable(f"soc_{t}", b.floor_kwh, b.usable_kwh) for t in range(n)],
+        soc=[prob.add_variable(f"soc_{t}", _floor_at(t, x), b.usable_kwh) for t in range(n)],
     )
+
+
+def _floor_at(t: int, x: PlanInputs) -> float:
+    """The SOC floor at the end of step ``t``: the owner's floor, or — when the battery
+    starts below it (after an outage) — as high as charging at full speed can reach by
+    then, so the model is never infeasible because of where the battery is now."""
+    b = x.battery
+    rate = min(b.max_charge_kw, x.grid_charge_limit_kw or b.max_charge_kw)
+    reachable = x.soc_kwh + b.charge_efficiency * rate * x.step_hours * (t + 1)
+    return max(0.0, min(b.floor_kwh, reachable))
 
 
 def add_power_balance(prob: pulp.LpProblem, v: _Vars, x: PlanInputs) -> None:
@@ -309,7 +320,52 @@ def _solver(name: str, time_limit: float, gap: float, mip: bool):
     if name == "highs":
         _swallow_highs_banner()
         return pulp.HiGHS(msg=False, timeLimit=time_limit, gapRel=gap, mip=mip)
-    return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit, gapRel=gap, mip=mip)
+    import warnings
+
+    with warnings.catch_warnings():  # PuLP 3.3 warns about 4.0; we pin pulp < 4
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit, gapRel=gap, mip=mip)
+
+
+def _solve_killable(prob: pulp.LpProblem, solver, seconds: float) -> None:
+    """Solve in a forked child and kill it (and the CBC process it starts) after
+    ``seconds`` of wall clock: CBC ignores its own time limit in presolve (DOMAIN.md §5).
+    The solution comes back by name; a killed solve leaves ``prob`` marked not solved."""
+    import multiprocessing as mp
+    import os
+    import signal
+
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+
+    def work() -> None:
+        os.setsid()  # one process group with the CBC it spawns, so both can be killed
+        prob.solve(solver)
+        child.send((prob.status, prob.sol_status,
+                    {v.name: v.varValue for v in prob.variables()}))
+
+    proc = ctx.Process(target=work, daemon=True)
+    proc.start()
+    got = parent.poll(seconds)
+    if got:
+        status, sol_status, values = parent.recv()
+        proc.join(1.0)
+        prob.status, prob.sol_status = status, sol_status
+        for v in prob.variables():
+            v.varValue = values.get(v.name)
+        return
+    with contextlib.suppress(ProcessLookupError):  # it may have just finished
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.join(1.0)
+    prob.status, prob.sol_status = pulp.LpStatusNotSolved, pulp.LpSolutionNoSolutionFound
+
+
+def _run(prob: pulp.LpProblem, name: str, time_limit: float, gap: float, mip: bool) -> None:
+    solver = _solver(name, time_limit, gap, mip)
+    if name == "cbc":
+        _solve_killable(prob, solver, time_limit + 1.0)
+    else:
+        prob.solve(solver)  # HiGHS runs in-process and honours its time limit
 
 
 def _status(prob: pulp.LpProblem) -> str:
@@ -377,7 +433,7 @@ def solve(x: PlanInputs, *, solver: str = "highs", time_limit: float = 10.0,
     """
     t0 = time.perf_counter()
     prob, v, extras = build(x)
-    prob.solve(_solver(solver, time_limit, gap, mip=False))
+    _run(prob, solver, time_limit, gap, mip=False)
     status = _status(prob)
     if status not in ("optimal", "feasible"):
         return failed_plan(x, status, solver, time.perf_counter() - t0)
@@ -386,7 +442,7 @@ def solve(x: PlanInputs, *, solver: str = "highs", time_limit: float = 10.0,
     if overlap:
         left = max(0.5, time_limit - (time.perf_counter() - t0))
         prob, v, extras = build(x, binary_steps=overlap)
-        prob.solve(_solver(solver, left, gap, mip=True))
+        _run(prob, solver, left, gap, mip=True)
         status = _status(prob)
         if status in ("optimal", "feasible"):
             plan = _extract(prob, v, extras, x, status, solver, time.perf_counter() - t0)

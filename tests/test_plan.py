@@ -137,3 +137,29 @@ def test_minimum_charge_floor_makes_extra_imports_free_at_the_margin():
     plan = solve(four_steps(NEM2, true_up=nem2_context(50.0)))
     assert plan.true_up_due == pytest.approx(0.0)
     assert plan.marginal_credit_value == 0.0
+
+
+def test_cbc_gives_the_same_answer_as_highs():
+    """The fallback solver (CBC, run in a child process it can be killed in) solves the
+    four-step case to the same 1.20."""
+    plan = solve(four_steps(NEM1), solver="cbc")
+    assert plan.status == "optimal" and plan.solver == "cbc"
+    assert plan.objective == pytest.approx(1.20)
+
+
+def test_a_battery_below_its_floor_is_planned_back_up_not_infeasible():
+    """After an outage the battery holds 0.5 kWh, under a 2 kWh floor (20 % of 10 kWh):
+    the floor applies once charging could have reached it, so the model stays feasible and
+    climbs to the floor (here in the first hour)."""
+    floored = IDEAL.model_copy(update={"backup_floor_percent": 20.0})
+    plan = solve(four_steps(NEM1, battery=floored, soc_kwh=0.5))
+    assert plan.ok
+    assert plan.soc_kwh.min() >= 2.0 - 1e-6
+
+
+def test_an_impossible_load_fails_cleanly_without_reading_values():
+    """A 100 kWh hour of load exceeds the service (48 kW) and the battery: infeasible.
+    The plan says so and carries no flows."""
+    plan = solve(four_steps(NEM1, load_kwh=np.array([2.0, 100.0, 2.0, 2.0])))
+    assert plan.status == "infeasible" and not plan.ok
+    assert plan.import_kwh.sum() == 0

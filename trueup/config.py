@@ -56,6 +56,7 @@ class OptimizerSection(_Section):
     mip_gap: Annotated[float, Field(ge=0, le=0.5)] = 0.001
     true_up_month: Annotated[int, Field(ge=1, le=12)] | None = None  # default: the tariff's
     export_cap_kwh: list[Annotated[float, Field(ge=0)]] | None = None  # overrides the tariff's
+    service_limit_kw: Annotated[float, Field(gt=0)] = 48.0  # grid import limit (200 A ≈ 48 kW)
 
 
 class TrueupConfig(BaseSettings):

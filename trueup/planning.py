@@ -242,6 +242,7 @@ def make_plan(cfg: TrueupConfig, *, at_utc: int | None = None, soc_percent: floa
         cap_budgets=tuple(budgets),
         true_up=_true_up_context(cfg, tariff, state, horizon_end, true_up_month, tz, history),
         grid_charge_limit_kw=battery_spec(b).grid_charge_kw(_backup_mode()),
+        grid_import_limit_kw=opt.service_limit_kw,
     )
     plan = solve(x, solver=opt.solver, time_limit=opt.time_limit_s, gap=opt.mip_gap)
     if not plan.ok:
