@@ -163,3 +163,16 @@ def test_an_impossible_load_fails_cleanly_without_reading_values():
     plan = solve(four_steps(NEM1, load_kwh=np.array([2.0, 100.0, 2.0, 2.0])))
     assert plan.status == "infeasible" and not plan.ok
     assert plan.import_kwh.sum() == 0
+
+
+def test_a_cbc_solve_past_its_wall_clock_is_killed_and_marked_unsolved():
+    """The wall-clock bound: with no time left the child (and its CBC) is killed at once;
+    the problem is marked not solved, so no value of it is ever read."""
+    import pulp
+
+    from optimizer.plan import _solve_killable, _solver, build
+
+    prob, v, _ = build(four_steps(NEM1))
+    _solve_killable(prob, _solver("cbc", 10.0, 0.001, mip=False), 0.0)
+    assert prob.sol_status == pulp.LpSolutionNoSolutionFound
+    assert all(x.varValue is None for x in v.imp)
