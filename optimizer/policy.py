@@ -20,6 +20,7 @@ reported. Units: kWh per step, app %, UTC epoch seconds.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -98,7 +99,16 @@ def _pct(kwh: float, b: Battery) -> float:
 
 def _settings_for(intent: str, target_pct: float, needs_kw: float, b: Battery,
                   spec: BatterySpec) -> tuple[Settings, PriceSignal]:
+    """Whole app percents, as the app and the API take them: a hold rounds down (never a
+    grid charge to reach it), an export's reserve up (stop a little early), a charge
+    target to the nearest."""
     floor = b.backup_floor_percent
+    if intent == "hold":
+        target_pct = math.floor(target_pct + 1e-9)
+    elif intent == "export":
+        target_pct = math.ceil(target_pct - 1e-9)
+    else:
+        target_pct = round(target_pct)
     if intent == "charge":
         mode = Mode.SELF_POWERED if needs_kw <= spec.grid_charge_kw(Mode.SELF_POWERED) + 1e-9 \
             else Mode.BACKUP
