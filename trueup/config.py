@@ -26,14 +26,6 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SiteSection(_Section):
-    latitude: Annotated[float, Field(ge=-90, le=90)] = 37.77
-    longitude: Annotated[float, Field(ge=-180, le=180)] = -122.42
-    timezone: str = "America/Los_Angeles"
-    metering_topology: Literal["backfed", "line_side_tap"] = "backfed"
-    can_curtail_pv: bool = False
-
-
 class GatewaySection(_Section):
     kind: Literal["simulated", "powerwall"] = "simulated"
     host: str = "192.168.91.1"
@@ -66,7 +58,7 @@ class TrueupConfig(BaseSettings):
                                       extra="forbid")
 
     tariff: str = "pge-ev2a-nem2ps-2024"
-    site: SiteSection = SiteSection()
+    site: Location = Location()  # [site]: latitude, longitude, timezone, topology
     battery: Battery = Battery()
     pv: list[PVArray] = [PVArray(kw_dc=7.2, tilt=22, azimuth=180)]
     gateway: GatewaySection = GatewaySection()
@@ -88,14 +80,7 @@ class TrueupConfig(BaseSettings):
 
     def site_model(self) -> Site:
         """The physical site for the optimizer."""
-        s = self.site
-        return Site(
-            location=Location(latitude=s.latitude, longitude=s.longitude, timezone=s.timezone,
-                              metering_topology=s.metering_topology,
-                              can_curtail_pv=s.can_curtail_pv),
-            battery=self.battery,
-            pv=self.pv,
-        )
+        return Site(location=self.site, battery=self.battery, pv=self.pv)
 
 
 def load_config(path: str | Path | None = None) -> TrueupConfig:
