@@ -48,7 +48,9 @@ def month_outlook(
     horizon_end_utc: int,
     *,
     can_curtail_pv: bool = False,
+    solver: str = "highs",
     time_limit: float = 5.0,
+    grid_charge_limit_kw: float | None = None,
 ) -> Outlook:
     """Solve the hourly outlook from ``start_utc`` to ``month_end_utc``.
 
@@ -64,8 +66,9 @@ def month_outlook(
     x = PlanInputs(prices=prices, pv_kwh=np.asarray(pv_kwh_hourly[:n], float),
                    load_kwh=np.asarray(load_kwh_hourly[:n], float), soc_kwh=soc_kwh,
                    battery=battery, step_hours=1.0, can_curtail_pv=can_curtail_pv,
+                   grid_charge_limit_kw=grid_charge_limit_kw,
                    cap_budgets=(CapBudget(key, left, decredit_value(tariff, key)),))
-    plan = solve(x, time_limit=time_limit)
+    plan = solve(x, solver=solver, time_limit=time_limit)
     if not plan.ok:
         # no outlook: fall back to the pro-rata share of what is left
         share = min(1.0, (horizon_end_utc - start_utc) / max(month_end_utc - start_utc, 1))

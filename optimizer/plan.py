@@ -29,6 +29,7 @@ from optimizer.prices import StepPrices, decredit_value
 from optimizer.site import Battery
 
 EPS = 1e-6
+SHORTFALL_PRICE = 10.0  # $/kWh of load the plan cannot supply (a penalty, never a bill)
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,18 @@ class CapBudget:
 
 @dataclass(frozen=True)
 class TrueUpContext:
-    """The settlement period around the plan (all $ or kWh, period totals).
+    """One settlement period the plan's steps ``[first_step, end_step)`` fall in, for
+    tariffs that settle NEM charges at a true-up and forfeit leftover credit (PG&E NEM2).
 
-    ``*_before`` cover the period so far (billing state), ``*_after`` the expected rest of
-    the period after the horizon (outlook). ``minimum_total`` is the period's ΣMDC.
+    All $ or kWh, period totals: ``*_before`` cover the period before the plan (history,
+    and an estimate for any part history does not cover), ``*_after`` the expected rest of
+    the period after the horizon. ``minimum_total`` is the period's ΣMDC. The period that
+    holds the horizon's end also holds the battery's energy left then (``holds_end``).
     """
 
+    first_step: int
+    end_step: int
+    label: str  # the true-up month closing the period, "YYYY-MM"
     cx_before: float
     nbc_before: float
     cx_after: float
@@ -61,6 +68,7 @@ class TrueUpContext:
     surplus_kwh_before: float  # Σ credited exports − Σ imports so far
     surplus_kwh_after: float
     surplus_rate: float
+    holds_end: bool = True
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,7 @@ class PlanInputs:
     step_hours: float
     can_curtail_pv: bool = False
     cap_budgets: tuple[CapBudget, ...] = ()
-    true_up: TrueUpContext | None = None
+    true_ups: tuple[TrueUpContext, ...] = ()
     grid_import_limit_kw: float = 48.0  # the service's capacity (a 200 A panel ≈ 48 kW)
     # the fastest grid charge the settings can command (Backup: ~3.3 kW per Powerwall,
     # DOMAIN.md §3); None = only the battery's own limit
@@ -99,9 +107,11 @@ class Plan:
     soc_kwh: np.ndarray  # stored kWh at the END of each step
     excess_kwh: dict[int, float] = field(default_factory=dict)  # cap excess per month key
     binaries: int = 0  # how many binary variables the final solve had
-    true_up_due: float | None = None  # projected true-up charges due ($), NEM2 only
-    projected_cx: float | None = None
+    true_up_due: float | None = None  # projected true-up charges due ($), first period
+    projected_cx: float | None = None  # projected ΣCx of the first period
     marginal_credit_value: float | None = None  # $/kWh a peak export is worth at the margin
+    true_up_label: str | None = None  # the true-up month of that period
+    shortfall_kwh: float = 0.0  # load the service limit and battery could not supply
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -120,6 +130,7 @@ class _Vars:
     ch: list
     dis: list
     curt: list
+    short: list  # load that cannot be supplied (forecast above the service limit)
     soc: list  # soc[t] = stored kWh at the end of step t
 
 
@@ -139,6 +150,7 @@ def _variables(prob: pulp.LpProblem, n: int, x: PlanInputs) -> _Vars:
         ch=many("ch", b.max_charge_kw * h),
         dis=many("dis", b.max_discharge_kw * h),
         curt=many("curt", curt_ub),
+        short=many("short", x.load_kwh),
         soc=[prob.add_variable(f"soc_{t}", _floor_at(t, x), b.usable_kwh) for t in range(n)],
     )
 
@@ -148,16 +160,19 @@ def _floor_at(t: int, x: PlanInputs) -> float:
     starts below it (after an outage) — as high as charging at full speed can reach by
     then, so the model is never infeasible because of where the battery is now."""
     b = x.battery
-    rate = min(b.max_charge_kw, x.grid_charge_limit_kw or b.max_charge_kw)
+    # a reserve above SOC in Self-Powered charges at ~1.75 kW per Powerwall (DOMAIN.md §3)
+    rate = min(b.max_charge_kw, 1.75 * b.units)
     reachable = x.soc_kwh + b.charge_efficiency * rate * x.step_hours * (t + 1)
     return max(0.0, min(b.floor_kwh, reachable))
 
 
 def add_power_balance(prob: pulp.LpProblem, v: _Vars, x: PlanInputs) -> None:
-    """Energy in = energy out, each step: pv − curtailed + import + discharge =
-    load + export + charge (kWh)."""
+    """Energy in = energy out, each step: pv − curtailed + import + discharge + shortfall =
+    load + export + charge (kWh). The shortfall (a forecast load the service limit and the
+    battery cannot carry) is priced at SHORTFALL_PRICE, so it is used only when nothing
+    else can balance the step, and the plan stays solvable."""
     for t in range(len(v.imp)):
-        prob += (float(x.pv_kwh[t]) - v.curt[t] + v.imp[t] + v.dis[t]
+        prob += (float(x.pv_kwh[t]) - v.curt[t] + v.imp[t] + v.dis[t] + v.short[t]
                  == float(x.load_kwh[t]) + v.exp[t] + v.ch[t]), f"balance_{t}"
 
 
@@ -201,7 +216,7 @@ def add_export_cap(prob: pulp.LpProblem, v: _Vars, x: PlanInputs) -> dict[int, p
     return excess
 
 
-def add_true_up_epigraph(prob: pulp.LpProblem, cx_plan, nbc_plan, x: PlanInputs):
+def add_true_up_epigraph(prob: pulp.LpProblem, cx_plan, nbc_plan, tu: TrueUpContext):
     """PG&E NEM2 true-up (DOMAIN.md §2.2) as epigraph variables (convex, so an LP):
 
         y ≥ ΣCx, y ≥ 0                      (net energy charges; credit is forfeited)
@@ -209,12 +224,11 @@ def add_true_up_epigraph(prob: pulp.LpProblem, cx_plan, nbc_plan, x: PlanInputs)
 
     Σ are over the whole period: before the plan + the plan + after it. Returns (y, z).
     """
-    tu = x.true_up
-    y = prob.add_variable("net_charges", 0)
-    z = prob.add_variable("true_up_due", 0)
-    prob += y >= tu.cx_before + tu.cx_after + cx_plan, "net_charges_floor"
+    y = prob.add_variable(f"net_charges_{tu.label}", 0)
+    z = prob.add_variable(f"true_up_due_{tu.label}", 0)
+    prob += y >= tu.cx_before + tu.cx_after + cx_plan, f"net_charges_floor_{tu.label}"
     prob += (z >= tu.nbc_before + tu.nbc_after + nbc_plan + y - tu.minimum_total,
-             "due_over_minimum")
+             f"due_over_minimum_{tu.label}")
     return y, z
 
 
@@ -235,12 +249,23 @@ def add_no_simultaneous_flows(prob: pulp.LpProblem, v: _Vars, x: PlanInputs,
 
 
 def default_terminal_value(x: PlanInputs) -> float:
-    """$ per stored kWh left at the horizon's end: what it can later displace or earn —
-    the horizon's mean of max(import price, export credit) — after the discharge loss and
-    wear. Keeps the plan from dumping the battery just because the horizon ends."""
+    """$ per stored kWh left at the horizon's end at *linear* prices: what it can later
+    displace or earn — the horizon's mean of max(import price, export credit) — after the
+    discharge loss and its wear. Keeps the plan from dumping the battery because the horizon
+    ends. (Under a true-up the value goes through the epigraph instead: see build().)"""
     p = x.prices
     later = float(np.mean(np.maximum(p.import_price, p.export_credit)))
     return max(0.0, later * x.battery.discharge_efficiency - x.battery.wear_cost_per_kwh)
+
+
+def _terminal_bill_terms(x: PlanInputs) -> tuple[float, float]:
+    """Per stored kWh left at the end, what it later takes off the true-up's ΣCx and ΣNBC:
+    η_d × the horizon's mean of max(rate − NBC, credit), and η_d × NBC (a displaced import
+    also avoids its NBC)."""
+    p = x.prices
+    eta = x.battery.discharge_efficiency
+    cx = float(np.mean(np.maximum(p.import_price - p.nbc, p.export_credit)))
+    return eta * cx, eta * p.nbc
 
 
 # --------------------------------------------------------------------------------------
@@ -259,33 +284,48 @@ def build(x: PlanInputs, *, binary_steps: list[int] | None = None):
     excess = add_export_cap(prob, v, x)
     nbins = add_no_simultaneous_flows(prob, v, x, binary_steps or [])
 
-    imp_cost = pulp.lpSum(float(p.import_price[t]) * v.imp[t] for t in range(n))
-    exp_credit = pulp.lpSum(float(p.export_credit[t]) * v.exp[t] for t in range(n))
-    decredit = pulp.lpSum(
-        next(cb.decredit_value for cb in x.cap_budgets if cb.month_key == k) * e
-        for k, e in excess.items())
+    decredit_of = {cb.month_key: cb.decredit_value for cb in x.cap_budgets}
     wear = x.battery.wear_cost_per_kwh * pulp.lpSum(v.dis)
-    tv = x.terminal_value if x.terminal_value is not None else default_terminal_value(x)
-    terminal = tv * v.soc[-1]
-    extras: dict = {"excess": excess, "binaries": nbins, "terminal_value": tv}
+    shortfall = SHORTFALL_PRICE * pulp.lpSum(v.short)
+    extras: dict = {"excess": excess, "binaries": nbins, "periods": []}
 
-    if x.true_up is not None:
-        # NEM2 energy charges (Cx, excl. NBC) and NBCs of the plan; credits decredited
-        # beyond the cap carry no Cx value
-        nbc_plan = p.nbc * pulp.lpSum(v.imp)
-        cx_plan = imp_cost - nbc_plan - exp_credit + decredit
-        y, z = add_true_up_epigraph(prob, cx_plan, nbc_plan, x)
-        tu = x.true_up
-        # NSC: linear at the regime the projection is in (−max(0, S) is concave; the rate
-        # is small, so the regime of the projection without the plan decides)
-        surplus_now = tu.surplus_kwh_before + tu.surplus_kwh_after
-        nsc = tu.surplus_rate if surplus_now > 0 else 0.0
-        nsc_term = -nsc * (pulp.lpSum(v.exp) - pulp.lpSum(v.imp)) + nsc * pulp.lpSum(
-            e for e in excess.values())
-        prob += z + nsc_term + wear - terminal, "cost"
-        extras.update(y=y, z=z, cx_plan=cx_plan)
-    else:
-        prob += imp_cost - exp_credit + decredit + wear - terminal, "cost"
+    def linear(steps, months) -> pulp.LpAffineExpression:
+        return (pulp.lpSum(float(p.import_price[t]) * v.imp[t] - float(p.export_credit[t])
+                           * v.exp[t] for t in steps)
+                + pulp.lpSum(decredit_of[k] * excess[k] for k in months))
+
+    month_first = {k: int(np.flatnonzero(p.month_key == k)[0]) for k in excess}
+    covered = np.zeros(n, dtype=bool)
+    cost = wear + shortfall
+    for tu in x.true_ups:
+        steps = range(tu.first_step, tu.end_step)
+        covered[tu.first_step:tu.end_step] = True
+        months = [k for k, t0 in month_first.items() if tu.first_step <= t0 < tu.end_step]
+        nbc_plan = p.nbc * pulp.lpSum(v.imp[t] for t in steps)
+        # NEM2 energy charges of the plan (Cx, excl. NBC); de-credited exports earn nothing
+        cx_plan = linear(steps, months) - nbc_plan
+        exported = pulp.lpSum(v.exp[t] for t in steps) - pulp.lpSum(excess[k] for k in months)
+        imported = pulp.lpSum(v.imp[t] for t in steps)
+        if tu.holds_end:
+            # the energy left at the end is spent later in this period: through the bill
+            tv_cx, tv_nbc = _terminal_bill_terms(x)
+            cx_plan -= tv_cx * v.soc[-1]
+            nbc_plan -= tv_nbc * v.soc[-1]
+            imported -= x.battery.discharge_efficiency * v.soc[-1]
+            cost += x.battery.wear_cost_per_kwh * x.battery.discharge_efficiency * v.soc[-1]
+        y, z = add_true_up_epigraph(prob, cx_plan, nbc_plan, tu)
+        # NSC: linear at the regime of the projection without the plan (−max(0, S) is
+        # concave; the rate is small)
+        nsc = tu.surplus_rate if tu.surplus_kwh_before + tu.surplus_kwh_after > 0 else 0.0
+        cost += z - nsc * (exported - imported)
+        extras["periods"].append((tu, y, z, cx_plan))
+    rest = [t for t in range(n) if not covered[t]]
+    if rest:
+        cost += linear(rest, [k for k, t0 in month_first.items() if not covered[t0]])
+    if not any(tu.holds_end for tu in x.true_ups):
+        tv = x.terminal_value if x.terminal_value is not None else default_terminal_value(x)
+        cost -= tv * v.soc[-1]
+    prob += cost, "cost"
     return prob, v, extras
 
 
@@ -363,7 +403,7 @@ def _solve_killable(prob: pulp.LpProblem, solver, seconds: float) -> None:
 def _run(prob: pulp.LpProblem, name: str, time_limit: float, gap: float, mip: bool) -> None:
     solver = _solver(name, time_limit, gap, mip)
     if name == "cbc":
-        _solve_killable(prob, solver, time_limit + 1.0)
+        _solve_killable(prob, solver, time_limit * 1.5 + 0.1)
     else:
         prob.solve(solver)  # HiGHS runs in-process and honours its time limit
 
@@ -394,25 +434,32 @@ def _extract(prob, v: _Vars, extras: dict, x: PlanInputs, status: str, solver: s
         excess_kwh={k: float(e.varValue or 0.0) for k, e in extras["excess"].items()},
         binaries=extras["binaries"],
     )
-    if x.true_up is not None:
-        tu = x.true_up
-        cx = tu.cx_before + tu.cx_after + float(pulp.value(extras["cx_plan"]))
+    plan.shortfall_kwh = float(sum(vv.varValue or 0.0 for vv in v.short))
+    if plan.shortfall_kwh > EPS:
+        plan.notes.append(f"{plan.shortfall_kwh:.1f} kWh of forecast load exceed the service "
+                          "limit and the battery: not planned for")
+    if extras["periods"]:
+        tu, _y, z, cx_plan = extras["periods"][0]
+        cx = tu.cx_before + tu.cx_after + float(pulp.value(cx_plan))
         plan.projected_cx = cx
-        plan.true_up_due = float(extras["z"].varValue or 0.0)
-        plan.marginal_credit_value = _marginal_credit(x, cx, plan)
+        plan.true_up_due = float(z.varValue or 0.0)
+        plan.true_up_label = tu.label
+        plan.marginal_credit_value = round(_marginal_credit(x, tu, cx, plan), 5)
     return plan
 
 
-def _marginal_credit(x: PlanInputs, projected_cx: float, plan: Plan) -> float:
+def _marginal_credit(x: PlanInputs, tu: TrueUpContext, projected_cx: float,
+                     plan: Plan) -> float:
     """$/kWh one more peak-credit kWh is worth at the projected balance (DOMAIN.md §2.2):
     the full credit while the period ends in net charges above the minimum, only the NSC
     rate once credit would be forfeited, nothing while the minimum charge covers it all."""
-    tu = x.true_up
-    full = float(np.max(x.prices.export_credit))
-    nbc_total = tu.nbc_before + tu.nbc_after + x.prices.nbc * float(plan.import_kwh.sum())
+    steps = slice(tu.first_step, tu.end_step)
+    full = float(np.max(x.prices.export_credit[steps]))
+    nbc_total = tu.nbc_before + tu.nbc_after + x.prices.nbc * float(
+        plan.import_kwh[steps].sum())
     if projected_cx <= 0:
         surplus = tu.surplus_kwh_before + tu.surplus_kwh_after + float(
-            plan.export_kwh.sum() - plan.import_kwh.sum())
+            plan.export_kwh[steps].sum() - plan.import_kwh[steps].sum())
         return tu.surplus_rate if surplus > 0 else 0.0
     if nbc_total + projected_cx <= tu.minimum_total:
         return 0.0

@@ -98,10 +98,11 @@ def _pct(kwh: float, b: Battery) -> float:
 
 
 def _settings_for(intent: str, target_pct: float, needs_kw: float, b: Battery,
-                  spec: BatterySpec) -> tuple[Settings, PriceSignal]:
+                  spec: BatterySpec, hold_high: bool = False) -> tuple[Settings, PriceSignal]:
     """Whole app percents, as the app and the API take them: a hold rounds down (never a
     grid charge to reach it), an export's reserve up (stop a little early), a charge
-    target to the nearest."""
+    target to the nearest. Targets in 81-99 become 80 (the 80/100 rule), except a hold the
+    caller found worth topping up to 100 (``hold_high``)."""
     floor = b.backup_floor_percent
     if intent == "hold":
         target_pct = math.floor(target_pct + 1e-9)
@@ -112,17 +113,37 @@ def _settings_for(intent: str, target_pct: float, needs_kw: float, b: Battery,
     if intent == "charge":
         mode = Mode.SELF_POWERED if needs_kw <= spec.grid_charge_kw(Mode.SELF_POWERED) + 1e-9 \
             else Mode.BACKUP
-        reserve = clamp_reserve(target_pct, floor, hold=True)
+        reserve = clamp_reserve(max(target_pct, floor), floor)
         return Settings(mode, reserve, True, ExportRule.PV_ONLY), PriceSignal.CHARGE
     if intent == "export":
         reserve = clamp_reserve(max(target_pct, floor), floor)
         return (Settings(Mode.TIME_BASED, reserve, False, ExportRule.BATTERY_OK),
                 PriceSignal.EXPORT)
     if intent == "hold":
-        reserve = clamp_reserve(max(target_pct, floor), floor)
+        reserve = clamp_reserve(max(target_pct, floor), floor, hold=hold_high)
         return Settings(Mode.SELF_POWERED, reserve, False, ExportRule.PV_ONLY), PriceSignal.HOLD
     return (Settings(Mode.SELF_POWERED, clamp_reserve(floor, floor), False, ExportRule.PV_ONLY),
             PriceSignal.HOLD)
+
+
+def _hold_high(target_pct: float, a: int, z: int, plan: Plan, x: PlanInputs) -> bool:
+    """A hold above 80 % cannot be set (the 80/100 rule): either reserve 80, and the home
+    draws the battery down to 80 % now, or reserve 100, and the grid tops it up. Take the
+    cheaper: (target − 80) % at the value the plan kept it for, minus what it saves now,
+    against (100 − target) % bought now and worth that later value after losses."""
+    if target_pct <= 80:
+        return False
+    cap, eta = x.battery.usable_kwh, x.battery.discharge_efficiency
+    later = np.flatnonzero(plan.discharge_kwh[z:] > EPS_KWH)
+    if not len(later):
+        return False
+    t = z + int(later[0])
+    value_later = max(float(x.prices.import_price[t]), float(x.prices.export_credit[t]))
+    price_now = float(np.mean(x.prices.import_price[a:z]))
+    lose_80 = (target_pct - 80) / 100 * cap * (eta * value_later - price_now)
+    cost_100 = (100 - target_pct) / 100 * cap * (
+        price_now / x.battery.charge_efficiency - eta * value_later)
+    return cost_100 < lose_80
 
 
 def _blocks(labels: list[str]) -> list[tuple[int, int, str]]:
@@ -167,8 +188,18 @@ def _enforce_budget(labels: list[str], max_changes: int, steps_per_day: int) -> 
         labels[a:b] = [blocks[i - 1][2]] * (b - a)
 
 
+def _span(a_utc: int, b_utc: int, tz: str) -> str:
+    """'14:00–16:45', with weekdays when the span crosses midnight ('Tue 21:00–Wed 07:00')."""
+    zone = ZoneInfo(tz)
+    sa, sb = datetime.fromtimestamp(int(a_utc), zone), datetime.fromtimestamp(int(b_utc), zone)
+    if sa.date() == sb.date() or (b_utc - a_utc <= 86400 and sb.hour == sb.minute == 0
+                                  and (sb - sa).days == 0):
+        return f"{sa:%H:%M}–{sb:%H:%M}"
+    return f"{sa:%a %H:%M}–{sb:%a %H:%M}"
+
+
 def _clock(t: int, tz: str) -> str:
-    return datetime.fromtimestamp(int(t), ZoneInfo(tz)).strftime("%H:%M")
+    return datetime.fromtimestamp(int(t), ZoneInfo(tz)).strftime("%a %H:%M")
 
 
 def _regime(plan: Plan) -> str:
@@ -176,39 +207,52 @@ def _regime(plan: Plan) -> str:
     v = plan.marginal_credit_value
     if v is None:
         return ""
-    if v == 0.0:
-        return "true-up within the minimum charges: a kWh is worth nothing"
     if plan.projected_cx is not None and plan.projected_cx <= 0:
-        return f"credit forfeited at true-up: a kWh is worth {v:.3f} $/kWh"
+        if v == 0.0:
+            return "credit is forfeited at the true-up: a kWh more earns nothing"
+        return f"credit is forfeited at the true-up: a kWh more earns only {v:.3f} $/kWh (NSC)"
+    if v == 0.0:
+        return "the minimum charges cover the true-up: a kWh more changes nothing"
     return ""
 
 
 def _reason(intent: str, a: int, b: int, x: PlanInputs, plan: Plan, tz: str,
-            reserve: float, cap_left: float | None) -> str:
+            reserve: float, mode: Mode, cap_left: float | None) -> str:
     p = x.prices
     starts = p.start_utc
     end = int(starts[b - 1]) + round(x.step_hours * 3600)
-    span = f"{_clock(starts[a], tz)}–{_clock(end, tz)}"
+    span = _span(int(starts[a]), end, tz)
     cap = f"; {cap_left:,.0f} kWh of this month's export cap left" if cap_left is not None \
         else ""
+    floor = x.battery.backup_floor_percent
     if intent == "charge":
-        later = p.import_price[b:] if b < len(starts) else p.import_price[a:b]
-        kwh = float(plan.charge_kwh[a:b].sum())
-        return (f"charge {kwh:.1f} kWh from the grid {span} at {p.import_price[a]:.3f} $/kWh to "
-                f"{reserve:.0f}% for later hours up to {float(np.max(later)):.3f} $/kWh")
+        surplus = np.maximum(x.pv_kwh[a:b] - x.load_kwh[a:b], 0.0)
+        grid = float(np.maximum(plan.charge_kwh[a:b] - surplus, 0.0).sum())
+        to = "toward 100% (Backup charges full)" if mode == Mode.BACKUP else f"to {reserve:.0f}%"
+        if reserve <= floor and mode != Mode.BACKUP:
+            return f"recharge {grid:.1f} kWh from the grid {span} back up to the {floor:g}% floor"
+        later = p.import_price[b:]
+        why = (f" for later hours up to {float(np.max(later)):.3f} $/kWh" if len(later)
+               else "")
+        return (f"charge {grid:.1f} kWh from the grid {span} at {p.import_price[a]:.3f} $/kWh "
+                f"{to}{why}")
     if intent == "export":
-        kwh = float(plan.export_kwh[a:b].sum())
-        return (f"export {kwh:.1f} kWh from the battery {span} for "
+        deficit = np.maximum(x.load_kwh[a:b] - x.pv_kwh[a:b], 0.0)
+        kwh = float(np.maximum(plan.discharge_kwh[a:b] - deficit, 0.0).sum())
+        return (f"export {kwh:.1f} kWh of stored energy {span} for up to "
                 f"{float(np.max(p.export_credit[a:b])):.3f} $/kWh credit{cap}")
     regime = _regime(plan)
     if intent == "hold":
         nxt = np.flatnonzero(plan.discharge_kwh[b:] > EPS_KWH)
-        if regime:
-            why = regime
-        elif len(nxt):
-            why = f"keep it for {_clock(starts[b + int(nxt[0])], tz)}, when it is worth more"
+        if len(nxt):
+            t = b + int(nxt[0])
+            why = (f"keep it for {_clock(starts[t], tz)} "
+                   f"({max(p.import_price[t], p.export_credit[t]):.3f} $/kWh, now "
+                   f"{float(np.mean(p.import_price[a:b])):.3f})")
+        elif regime:
+            why = f"using it would only add wear ({regime})"
         else:
-            why = "grid power is cheaper than the battery's wear and losses"
+            why = "using it would cost more in wear and losses than it saves"
         return f"hold charge at {reserve:.0f}% {span}: {why}{cap}"
     tail = f" ({regime})" if regime else ""
     return (f"self-powered {span}: solar first, battery covers the home down to "
@@ -238,8 +282,9 @@ def schedule(plan: Plan, x: PlanInputs, tz: str, *, min_dwell_minutes: float = 3
             target = _pct(float(soc_before[a]), b)
         surplus = np.maximum(x.pv_kwh[a:z] - x.load_kwh[a:z], 0.0)
         needs_kw = float(np.max(plan.charge_kwh[a:z] - surplus, initial=0.0)) / x.step_hours
-        s, sig = _settings_for(intent, target, needs_kw, b, spec)
-        reason = _reason(intent, a, z, x, plan, tz, s.reserve_percent, cap_left_kwh)
+        high = intent == "hold" and _hold_high(target, a, z, plan, x)
+        s, sig = _settings_for(intent, target, needs_kw, b, spec, hold_high=high)
+        reason = _reason(intent, a, z, x, plan, tz, s.reserve_percent, s.mode, cap_left_kwh)
         if entries and entries[-1].settings == s and entries[-1].signal == sig:
             per_step += [s] * (z - a)
             signals += [sig] * (z - a)

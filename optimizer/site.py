@@ -33,6 +33,15 @@ class Battery(_Model):
     # warranty / the warranty's throughput (PW2: 70 % after 37.8 MWh; $9,000 assumed [U])
     wear_cost_per_kwh: Annotated[float, Field(ge=0)] = round(9000 * (1 - 0.70) / 37800, 4)
 
+    @field_validator("backup_floor_percent")
+    @classmethod
+    def _settable_floor(cls, v: float) -> float:
+        if 80 < v < 100:
+            raise ValueError(f"a backup floor of {v:g}% cannot be set through the cloud or "
+                             "FleetAPI (81-99 % are rejected or snap to 80 since firmware "
+                             "25.18): use 80 or less, or 100")
+        return v
+
     @property
     def floor_kwh(self) -> float:
         """The backup floor as stored energy, kWh."""

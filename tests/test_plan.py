@@ -100,10 +100,14 @@ NEM2 = tariff(TWO_PERIOD_UTC, charges="nbc_per_kwh = 0.03\n",
               settlement="period_months = 12\ncharges = 'at_true_up'\nsurplus_rate = 0.04\n")
 
 
-def nem2_context(cx_before: float) -> TrueUpContext:
-    return TrueUpContext(cx_before=cx_before, nbc_before=20.0, cx_after=0.0, nbc_after=10.0,
-                         minimum_total=143.0, surplus_kwh_before=500.0,
-                         surplus_kwh_after=0.0, surplus_rate=0.04)
+def nem2_context(cx_before: float) -> tuple[TrueUpContext]:
+    """The four steps inside one NEM2 period with $20 of NBC before and $10 after, a $143
+    minimum, 500 kWh of surplus so far. The terminal value is set to 0 by four_steps, and
+    with a true-up the end's value goes through the bill: these periods do not hold it."""
+    return (TrueUpContext(first_step=0, end_step=4, label="2025-12", cx_before=cx_before,
+                          nbc_before=20.0, cx_after=0.0, nbc_after=10.0, minimum_total=143.0,
+                          surplus_kwh_before=500.0, surplus_kwh_after=0.0, surplus_rate=0.04,
+                          holds_end=False),)
 
 
 def test_when_credit_will_be_forfeited_grid_charging_is_pointless():
@@ -115,12 +119,12 @@ def test_when_credit_will_be_forfeited_grid_charging_is_pointless():
     fills the battery off-peak (0.30) and discharges at peak, covering the load (0.50) and
     exporting the rest (0.47). A wear cost of 0.01/kWh breaks the tie in the first case."""
     worn = IDEAL.model_copy(update={"wear_cost_per_kwh": 0.01})
-    forfeiting = solve(four_steps(NEM2, battery=worn, true_up=nem2_context(-800.0)))
+    forfeiting = solve(four_steps(NEM2, battery=worn, true_ups=nem2_context(-800.0)))
     assert forfeiting.ok
     assert forfeiting.charge_kwh.sum() == pytest.approx(0.0, abs=1e-6)
     assert forfeiting.marginal_credit_value == pytest.approx(0.04)
 
-    paying = solve(four_steps(NEM2, true_up=nem2_context(2000.0)))
+    paying = solve(four_steps(NEM2, true_ups=nem2_context(2000.0)))
     assert paying.charge_kwh.sum() == pytest.approx(10.0)
     assert paying.export_kwh.sum() == pytest.approx(6.0)
     assert paying.marginal_credit_value == pytest.approx(0.47)
@@ -134,7 +138,7 @@ def test_minimum_charge_floor_makes_extra_imports_free_at_the_margin():
     """Projected charges below the period's minimum (ΣMDC 143 > ΣNBC 30 + ΣCx 50): the
     plan's kWh change nothing that is paid, so the projected due is 0 and a credit's
     marginal value is 0."""
-    plan = solve(four_steps(NEM2, true_up=nem2_context(50.0)))
+    plan = solve(four_steps(NEM2, true_ups=nem2_context(50.0)))
     assert plan.true_up_due == pytest.approx(0.0)
     assert plan.marginal_credit_value == 0.0
 
@@ -157,12 +161,12 @@ def test_a_battery_below_its_floor_is_planned_back_up_not_infeasible():
     assert plan.soc_kwh.min() >= 2.0 - 1e-6
 
 
-def test_an_impossible_load_fails_cleanly_without_reading_values():
-    """A 100 kWh hour of load exceeds the service (48 kW) and the battery: infeasible.
-    The plan says so and carries no flows."""
+def test_a_load_beyond_the_service_and_battery_is_a_priced_shortfall_not_infeasible():
+    """A 100 kWh hour of load: the service gives 48 kWh and the battery at most 5 (charged
+    in the hour before). The remaining 47 kWh are a shortfall the plan reports."""
     plan = solve(four_steps(NEM1, load_kwh=np.array([2.0, 100.0, 2.0, 2.0])))
-    assert plan.status == "infeasible" and not plan.ok
-    assert plan.import_kwh.sum() == 0
+    assert plan.ok
+    assert plan.shortfall_kwh == pytest.approx(47.0)
 
 
 def test_a_cbc_solve_past_its_wall_clock_is_killed_and_marked_unsolved():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from optimizer.behaviour import Mode
 from trueup.config import load_config
-from trueup.planning import make_plan, parse_at
+from trueup.planning import make_plan, parse_at, solve_with_fallback
 
 AT = parse_at("2025-07-15T14:00-07:00")
 
@@ -18,29 +18,53 @@ def test_the_example_site_plans_offline_with_a_checked_schedule():
     assert r.plan.true_up_due is not None  # NEM2: the projection is part of the model
 
 
-def test_an_unsolvable_plan_falls_back_to_safe_default_settings(tmp_path):
-    """A 0.5 kW service cannot carry the home's evening load with a 1 kWh battery: both
-    solvers find no plan, there is no last good plan, so the settings are Self-Powered at
-    the owner's floor, and the notes say why."""
+def _broken_forecast(result):
+    """The same plan inputs with a load forecast a broken provider might send."""
+    import dataclasses
+
+    import numpy as np
+
+    load = result.inputs.load_kwh.copy()
+    load[5] = -3.0
+    load[9] = np.nan
+    result.inputs = dataclasses.replace(result.inputs, load_kwh=load)
+    return result
+
+
+def test_a_broken_forecast_falls_back_to_safe_default_settings(tmp_path):
+    """Negative and missing load values are a provider's failure: no plan is made on them;
+    with no last good plan the settings are Self-Powered at the owner's floor, and the
+    notes say why."""
     cfg_file = tmp_path / "trueup.toml"
-    cfg_file.write_text("[battery]\nusable_kwh = 1.0\nbackup_floor_percent = 30\n"
-                        "[optimizer]\nservice_limit_kw = 0.5\n")
-    r = make_plan(load_config(cfg_file), at_utc=AT, soc_percent=50)
+    cfg_file.write_text("[battery]\nbackup_floor_percent = 30\n")
+    cfg = load_config(cfg_file)
+    r = solve_with_fallback(_broken_forecast(make_plan(cfg, at_utc=AT, soc_percent=50)), cfg)
     assert not r.plan.ok
     (entry,) = r.schedule.entries
     assert entry.settings.mode == Mode.SELF_POWERED
     assert entry.settings.reserve_percent == 30
+    assert any("negative or missing values" in n for n in r.notes)
     assert any("safe default" in n for n in r.notes)
-    assert any("trying cbc" in n for n in r.notes)
+    assert r.to_json()["objective"] is None  # valid JSON: no NaN
 
 
-def test_an_unsolvable_plan_keeps_the_last_good_plan_when_there_is_one(tmp_path):
-    good = make_plan(load_config(), at_utc=AT, soc_percent=50)
-    cfg_file = tmp_path / "trueup.toml"
-    cfg_file.write_text("[battery]\nusable_kwh = 1.0\n[optimizer]\nservice_limit_kw = 0.5\n")
-    r = make_plan(load_config(cfg_file), at_utc=AT, soc_percent=50, last_good=good)
+def test_a_broken_forecast_keeps_the_last_good_plan_when_there_is_one():
+    cfg = load_config()
+    good = make_plan(cfg, at_utc=AT, soc_percent=50)
+    r = solve_with_fallback(_broken_forecast(make_plan(cfg, at_utc=AT, soc_percent=50)), cfg,
+                            last_good=good)
     assert r is good
     assert any("last good plan" in n for n in r.notes)
+
+
+def test_a_load_above_the_service_limit_is_reported_not_fatal(tmp_path):
+    """A 0.5 kW service cannot carry the home's evening load with a 1 kWh battery: the
+    plan still solves and says how much load it could not plan for."""
+    cfg_file = tmp_path / "trueup.toml"
+    cfg_file.write_text("[battery]\nusable_kwh = 1.0\n[optimizer]\nservice_limit_kw = 0.5\n")
+    r = make_plan(load_config(cfg_file), at_utc=AT, soc_percent=50)
+    assert r.plan.ok and r.plan.shortfall_kwh > 10
+    assert any("exceed the service limit" in n for n in r.plan.notes)
 
 
 def test_environment_overrides_the_config_file(tmp_path, monkeypatch):

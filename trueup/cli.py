@@ -236,7 +236,8 @@ def cmd_plan(args) -> int:
     if args.usage:
         from adapters.usage import read_usage
 
-        history = read_usage(args.usage, tz=cfg.site.timezone, allow_gaps=True)
+        history = read_usage(args.usage, tz=cfg.site.timezone, allow_gaps=True,
+                             topology=cfg.site.metering_topology)
     result = make_plan(cfg, at_utc=at, soc_percent=args.soc, history=history)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -88,7 +88,7 @@ class PlanResult:
             "horizon_hours": round(len(x.pv_kwh) * x.step_hours, 2),
             "step_minutes": step_s // 60,
             "solver": p.solver, "solve_seconds": round(p.solve_seconds, 4),
-            "status": p.status, "objective": round(p.objective, 4),
+            "status": p.status, "objective": _finite(p.objective),
             "intervals": intervals, "settings": settings, "export_cap": cap,
             "true_up": true_up,
             "tariff": self.tariff.id,
@@ -97,9 +97,16 @@ class PlanResult:
             "notes": self.notes + p.notes,
         }
         if self.schedule:
-            out["value"] = {"plan_dollars": round(self.schedule.plan_value, 4),
-                            "settings_dollars": round(self.schedule.settings_value, 4)}
+            out["value"] = {"plan_dollars": _finite(self.schedule.plan_value),
+                            "settings_dollars": _finite(self.schedule.settings_value)}
+        if p.true_up_label:
+            out["true_up"]["month"] = p.true_up_label
         return out
+
+
+def _finite(x: float, digits: int = 4) -> float | None:
+    """JSON has no NaN: a value that could not be computed is null."""
+    return round(float(x), digits) if np.isfinite(x) else None
 
 
 def _iso_factory(tz: str):
@@ -128,45 +135,120 @@ def _expected(cfg: TrueupConfig, starts: np.ndarray, step_s: int, tz: str,
     return pv, load, {"pv": "offline clear-sky × monthly clearness", "load": load_src}
 
 
-def _true_up_context(cfg: TrueupConfig, tariff: Tariff, state: BillingState | None,
-                     horizon_end: int, true_up_month: int, tz: str,
-                     history: IntervalData | None) -> TrueUpContext | None:
-    """NEM with charges settled at the true-up: the period's figures before the plan and
-    the expected rest after it (expected PV and load, Self-Powered at the floor)."""
-    st = tariff.spec.settlement
-    if tariff.spec.export.scheme != "nem" or st.charges != "at_true_up":
-        return None
-    zone = ZoneInfo(tz)
-    end_local = datetime.fromtimestamp(horizon_end, zone)
-    # the true-up month that closes the period holding the horizon's end
-    y = end_local.year if end_local.month <= true_up_month else end_local.year + 1
-    ey, em = (y + 1, 1) if true_up_month == 12 else (y, true_up_month + 1)
-    period_end = int(datetime(ey, em, 1, tzinfo=zone).timestamp())
-    first = ey * 12 + (em - 1) - st.period_months
-    days = (date(ey, em, 1) - date(first // 12, first % 12 + 1, 1)).days
-    ch = tariff.spec.charges
-    minimum_total = ch.minimum_per_day * days + ch.minimum_per_month * st.period_months
+@dataclass(frozen=True)
+class _Projection:
+    """Expected bill figures of a span with no data (Self-Powered at the floor)."""
 
-    cx_after = nbc_after = surplus_after = 0.0
-    n = max(0, (period_end - horizon_end) // 3600)
-    if n:
-        starts = horizon_end + 3600 * np.arange(n, dtype=np.int64)
-        pv, load, _ = _expected(cfg, starts, 3600, tz, history)
-        imp, exp = _self_powered(pv, load, cfg)
-        prices = step_prices(tariff, starts)
-        nbc = prices.nbc
-        cx_after = float(np.sum(imp * (prices.import_price - nbc))
-                         - np.sum(exp * prices.export_credit))
-        nbc_after = float(nbc * imp.sum())
-        surplus_after = float(exp.sum() - imp.sum())
-    before = state
-    return TrueUpContext(
-        cx_before=before.period_energy_charges if before else 0.0,
-        nbc_before=before.period_nbc if before else 0.0,
-        cx_after=cx_after, nbc_after=nbc_after, minimum_total=minimum_total,
-        surplus_kwh_before=(before.period_export_kwh - before.period_import_kwh)
-        if before else 0.0,
-        surplus_kwh_after=surplus_after, surplus_rate=st.surplus_rate)
+    cx: float = 0.0  # NEM energy charges excl. NBC, $
+    nbc: float = 0.0  # $
+    imports_kwh: float = 0.0
+    exports_kwh: float = 0.0
+
+
+def _project(cfg: TrueupConfig, tariff: Tariff, t0: int, t1: int, tz: str,
+             history: IntervalData | None) -> _Projection:
+    """Expected PV and load over [t0, t1) (UTC s), run through a Self-Powered battery
+    at the floor, priced with the tariff (hourly; the cap is not applied)."""
+    n = max(0, (t1 - t0) // 3600)
+    if n == 0:
+        return _Projection()
+    starts = t0 + 3600 * np.arange(n, dtype=np.int64)
+    pv, load, _ = _expected(cfg, starts, 3600, tz, history)
+    imp, exp = _self_powered(pv, load, cfg)
+    prices = step_prices(tariff, starts)
+    return _Projection(
+        cx=float(np.sum(imp * (prices.import_price - prices.nbc))
+                 - np.sum(exp * prices.export_credit)),
+        nbc=float(prices.nbc * imp.sum()), imports_kwh=float(imp.sum()),
+        exports_kwh=float(exp.sum()))
+
+
+def _settlement_periods(tariff: Tariff, true_up_month: int, starts: np.ndarray, step_s: int,
+                        tz: str) -> list[tuple[int, int, int, int, str]]:
+    """The settlement periods the horizon's steps fall in: (first step, end step, period
+    start UTC, period end UTC, true-up month label). Periods end with their true-up month
+    (calendar months) and last ``period_months`` months."""
+    zone = ZoneInfo(tz)
+    k = tariff.spec.settlement.period_months
+    f = local_fields(starts, tz)
+    absm = f.year * 12 + f.month  # 1-based absolute month of each step
+    close = absm + (true_up_month - absm) % k  # the month that closes each step's period
+
+    def first_of(abs_month: int) -> int:  # UTC of local midnight starting month abs+1
+        y, m = divmod(abs_month, 12)  # abs = y*12 + m with m in 1..12 → next month
+        return int(datetime(y, m + 1, 1, tzinfo=zone).timestamp())
+
+    out = []
+    for c in np.unique(close):
+        steps = np.flatnonzero(close == c)
+        end = first_of(int(c))
+        start = first_of(int(c) - k)
+        label = f"{(int(c) - 1) // 12:04d}-{(int(c) - 1) % 12 + 1:02d}"
+        out.append((int(steps[0]), int(steps[-1]) + 1, start, end, label))
+    return out
+
+
+def _true_ups(cfg: TrueupConfig, tariff: Tariff, history: IntervalData | None, start: int,
+              horizon_end: int, starts: np.ndarray, step_s: int, true_up_month: int,
+              tz: str, notes: list[str]) -> tuple[TrueUpContext, ...]:
+    """NEM with charges settled at a true-up that forfeits leftover credit (PG&E NEM2):
+    for each settlement period in the horizon, the figures before the plan (history, and
+    an estimate for any part history does not cover) and the expected rest after it."""
+    st = tariff.spec.settlement
+    if (tariff.spec.export.scheme != "nem" or st.charges != "at_true_up"
+            or st.leftover_credit != "forfeit"):
+        return ()
+    ch = tariff.spec.charges
+    out = []
+    periods = _settlement_periods(tariff, true_up_month, starts, step_s, tz)
+    for i, (a, b, p_start, p_end, label) in enumerate(periods):
+        days = (p_end - p_start) / 86400  # local-midnight to local-midnight: round it
+        minimum = ch.minimum_per_day * round(days) + ch.minimum_per_month * st.period_months
+        before = _Projection()
+        if i == 0:
+            before = _period_so_far(cfg, tariff, history, p_start, start, true_up_month, tz,
+                                    notes)
+        after = _project(cfg, tariff, horizon_end, p_end, tz, history) \
+            if p_end > horizon_end else _Projection()
+        out.append(TrueUpContext(
+            first_step=a, end_step=b, label=label, cx_before=before.cx,
+            nbc_before=before.nbc, cx_after=after.cx, nbc_after=after.nbc,
+            minimum_total=minimum,
+            surplus_kwh_before=before.exports_kwh - before.imports_kwh,
+            surplus_kwh_after=after.exports_kwh - after.imports_kwh,
+            surplus_rate=st.surplus_rate, holds_end=(i == len(periods) - 1)))
+    return tuple(out)
+
+
+def _period_so_far(cfg: TrueupConfig, tariff: Tariff, history: IntervalData | None,
+                   p_start: int, start: int, true_up_month: int, tz: str,
+                   notes: list[str]) -> _Projection:
+    """The settlement period from its start to the plan: metered history where there is
+    some (billed by the engine, cap included), expected values for the rest."""
+    covered = None
+    if history is not None and len(history):
+        inside = history.select((history.start_utc >= p_start) & (history.start_utc < start))
+        if len(inside):
+            covered = inside
+    if covered is None:
+        days = (start - p_start) / 86400
+        if days > 1:
+            notes.append(f"no history for the {days:.0f} days of this settlement period so "
+                         "far: the true-up projection estimates them (give --usage)")
+        return _project(cfg, tariff, p_start, start, tz, history)
+    state = billing_state(tariff, covered, true_up_month=true_up_month,
+                          export_cap_kwh=cfg.optimizer.export_cap_kwh)
+    head = _project(cfg, tariff, p_start, int(covered.start_utc[0]), tz, history)
+    tail = _project(cfg, tariff, covered.end_utc, start, tz, history)
+    gap_days = ((int(covered.start_utc[0]) - p_start) + (start - covered.end_utc)) / 86400
+    if gap_days > 1:
+        notes.append(f"history covers this settlement period only in part: {gap_days:.0f} "
+                     "days of it are estimated for the true-up projection")
+    return _Projection(
+        cx=state.period_energy_charges + head.cx + tail.cx,
+        nbc=state.period_nbc + head.nbc + tail.nbc,
+        imports_kwh=state.period_import_kwh + head.imports_kwh + tail.imports_kwh,
+        exports_kwh=state.period_export_kwh + head.exports_kwh + tail.exports_kwh)
 
 
 def _self_powered(pv: np.ndarray, load: np.ndarray, cfg: TrueupConfig
@@ -180,6 +262,23 @@ def _self_powered(pv: np.ndarray, load: np.ndarray, cfg: TrueupConfig
                  ExportRule.PV_ONLY)
     sim = simulate(s, b.usable_kwh * 0.5, load, pv, 1.0, battery_spec(b))
     return sim.import_kwh, sim.export_kwh
+
+
+def _month_exports_so_far(cfg: TrueupConfig, tariff: Tariff, history: IntervalData | None,
+                          state: BillingState | None, key: int, m_start: int, start: int,
+                          tz: str, notes: list[str]) -> float:
+    """This month's exports before the plan, kWh: metered where history has them, expected
+    for the rest of the month so far (with a note)."""
+    metered, covered_to = 0.0, m_start
+    if state is not None and state.month == _month_label(key):
+        metered, covered_to = state.month_export_kwh, history.end_utc
+    if start - covered_to > 3600:
+        guess = _project(cfg, tariff, covered_to, start, tz, history).exports_kwh
+        days = (start - covered_to) / 86400
+        notes.append(f"this month's exports for {days:.1f} days before the plan are not in "
+                     f"the history: estimated {guess:.0f} kWh against the cap")
+        metered += guess
+    return metered
 
 
 def make_plan(cfg: TrueupConfig, *, at_utc: int | None = None, soc_percent: float | None = None,
@@ -201,12 +300,18 @@ def make_plan(cfg: TrueupConfig, *, at_utc: int | None = None, soc_percent: floa
     if soc_percent is None:
         notes.append("no --soc given: planning from 50 %")
 
+    if history is not None and len(history) and history.end_utc > start:
+        later = int(np.sum(history.start_utc >= start))
+        history = history.select(history.start_utc < start)
+        notes.append(f"history after the plan's start ignored ({later} intervals)")
+    if history is not None and not len(history):
+        history = None
     pv, load, sources = _expected(cfg, starts, step_s, tz, history)
     prices = step_prices(tariff, starts)
     true_up_month = opt.true_up_month or tariff.spec.settlement.true_up_month
     caps = opt.export_cap_kwh
     state = None
-    if history is not None and len(history):
+    if history is not None:
         state = billing_state(tariff, history, true_up_month=true_up_month,
                               export_cap_kwh=caps)
 
@@ -219,9 +324,10 @@ def make_plan(cfg: TrueupConfig, *, at_utc: int | None = None, soc_percent: floa
             key = int(key)
             cap = caps[key % 12] if caps else tariff.export_cap_kwh(key % 12 + 1)
             m_start, m_end = _month_bounds_utc(key, tz, read_day)
-            used = state.month_export_kwh if (state and state.month == _month_label(key)) \
-                else 0.0
+            used = 0.0
             if key == int(prices.month_key[0]):
+                used = _month_exports_so_far(cfg, tariff, history, state, key, m_start,
+                                             start, tz, notes)
                 hours = np.arange(start, m_end, 3600, dtype=np.int64)
                 opv, oload, _ = _expected(cfg, hours, 3600, tz, history)
                 k = min(len(hours), (horizon_end - start) // 3600)  # forecast hours first
@@ -229,7 +335,10 @@ def make_plan(cfg: TrueupConfig, *, at_utc: int | None = None, soc_percent: floa
                 oload[:k] = np.add.reduceat(load, np.arange(0, n, 3600 // step_s))[:k]
                 outlook = month_outlook(tariff, start, m_end, opv, oload, soc_kwh, b, cap,
                                         used, horizon_end,
-                                        can_curtail_pv=cfg.site.can_curtail_pv)
+                                        can_curtail_pv=cfg.site.can_curtail_pv,
+                                        solver=opt.solver, time_limit=opt.time_limit_s,
+                                        grid_charge_limit_kw=battery_spec(b).grid_charge_kw(
+                                            _backup_mode()))
                 kwh = outlook.horizon_budget_kwh
             else:
                 share = (horizon_end - m_start) / (m_end - m_start)
@@ -240,36 +349,57 @@ def make_plan(cfg: TrueupConfig, *, at_utc: int | None = None, soc_percent: floa
         prices=prices, pv_kwh=pv, load_kwh=load, soc_kwh=soc_kwh, battery=b,
         step_hours=step_s / 3600.0, can_curtail_pv=cfg.site.can_curtail_pv,
         cap_budgets=tuple(budgets),
-        true_up=_true_up_context(cfg, tariff, state, horizon_end, true_up_month, tz, history),
+        true_ups=_true_ups(cfg, tariff, history, start, horizon_end, starts, step_s,
+                           true_up_month, tz, notes),
         grid_charge_limit_kw=battery_spec(b).grid_charge_kw(_backup_mode()),
         grid_import_limit_kw=opt.service_limit_kw,
     )
-    plan = solve(x, solver=opt.solver, time_limit=opt.time_limit_s, gap=opt.mip_gap)
-    if not plan.ok:
-        other = "cbc" if opt.solver == "highs" else "highs"
-        notes.append(f"{opt.solver} failed ({plan.status}); trying {other}")
-        plan = solve(x, solver=other, time_limit=opt.time_limit_s, gap=opt.mip_gap)
     cap_left = None
     if outlook is not None:
         cap_left = max(0.0, outlook.cap_kwh - outlook.used_kwh)
-    result = PlanResult(generated_at=now, inputs=x, plan=plan, schedule=None, tariff=tariff,
-                        tz=tz, outlook=outlook, state=state, forecast_sources=sources,
-                        notes=notes,
+    result = PlanResult(generated_at=now, inputs=x, plan=failed_plan(x, "failed", "", 0.0),
+                        schedule=None, tariff=tariff, tz=tz, outlook=outlook, state=state,
+                        forecast_sources=sources, notes=notes,
                         cap_budget_kwh=budgets[0].kwh if budgets else None)
-    if plan.ok:
-        result.schedule = schedule(plan, x, tz, cap_left_kwh=cap_left)
+    return solve_with_fallback(result, cfg, last_good=last_good, cap_left_kwh=cap_left)
+
+
+def solve_with_fallback(result: PlanResult, cfg: TrueupConfig, *,
+                        last_good: PlanResult | None = None,
+                        cap_left_kwh: float | None = None) -> PlanResult:
+    """Solve ``result.inputs``; on failure the other solver, then the last good plan, then
+    safe default settings (Self-Powered at the floor). Bad forecasts (negative or not
+    finite) go straight to the fallbacks: they are a provider's failure, not data."""
+    x, opt, notes = result.inputs, cfg.optimizer, result.notes
+    bad = [name for name, a in (("PV", x.pv_kwh), ("load", x.load_kwh))
+           if not np.all(np.isfinite(a)) or np.any(a < 0)]
+    plan = None
+    if bad:
+        notes.append(f"the {' and '.join(bad)} forecast has negative or missing values: "
+                     "not planning on it")
+    else:
+        plan = solve(x, solver=opt.solver, time_limit=opt.time_limit_s, gap=opt.mip_gap)
+        if not plan.ok:
+            other = "cbc" if opt.solver == "highs" else "highs"
+            notes.append(f"{opt.solver} failed ({plan.status}); trying {other}")
+            plan = solve(x, solver=other, time_limit=opt.time_limit_s, gap=opt.mip_gap)
+    if plan is not None and plan.ok:
+        result.plan = plan
+        result.schedule = schedule(plan, x, result.tz, cap_left_kwh=cap_left_kwh)
         return result
     if last_good is not None and last_good.schedule is not None:
-        notes.append("no plan could be solved: keeping the last good plan")
-        last_good.notes = notes
+        last_good.notes = [*notes, "no plan could be solved: keeping the last good plan"]
         return last_good
     notes.append("no plan could be solved: safe default settings")
-    result.plan = failed_plan(x, plan.status, plan.solver, plan.solve_seconds)
-    default = safe_default(b, start)
+    n = len(x.pv_kwh)
+    status = plan.status if plan is not None else "failed"
+    result.plan = failed_plan(x, status, plan.solver if plan else opt.solver,
+                              plan.solve_seconds if plan else 0.0)
+    default = safe_default(x.battery, int(x.prices.start_utc[0]))
     result.schedule = Schedule(entries=(default,), per_step=(default.settings,) * n,
                                signals=(default.signal,) * n, plan_value=float("nan"),
                                settings_value=float("nan"),
-                               simulated_soc_kwh=np.full(n, soc_kwh))
+                               simulated_soc_kwh=np.full(n, x.soc_kwh))
     return result
 
 
