@@ -3,6 +3,9 @@ fallback chain when no plan can be solved."""
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
 from optimizer.behaviour import Mode
 from trueup.config import load_config
 from trueup.planning import make_plan, parse_at, solve_with_fallback
@@ -46,6 +49,9 @@ def test_a_broken_forecast_falls_back_to_safe_default_settings(tmp_path):
     assert any("negative or missing values" in n for n in r.notes)
     assert any("safe default" in n for n in r.notes)
     assert r.to_json()["objective"] is None  # valid JSON: no NaN
+    from trueup.report import plan_report
+
+    assert "No plan could be solved" in plan_report(r, cfg)
 
 
 def test_a_broken_forecast_keeps_the_last_good_plan_when_there_is_one():
@@ -87,3 +93,47 @@ def test_a_bad_config_key_names_the_file_key_and_fix(tmp_path):
         load_config(cfg_file)
     assert "battery.backup_floor_pct: unknown key" in str(e.value)
     assert str(cfg_file) in str(e.value)
+
+
+def test_history_after_the_plan_start_is_ignored_and_the_month_so_far_is_metered(tmp_path):
+    """A whole 2025 history with a plan on 15 July: only January to 15 July 14:00 counts;
+    July's metered exports so far are what the cap has used."""
+    from trueup.example import example_year
+
+    year = example_year(2025)
+    r = make_plan(load_config(), at_utc=AT, soc_percent=50, history=year)
+    assert any("history after the plan's start ignored" in n for n in r.notes)
+    july = (year.start_utc >= parse_at("2025-07-01T00:00-07:00")) & (year.start_utc < AT)
+    assert r.outlook.used_kwh == pytest.approx(float(year.export_kwh[july].sum()))
+    assert not any("estimated" in n for n in r.notes)
+
+
+def test_without_history_the_period_so_far_is_estimated_and_said():
+    r = make_plan(load_config(), at_utc=AT, soc_percent=50)
+    assert any("no history for the 196 days" in n for n in r.notes)
+    assert any("exports for 14.6 days before the plan" in n for n in r.notes)
+
+
+def test_a_horizon_across_the_true_up_gives_each_period_its_own_true_up():
+    """Planning from 31 December 00:00 for 48 h: the first day closes the 2025 period, the
+    second opens 2026's; the JSON reports the period in progress."""
+    r = make_plan(load_config(), at_utc=parse_at("2025-12-31T00:00-08:00"), soc_percent=50)
+    labels = [tu.label for tu in r.inputs.true_ups]
+    assert labels == ["2025-12", "2026-12"]
+    a, b = r.inputs.true_ups
+    assert (a.first_step, a.end_step, b.first_step, b.end_step) == (0, 96, 96, 192)
+    assert b.cx_before == 0 and not a.holds_end and b.holds_end
+    assert r.to_json()["true_up"]["month"] == "2025-12"
+
+
+def test_when_credit_is_forfeited_the_plan_does_not_buy_peak_energy_to_hoard_it():
+    """July evening, battery empty, credit projected to be forfeited: the only grid charge
+    is back up to the 20 % floor (the owner's rule), never beyond it to end the horizon
+    full."""
+    r = make_plan(load_config(), at_utc=parse_at("2025-07-15T19:00-07:00"), soc_percent=0)
+    x, p = r.inputs, r.plan
+    assert p.marginal_credit_value == pytest.approx(0.04)
+    surplus = np.maximum(x.pv_kwh - x.load_kwh, 0.0)
+    grid_charge = np.maximum(p.charge_kwh - surplus, 0.0)
+    floor = x.battery.floor_kwh
+    assert grid_charge.sum() <= floor / x.battery.charge_efficiency + 0.01

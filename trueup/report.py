@@ -177,6 +177,11 @@ def plan_report(result, cfg) -> str:
         out.append(table(["from", "mode", "reserve", "grid chg", "export", "why"], rows,
                          align="llrlll"))
         out.append("")
+    if not p.ok:
+        out.append(f"No plan could be solved ({p.status}): the settings above are the "
+                   "fallback.")
+        out += [f"note: {n}" for n in result.notes + p.notes]
+        return "\n".join(out)
     # an hourly chart: SOC and grid flow (import +, export −)
     steps = max(1, round(1 / x.step_hours))
     grid = p.import_kwh - p.export_kwh
