@@ -129,9 +129,13 @@ class SafeGateway:
                       f"({self.rails.max_writes_per_hour}/h, {self.rails.max_writes_per_day}"
                       "/day): not writing")
             return ApplyResult(settings, None, skipped="write budget exhausted", notes=notes)
-        limited = _LimitedGateway(self.inner, budget)
-        result = limited.apply(safe)
-        self._count(result)
+        needed = _fields_to_write(self.inner, safe)
+        if needed > budget:
+            return ApplyResult(settings, None, skipped=f"write budget: {needed} field "
+                               f"write(s) needed, {budget} left", notes=notes)
+        result = self.inner.apply(safe)
+        # a failed write was still an API call (and on FleetAPI, billed): count the attempt
+        self._count(result, attempted=needed if result.errors else 0)
         if result.written:
             self._last_change = now
         result = replace(result, requested=settings, notes=result.notes + notes)
@@ -156,11 +160,11 @@ class SafeGateway:
         return min(self.rails.max_writes_per_hour - last_hour,
                    self.rails.max_writes_per_day - len(self._writes))
 
-    def _count(self, result: ApplyResult | None) -> None:
+    def _count(self, result: ApplyResult | None, attempted: int = 0) -> None:
         if result is None:
             return
         now = self.clock.now()
-        for _ in result.written:
+        for _ in range(max(len(result.written), attempted)):
             self._writes.append(now)
 
     def writes_in_last(self, seconds: float) -> int:
@@ -172,27 +176,9 @@ class SafeGateway:
         getattr(log, level)(message)
 
 
-class _LimitedGateway:
-    """Refuses a write that would need more field writes than the budget has left.
-
-    The inner gateway writes only fields that differ; the count is known only after it
-    compares, so ask it first when it can tell (``fields_to_write``), else allow one apply
-    per remaining budget unit of the widest case (mode, reserve, grid charging, export)."""
-
-    def __init__(self, inner: Gateway, budget: int) -> None:
-        self.inner = inner
-        self.budget = budget
-
-    def apply(self, settings: Settings) -> ApplyResult:
-        needed = _fields_to_write(self.inner, settings)
-        if needed > self.budget:
-            return ApplyResult(settings, None,
-                               skipped=f"write budget: {needed} field write(s) needed, "
-                               f"{self.budget} left")
-        return self.inner.apply(settings)
-
-
 def _fields_to_write(inner: Gateway, settings: Settings) -> int:
+    """Field writes an apply would need: the gateway knows (it writes only what differs);
+    one that cannot say is assumed to need all four (mode, reserve, grid charging, export)."""
     ask = getattr(inner, "fields_to_write", None)
     if callable(ask):
         return int(ask(settings))

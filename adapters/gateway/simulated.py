@@ -326,6 +326,10 @@ class SimulatedGateway:
         self._counters = counters
         self._last: _Flows | None = None
         self.log: list[tuple[float, str]] = []  # (time, what happened) for tests and debugging
+        # every API write made: (time, settings requested, fields written); ``attempts`` also
+        # holds the writes that failed (each still one API call)
+        self.writes: list[tuple[float, Settings, tuple[str, ...]]] = []
+        self.attempts: list[tuple[float, Settings, tuple[str, ...]]] = []
 
     # ---------------------------------------------------------------- state (truth)
 
@@ -415,6 +419,12 @@ class SimulatedGateway:
             settings=CurrentSettings(s.mode, s.reserve_percent, s.grid_charging, s.export_rule),
             unknown=unknown, **values, **counters)
 
+    def fields_to_write(self, settings: Settings) -> int:
+        """How many setting fields an :meth:`apply` of ``settings`` would write (each is one
+        API command on the real gateway; the safety rails budget them)."""
+        return sum(getattr(settings, fl.name) != getattr(self._last_requested, fl.name)
+                   for fl in fields(Settings))
+
     def apply(self, settings: Settings) -> ApplyResult:
         """Record ``settings``; they act after ``faults.apply_delay_s`` (0: at once).
 
@@ -426,6 +436,10 @@ class SimulatedGateway:
         self._advance(now)
         f = self._faults
         fail, drop = self._rng.random(), self._rng.random()
+        tried = tuple(fl.name for fl in fields(Settings)
+                      if getattr(settings, fl.name) != getattr(self._last_requested, fl.name))
+        if tried:
+            self.attempts.append((now, settings, tried))
         if fail < f.write_error:
             self.log.append((now, f"write HTTP {HTTP_ERROR_STATUS}"))
             if f.errors == "raise":
@@ -436,6 +450,8 @@ class SimulatedGateway:
         written = tuple(fl.name for fl in fields(Settings)
                         if getattr(settings, fl.name) != getattr(self._last_requested, fl.name))
         self._last_requested = settings
+        if written:
+            self.writes.append((now, settings, written))
         if drop < f.drop_writes:
             self.log.append((now, f"write dropped: {settings}"))
         else:
