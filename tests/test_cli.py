@@ -173,3 +173,44 @@ def test_plan_table_reads_like_a_plan(capsys):
 def test_plan_rejects_a_time_without_offset(capsys):
     assert main(["plan", "--at", "2025-07-15T14:00"]) == 2
     assert "--at" in capsys.readouterr().err
+
+
+def test_status_reads_the_simulated_example_site(capsys):
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "answered by: simulated" in out and "battery" in out and "grid up" in out
+
+
+def test_status_reads_a_real_gateway_through_pypowerwall(tmp_path, capsys, monkeypatch):
+    """`trueup status --json` against the fake gateway's local API over loopback TLS, read
+    by the real pypowerwall client: SOC in app %, flows in W, which connection answered."""
+    from tests.fake_gateway import FakeGateway
+
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    pw = tmp_path / "gw_password"
+    pw.write_text("S3cret\n")  # the fake gateway's customer password
+    pw.chmod(0o600)
+    auth = tmp_path / "auth"
+    auth.mkdir(mode=0o700)
+    with FakeGateway() as fake:
+        fake.state.set_soc_app(64.0)
+        cfg = tmp_path / "trueup.toml"
+        cfg.write_text(f'[gateway]\nkind = "powerwall"\nhost = "{fake.host}"\nmode = "none"\n'
+                       f'authpath = "{auth}"\npassword_file = "{pw}"\n')
+        assert main(["status", "--config", str(cfg), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["source"] == "local" and out["gateway"] == "powerwall"
+    assert out["soc_percent"] == pytest.approx(64.0, abs=0.01)
+    assert out["grid_status"] == "up" and out["solar_w"] is not None
+
+
+def test_status_with_a_missing_password_file_names_the_fix(tmp_path, capsys):
+    cfg = tmp_path / "trueup.toml"
+    cfg.write_text('[gateway]\nkind = "powerwall"\nhost = "127.0.0.1:9"\nmode = "none"\n'
+                   f'authpath = "{tmp_path}"\npassword_file = "{tmp_path}/nope"\n')
+    code = main(["status", "--config", str(cfg)])
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert code != 0
+    assert "nope" in text

@@ -14,6 +14,7 @@ from optimizer.errors import InputError
 EPILOG = """\
 examples:
   trueup demo                                   bill the built-in example year
+  trueup status                                 read the Powerwall once (the first thing to run)
   trueup plan                                   the battery plan for the next 48 h (dry run)
   trueup tariff list                            tariffs that ship with trueup
   trueup tariff show pge-ev2a-nem2ps-2024       periods, rates and rules of one tariff
@@ -124,6 +125,22 @@ def build_parser() -> argparse.ArgumentParser:
                     help="history so far (interval CSV): month-to-date exports against the "
                     "cap, the credit balance, the period's NBCs")
     pl.add_argument("--json", action="store_true", help="print the plan JSON contract")
+    stp = sub.add_parser(
+        "status",
+        help="read the gateway once: SOC, power flows, grid, current settings",
+        description=(
+            "Read the Tesla gateway once and show the battery's state of charge, the power "
+            "flows, the grid status, the current settings, and which connection answered. "
+            "The first command to run after configuring [gateway]. Nothing is written. A "
+            "value that could not be read is shown as unknown with the reason, never as 0."
+        ),
+        epilog="examples:\n  trueup status\n  trueup status --config /etc/trueup/trueup.toml "
+        "--json\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    stp.add_argument("--config", metavar="FILE",
+                     help="trueup.toml (default: the built-in example site, simulated)")
+    stp.add_argument("--json", action="store_true", help="print the reading as JSON")
     d = sub.add_parser("demo", help="bill the built-in example year (what `make run` shows)")
     d.add_argument("--out", default="build/example-usage.csv",
                    help="where to write the example interval CSV")
@@ -246,6 +263,27 @@ def cmd_plan(args) -> int:
     return 0 if result.plan.ok else 1
 
 
+def cmd_status(args) -> int:
+    import dataclasses
+
+    from trueup.config import load_config
+    from trueup.gateways import build_gateway
+    from trueup.report import status_report
+
+    cfg = load_config(args.config)
+    gw = build_gateway(cfg)
+    state = gw.read()
+    if args.json:
+        out = dataclasses.asdict(state)
+        out["settings"] = {k: (str(v) if v is not None and not isinstance(v, bool | float)
+                               else v) for k, v in out["settings"].items()}
+        out["gateway"] = gw.name
+        print(json.dumps(out, indent=2))
+    else:
+        print(status_report(state, gw.name, cfg))
+    return 0 if state.ok else 1
+
+
 def cmd_demo(args) -> int:
     from optimizer.billing import bill, load_only
     from optimizer.tariff import load_tariff
@@ -286,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_demo(args)
         if args.cmd == "plan":
             return cmd_plan(args)
+        if args.cmd == "status":
+            return cmd_status(args)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -214,3 +214,39 @@ def plan_report(result, cfg) -> str:
     for n in result.notes + p.notes:
         out.append(f"note: {n}")
     return "\n".join(out)
+
+
+def status_report(state, gateway: str, cfg) -> str:
+    """One gateway reading for the terminal; unknowns with their reasons."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    def kw(w):
+        return "unknown" if w is None else f"{w / 1000:+.2f} kW"
+
+    when = datetime.fromtimestamp(state.timestamp, ZoneInfo(cfg.site.timezone))
+    s = state.settings
+    soc = "unknown" if state.soc_percent is None else f"{state.soc_percent:.1f} %"
+    lines = [
+        f"trueup status — {gateway}, answered by: {state.source} ({when:%Y-%m-%d %H:%M:%S %Z})",
+        f"  battery   {soc}",
+        f"  solar     {kw(state.solar_w)}",
+        f"  home      {kw(state.home_w)}",
+        f"  battery   {kw(state.battery_w)}   (+ discharging, − charging)",
+        f"  grid      {kw(state.grid_w)}   (+ importing, − exporting); grid "
+        f"{state.grid_status or 'unknown'}",
+        "  settings  mode {}, reserve {}, grid charging {}, export {}".format(
+            s.mode or "unknown",
+            "unknown" if s.reserve_percent is None else f"{s.reserve_percent:g} %",
+            "unknown" if s.grid_charging is None else ("on" if s.grid_charging else "off"),
+            s.export_rule or "unknown"),
+    ]
+    if state.grid_import_wh is not None:
+        lines.append(f"  counters  grid in {state.grid_import_wh / 1000:,.1f} kWh, grid out "
+                     f"{(state.grid_export_wh or 0) / 1000:,.1f} kWh since installation")
+    by_reason: dict[str, list[str]] = {}
+    for name, why in state.unknown.items():
+        by_reason.setdefault(why, []).append(name)
+    for why, names in by_reason.items():
+        lines.append(f"  unknown: {', '.join(names)}: {why}")
+    return "\n".join(lines)
