@@ -201,3 +201,33 @@ def test_random_settings_and_faults_never_break_the_floor_or_the_budget(steps, p
     for t0 in times:
         assert sum(1 for t in times if t0 <= t < t0 + 3600) <= per_hour
         assert sum(1 for t in times if t0 <= t < t0 + 86400) <= per_day
+
+
+def test_sigusr1_trips_the_kill_switch():
+    import os
+    import signal
+
+    from adapters.gateway.safety import install_kill_signal
+
+    gw = site()
+    r = rails(gw, min_change_interval_s=0)
+    r.apply(sp(30))
+    old = signal.getsignal(signal.SIGUSR1)
+    try:
+        install_kill_signal(r)
+        os.kill(os.getpid(), signal.SIGUSR1)
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    assert r.killed and gw.settings == OWNER
+    assert any("signal SIGUSR1 received" in m for m in r.log)
+
+
+def test_the_config_builds_the_rails(tmp_path):
+    from trueup.config import load_config
+
+    cfg_file = tmp_path / "trueup.toml"
+    cfg_file.write_text("[battery]\nbackup_floor_percent = 25\n[safety]\n"
+                        "max_writes_per_hour = 2\nkill_switch = true\n")
+    r = load_config(cfg_file).rails()
+    assert (r.floor_percent, r.max_writes_per_hour, r.kill_switch) == (25, 2, True)
+    assert r.cloud_reserve_rule

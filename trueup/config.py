@@ -34,6 +34,17 @@ class GatewaySection(_Section):
     password_file: str = "/etc/trueup/gw_password"
 
 
+class SafetySection(_Section):
+    """The safety rails every write passes through (adapters/gateway/safety.py). The
+    reserve floor is ``battery.backup_floor_percent``."""
+
+    max_writes_per_hour: Annotated[int, Field(ge=1, le=60)] = 4
+    max_writes_per_day: Annotated[int, Field(ge=1, le=500)] = 24
+    min_change_interval_s: Annotated[float, Field(ge=0)] = 900.0
+    failures_before_fallback: Annotated[int, Field(ge=1, le=100)] = 3
+    kill_switch: bool = False  # restore your own settings at start and never write
+
+
 class HttpSection(_Section):
     bind: str = "127.0.0.1:9871"
 
@@ -63,6 +74,7 @@ class TrueupConfig(BaseSettings):
     pv: list[PVArray] = [PVArray(kw_dc=7.2, tilt=22, azimuth=180)]
     gateway: GatewaySection = GatewaySection()
     http: HttpSection = HttpSection()
+    safety: SafetySection = SafetySection()
     optimizer: OptimizerSection = OptimizerSection()
     source: str = "built-in example site"
 
@@ -77,6 +89,21 @@ class TrueupConfig(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # the environment overrides the file (passed in as init values)
         return env_settings, init_settings
+
+    def rails(self):
+        """The safety rails for this site (the path decides the 80/100 reserve rule)."""
+        from adapters.gateway.safety import Rails
+
+        s = self.safety
+        cloud_path = self.gateway.kind == "powerwall" and self.gateway.mode in (
+            "fleetapi", "cloud")
+        return Rails(floor_percent=self.battery.backup_floor_percent,
+                     max_writes_per_hour=s.max_writes_per_hour,
+                     max_writes_per_day=s.max_writes_per_day,
+                     min_change_interval_s=s.min_change_interval_s,
+                     failures_before_fallback=s.failures_before_fallback,
+                     cloud_reserve_rule=cloud_path or self.gateway.kind == "simulated",
+                     kill_switch=s.kill_switch)
 
     def site_model(self) -> Site:
         """The physical site for the optimizer."""

@@ -188,3 +188,16 @@ def _fields_to_write(inner: Gateway, settings: Settings) -> int:
 def _fmt(s: Settings) -> str:
     return (f"{s.mode}, reserve {s.reserve_percent:g}%, grid charging "
             f"{'on' if s.grid_charging else 'off'}, export {s.export_rule}")
+
+
+def install_kill_signal(gateway: SafeGateway, signum: int | None = None) -> None:
+    """Make ``kill -USR1 <pid>`` (or ``signum``) trip the kill switch: the owner's own
+    settings are restored and nothing more is written until restart."""
+    import signal
+
+    sig = signal.SIGUSR1 if signum is None else signum
+
+    def handler(number, _frame) -> None:
+        gateway.kill(f"signal {signal.Signals(number).name} received")
+
+    signal.signal(sig, handler)
