@@ -112,7 +112,7 @@ def readings_to_intervals(
         interval_s: the interval, seconds (300, 900, 3600 ...); intervals start on UTC
             multiples of it.
         max_gap_s: the longest span between two readings of a field that still counts as
-            covered; default ``max(900 s, interval_s)``.
+            covered; default 900 s, whatever the interval.
         topology: ``"backfed"`` (gateway CTs; default) or ``"line_side_tap"``.
         max_power_kw: a counter delta implying more than this average power is a jump, not
             energy, and is dropped.
@@ -128,7 +128,9 @@ def readings_to_intervals(
         raise InputError(f"topology {topology!r} must be 'backfed' or 'line_side_tap'",
                          where="readings_to_intervals(topology)")
     interval_s = int(interval_s)
-    gap = float(max(DEFAULT_MAX_GAP_S, interval_s) if max_gap_s is None else max_gap_s)
+    # a fixed default: the same two readings must not count as a gap at one interval
+    # length and as covered at another
+    gap = float(DEFAULT_MAX_GAP_S if max_gap_s is None else max_gap_s)
     rs = sorted((r for r in readings if r.timestamp is not None and math.isfinite(r.timestamp)),
                 key=lambda r: r.timestamp)
     notes = _Notes(gap)

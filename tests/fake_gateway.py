@@ -428,6 +428,7 @@ class CloudSite:
     grid_w: float = -200.0
     grid_status: str = "Active"
     island_status: str = "on_grid"
+    omit_components: bool = False  # a site_info answer without its "components"
 
 
 @dataclass
@@ -517,7 +518,8 @@ class FakeTeslaCloud:
             return 200, {"response": {
                 "id": s.din, "site_name": "Test Home",
                 "backup_reserve_percent": s.reserve_percent, "default_real_mode": s.mode,
-                "installation_date": "2021-09-25T15:53:47-07:00", "components": components,
+                "installation_date": "2021-09-25T15:53:47-07:00",
+                "components": {} if s.omit_components else components,
                 "version": "25.10.1 c0ffee00", "battery_count": 1, "nameplate_power": 5000,
                 "nameplate_energy": 13500, "installation_time_zone": "America/Los_Angeles",
                 "tariff_content": {}}}

@@ -354,9 +354,22 @@ def test_grid_charging_attribute_error_is_unknown(make, cloud, monkeypatch, auth
     cloud.status["site_info"] = 500
     state = gw.read()
     assert state.settings.grid_charging is None and state.settings.export_rule is None
-    assert "AttributeError" in state.unknown["settings.grid_charging"]
-    assert "AttributeError" in state.unknown["settings.export_rule"]
+    for key in ("settings.grid_charging", "settings.export_rule"):
+        why = state.unknown[key]
+        assert "AttributeError" in why or "site info" in why
     assert state.ok and state.settings.mode is Mode.SELF_POWERED
+
+
+def test_site_info_without_components_is_unknown_not_pypowerwalls_defaults(
+        make, cloud, monkeypatch, authpath):
+    """pypowerwall answers grid charging on / export battery_ok when the site info has no
+    components; that is not a reading of the site."""
+    cloud.install_fleetapi(monkeypatch, authpath)
+    gw = make(mode="fleetapi")
+    cloud.site.omit_components = True
+    state = gw.read()
+    assert state.settings.grid_charging is None and state.settings.export_rule is None
+    assert "no 'components'" in state.unknown["settings.grid_charging"]
 
 
 def test_remote_settings_are_reused_between_local_reads_to_save_billed_requests(

@@ -218,7 +218,10 @@ def test_sigusr1_trips_the_kill_switch():
         os.kill(os.getpid(), signal.SIGUSR1)
     finally:
         signal.signal(signal.SIGUSR1, old)
-    assert r.killed and gw.settings == OWNER
+    # the handler only asks; the daemon's loop (or the next apply) carries it out
+    assert not r.killed
+    r.service_kill()
+    assert r.killed and r.kill_confirmed and gw.settings == OWNER
     assert any("signal SIGUSR1 received" in m for m in r.log)
 
 
@@ -231,3 +234,88 @@ def test_the_config_builds_the_rails(tmp_path):
     r = load_config(cfg_file).rails()
     assert (r.floor_percent, r.max_writes_per_hour, r.kill_switch) == (25, 2, True)
     assert r.cloud_reserve_rule
+
+
+class _SignalMidWrite(SimulatedGateway):
+    """A simulated Powerwall where the owner's SIGUSR1 arrives while a write is on the
+    wire (a real signal to this process, between the request and the gateway's answer)."""
+
+    def apply(self, settings):
+        import os
+        import signal
+
+        if settings.reserve_percent == 60.0:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return super().apply(settings)
+
+
+def test_a_kill_during_a_write_in_flight_leaves_the_owners_settings_final():
+    import signal
+
+    from adapters.gateway.safety import install_kill_signal
+
+    gw = _SignalMidWrite(BatterySpec.powerwall(), 60.0, lambda t: 0.1, lambda t: 0.2,
+                         clock=SimClock(), settings=OWNER)
+    r = rails(gw, min_change_interval_s=0)
+    old = signal.getsignal(signal.SIGUSR1)
+    try:
+        install_kill_signal(r)
+        r.apply(Settings(Mode.BACKUP, 60.0, True, ExportRule.NEVER))
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    assert r.killed and gw.settings == OWNER  # the restore came after the write, not before
+    assert r.apply(sp(30)).skipped == "kill switch: writes are off"
+
+
+def test_an_owner_reserve_of_85_is_restored_as_80_with_a_warning():
+    gw = site()
+    gw.apply(Settings(Mode.SELF_POWERED, 85.0, False, ExportRule.PV_ONLY))
+    r = rails(gw, min_change_interval_s=0)
+    r.apply(sp(30))
+    r.kill("test")
+    assert gw.settings.reserve_percent == 80.0
+    assert any("cannot be set any more" in m for m in r.log)
+
+
+def test_after_a_restart_the_kill_switch_restores_the_settings_found_at_first_start(tmp_path):
+    owner_file = tmp_path / "owner-settings.json"
+    gw = site()
+    first = SafeGateway(gw, Rails(floor_percent=20.0, min_change_interval_s=0), gw.clock,
+                        owner_file=owner_file)
+    first.start()
+    first.apply(Settings(Mode.BACKUP, 80.0, True, ExportRule.NEVER))  # trueup's own plan
+    # the daemon restarts: the gateway now holds trueup's settings, not the owner's
+    again = SafeGateway(gw, Rails(floor_percent=20.0, min_change_interval_s=0), gw.clock,
+                        owner_file=owner_file)
+    again.start()
+    again.kill("owner's request")
+    assert gw.settings == OWNER
+
+
+def test_two_threads_cannot_overspend_the_budget():
+    """Budget 1 write an hour; two threads ask at once: one write, one refusal."""
+    import threading
+
+    gw = site()
+    r = rails(gw, min_change_interval_s=0, max_writes_per_hour=1)
+    gw.attempts.clear()
+    go = threading.Barrier(2)
+
+    def ask(reserve):
+        go.wait()
+        r.apply(Settings(OWNER.mode, reserve, OWNER.grid_charging, OWNER.export_rule))
+
+    threads = [threading.Thread(target=ask, args=(v,)) for v in (40.0, 50.0)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(len(f) for _, _, f in gw.attempts) == 1
+
+
+def test_a_fractional_floor_is_written_as_the_next_whole_percent():
+    gw = site()
+    r = SafeGateway(gw, Rails(floor_percent=22.5, min_change_interval_s=0), gw.clock)
+    r.start()
+    r.apply(sp(10.0))
+    assert gw.settings.reserve_percent == 23.0

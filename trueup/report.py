@@ -241,9 +241,12 @@ def status_report(state, gateway: str, cfg) -> str:
             "unknown" if s.grid_charging is None else ("on" if s.grid_charging else "off"),
             s.export_rule or "unknown"),
     ]
-    if state.grid_import_wh is not None:
-        lines.append(f"  counters  grid in {state.grid_import_wh / 1000:,.1f} kWh, grid out "
-                     f"{(state.grid_export_wh or 0) / 1000:,.1f} kWh since installation")
+    if state.grid_import_wh is not None or state.grid_export_wh is not None:
+        def kwh_or_unknown(wh):
+            return "unknown" if wh is None else f"{wh / 1000:,.1f} kWh"
+
+        lines.append(f"  counters  grid in {kwh_or_unknown(state.grid_import_wh)}, grid out "
+                     f"{kwh_or_unknown(state.grid_export_wh)} since installation")
     by_reason: dict[str, list[str]] = {}
     for name, why in state.unknown.items():
         by_reason.setdefault(why, []).append(name)

@@ -88,6 +88,9 @@ class ApplyResult:
     skipped: str | None = None  # why nothing was written (no change, budget, dry run ...)
     errors: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    # write commands actually sent (re-sends included; FleetAPI bills each); None: the
+    # adapter does not count them, so one per written field is assumed
+    api_calls: int | None = None
 
     @property
     def ok(self) -> bool:

@@ -44,4 +44,4 @@ class DryRunGateway:
             return ApplyResult(settings, None, skipped="dry run: already so")
         self.would_write.append(WouldWrite(self.clock.now(), settings, current))
         log.info("dry run: would write %s (now %s)", settings, current)
-        return ApplyResult(settings, settings, skipped="dry run: not written")
+        return ApplyResult(settings, None, skipped="dry run: not written", api_calls=0)

@@ -548,6 +548,9 @@ class PowerwallGateway:
             if client is None:
                 return None, "pypowerwall has no connected client"
             method = "get_grid_charging" if name == "grid_charging" else "get_grid_export"
+            missing = _missing_components(client, force)
+            if missing:
+                return None, missing
             raw, why = _call(getattr(client, method), force=force)
             if raw is None:
                 return None, why or f"{method}() returned nothing"
@@ -584,11 +587,17 @@ class PowerwallGateway:
             return self._apply(settings)
 
     def _apply(self, settings: Settings) -> ApplyResult:
+        self._calls = 0
+        result = self._apply_counted(settings)
+        return replace(result, api_calls=self._calls)
+
+    def _apply_counted(self, settings: Settings) -> ApplyResult:
         if self.control_kind is None:
             return ApplyResult(settings, None, errors=(
                 "the Powerwall is configured read-only ([gateway] mode = none): nothing "
                 "written. Set mode = fleetapi, cloud or v1r to let trueup change settings",))
-        if not reserve_ok_for_cloud(settings.reserve_percent):
+        if self.control_kind in ("fleetapi", "cloud") and \
+                not reserve_ok_for_cloud(settings.reserve_percent):
             return ApplyResult(settings, None, errors=(
                 f"refused: backup reserve {settings.reserve_percent:g} % breaks the 80/100 "
                 "rule (1–80 or exactly 100 app %; 81–99 is rejected or snaps to 80 since "
@@ -692,6 +701,7 @@ class PowerwallGateway:
                        f"write(s) and {waited:.0f} s of read-backs each — not applied")
 
     def _send(self, pw: Any, name: str, value: Any) -> tuple[Any, str | None]:
+        self._calls = getattr(self, "_calls", 0) + 1  # one write command on the wire
         if name == "reserve_percent":
             return _call(pw.set_reserve, int(value))  # whole app %, as Tesla takes it
         if name == "mode":
@@ -938,3 +948,20 @@ def _moving(direction: str, battery_w: float) -> bool:
     if direction == "export":
         return battery_w > _MOVING_W
     return battery_w <= _MOVING_W
+
+
+def _missing_components(client: Any, force: bool) -> str | None:
+    """FleetAPI/cloud derive grid charging and the export rule from the site's
+    ``components``; when those are missing pypowerwall returns its defaults (grid charging
+    on, export ``battery_ok``) as if they were read. Say unknown instead."""
+    fleet = getattr(client, "fleet", None)
+    get_info = getattr(fleet, "get_site_info", None)
+    if not callable(get_info):
+        return None
+    info, why = _call(get_info, force=force)
+    if why:
+        return f"site info unreadable ({why})"
+    if not isinstance(info, dict) or not info.get("components"):
+        return ("the site info has no 'components': pypowerwall would report its defaults "
+                "(grid charging on, export battery_ok), not the site's settings")
+    return None

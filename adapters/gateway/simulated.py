@@ -446,7 +446,7 @@ class SimulatedGateway:
                 raise SimulatedHTTPError(HTTP_ERROR_STATUS, "write")
             return ApplyResult(requested=settings, applied=settings, verified=False,
                                errors=(f"HTTP {HTTP_ERROR_STATUS} Service Unavailable on "
-                                       "write (simulated)",))
+                                       "write (simulated)",), api_calls=len(tried))
         written = tuple(fl.name for fl in fields(Settings)
                         if getattr(settings, fl.name) != getattr(self._last_requested, fl.name))
         self._last_requested = settings
@@ -464,7 +464,8 @@ class SimulatedGateway:
             self._fire_due(now)
             if f.apply_delay_s:
                 self.log.append((now, f"write accepted, acts at {now + f.apply_delay_s}"))
-        return ApplyResult(requested=settings, applied=settings, written=written, verified=True)
+        return ApplyResult(requested=settings, applied=settings, written=written, verified=True,
+                           api_calls=len(tried))
 
     # ---------------------------------------------------------------- physics
 
