@@ -16,6 +16,7 @@ run: $(STAMP)
 	$(BIN)/trueup demo
 
 test: $(STAMP)
+	bash deploy/ci-deps.sh
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

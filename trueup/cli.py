@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ examples:
   trueup tariff show pge-ev2a-nem2ps-2024       periods, rates and rules of one tariff
   trueup bill --tariff pge-ev2a-nem2ps-2024 --usage my-year.csv
   trueup bill --tariff my-tariff.toml --usage pge-download.csv --true-up-month 4 --json
+  trueup import --usage pge-download.csv        seed the daemon's store with the utility's data
 """
 
 
@@ -66,7 +68,8 @@ def _bill_parser(sub) -> None:
 def _tariff_parser(sub) -> None:
     p = sub.add_parser("tariff", help="list, show and import tariffs",
                        description="Tariffs are TOML files (schema: README, 'Tariff files').")
-    tsub = p.add_subparsers(dest="tariff_cmd", required=True, metavar="{list,show,import-urdb}")
+    tsub = p.add_subparsers(dest="tariff_cmd", required=True,
+                            metavar="{list,show,import-urdb,estimate-cap}")
     tsub.add_parser("list", help="the tariffs that ship with trueup")
     s = tsub.add_parser("show", help="periods, rates and settlement rules of a tariff")
     s.add_argument("tariff", metavar="FILE_OR_ID")
@@ -82,6 +85,66 @@ def _tariff_parser(sub) -> None:
                    help="the utility's time zone (URDB has none)")
     u.add_argument("-o", "--output", metavar="FILE.toml",
                    help="write the TOML here (default: print it)")
+    e = tsub.add_parser(
+        "estimate-cap",
+        help="the NEM-PS export cap: monthly PV estimate of your arrays (typical year)",
+        description=(
+            "Estimate the NEM2 Paired Storage export cap, the utility's 'Estimated PV "
+            "Generation': kWh per month of the configured [[pv]] arrays in a typical weather "
+            "year, PVWatts-like (pvlib), offline. By default the weather is pvlib's TMY3 file "
+            "for Greensboro NC: the figures describe your arrays as if they stood there, not "
+            "at your site's latitude. Your NEM statement's 'Solar Generation Eligible for "
+            "Credit' is the real cap: prefer it (tariff monthly_kwh, or --export-cap)."),
+        epilog=("examples:\n"
+                "  trueup tariff estimate-cap\n"
+                "  trueup tariff estimate-cap --config trueup.toml --weather 724940TYA.CSV\n"),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("--config", metavar="FILE",
+                   help="trueup.toml whose [[pv]] arrays to estimate (default: the example "
+                   "site)")
+    e.add_argument("--weather", metavar="TMY3.CSV",
+                   help="a TMY3 weather file nearer your site (default: pvlib's Greensboro "
+                   "NC file)")
+    e.add_argument("--json", action="store_true", help="print the estimate as JSON")
+
+
+def _import_parser(sub) -> None:
+    p = sub.add_parser(
+        "import",
+        help="seed the daemon's store with the utility's interval data (year to date)",
+        description=(
+            "Store the utility's interval data in trueup's database, so the daemon's billing "
+            "state (export cap used, credit balance, NBCs paid) starts from what the utility "
+            "metered rather than from the day trueup was installed. Utility data is kept apart "
+            "from the gateway's telemetry and wins wherever both cover an interval: it is "
+            "what you are billed on. Importing the same file again changes nothing; a newer "
+            "download replaces the intervals it covers. Prints what was stored and what is "
+            "still missing."
+        ),
+        epilog=(
+            "usage formats (--format auto detects them):\n"
+            "  csv          timestamp,import_kwh,export_kwh[,load_kwh,pv_kwh,battery_kwh]\n"
+            "  green-button PG&E 'Download my data' electric CSV (local times: [site] timezone)\n"
+            "  ct           CT registers (Grid, Solar); [site] metering_topology applies\n"
+            "\nexamples:\n"
+            "  trueup import --usage pge-download.csv\n"
+            "  sudo -u trueup trueup import --usage pge.csv --config /etc/trueup/trueup.toml "
+            "--data-dir /var/lib/trueup\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--usage", required=True, metavar="CSV", help="the utility's interval data")
+    p.add_argument("--config", metavar="FILE",
+                   help="trueup.toml: its [site] timezone reads local timestamps (default: "
+                   "the built-in example site)")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="the store's directory (default: $STATE_DIRECTORY under systemd, "
+                   "else the user data directory, e.g. ~/.local/share/trueup)")
+    p.add_argument("--format", default="auto", choices=["auto", "csv", "green-button", "ct"],
+                   help="the usage file's format (default: detect)")
+    p.add_argument("--allow-gaps", action="store_true",
+                   help="import data with missing intervals (they stay missing; default: "
+                   "refuse the file)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     _bill_parser(sub)
     _tariff_parser(sub)
+    _import_parser(sub)
     pl = sub.add_parser(
         "plan",
         help="dry run: the battery plan for the next hours and the settings it would apply",
@@ -221,6 +285,8 @@ def cmd_tariff(args) -> int:
     if args.tariff_cmd == "show":
         print(tariff_summary(load_tariff(args.tariff)))
         return 0
+    if args.tariff_cmd == "estimate-cap":
+        return cmd_estimate_cap(args)
     from optimizer.urdb import import_urdb_file
 
     text, warnings = import_urdb_file(args.file, item=args.item, timezone=args.timezone)
@@ -231,6 +297,38 @@ def cmd_tariff(args) -> int:
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         print(text)
+    return 0
+
+
+def cmd_estimate_cap(args) -> int:
+    from forecasts.nem_ps import MONTHS, estimate_monthly_kwh
+    from trueup.config import load_config
+    from trueup.report import kwh, table
+
+    cfg = load_config(args.config)
+    est = estimate_monthly_kwh(cfg.pv, args.weather)
+    if args.json:
+        out = est.to_json()
+        out["site"] = {"latitude": cfg.site.latitude, "longitude": cfg.site.longitude,
+                       "source": cfg.source}
+        print(json.dumps(out, indent=2))
+        return 0
+    arrays = ", ".join(f"{a.kw_dc:g} kW DC at {a.tilt:g}° tilt, azimuth {a.azimuth:g}°"
+                       for a in cfg.pv)
+    print(f"NEM-PS export cap estimate ('Estimated PV Generation', PVWatts-like via pvlib) "
+          f"for {arrays} ({cfg.source})")
+    print(f"weather: {est.weather_file}\n         {est.station}, "
+          f"{est.latitude:.2f}°, {est.longitude:.2f}°, typical meteorological year")
+    print(f"note: your site is at {cfg.site.latitude:.2f}°, {cfg.site.longitude:.2f}°; these "
+          "figures use the weather file's sun and sky, not your site's. Your NEM statement's "
+          "'Solar Generation Eligible for Credit' is the cap that counts.\n")
+    rows = [[m, kwh(v)] for m, v in zip(MONTHS, est.monthly_kwh, strict=True)]
+    rows.append(["year", kwh(est.annual_kwh)])
+    print(table(["month", "kWh"], rows))
+    for n in est.notes:
+        print(f"note: {n}")
+    print("\nfor a tariff file: [export_cap] monthly_kwh = ["
+          + ", ".join(f"{v:.0f}" for v in est.monthly_kwh) + "]")
     return 0
 
 
@@ -284,6 +382,81 @@ def cmd_status(args) -> int:
     return 0 if state.ok else 1
 
 
+def _duration(seconds: int) -> str:
+    """``2 d 3 h 5 min``, ``15 min``, ``90 s``: a length of time for people (seconds are
+    left out of lengths over an hour)."""
+    d, rem = divmod(int(seconds), 86400)
+    h, rem = divmod(rem, 3600)
+    m, s = divmod(rem, 60)
+    parts = [f"{d} d" if d else "", f"{h} h" if h else "", f"{m} min" if m else "",
+             f"{s} s" if s and not (d or h) else ""]
+    return " ".join(p for p in parts if p) or "0 s"
+
+
+def _span(a: int, b: int, tz: str) -> str:
+    """``2025-01-01T08:00Z – 2025-02-01T08:00Z (2025-01-01 00:00 PST – ...)``."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(tz)
+    ua, ub = (datetime.fromtimestamp(t, UTC) for t in (a, b))
+    la, lb = (datetime.fromtimestamp(t, zone) for t in (a, b))
+    return (f"{ua:%Y-%m-%dT%H:%MZ} – {ub:%Y-%m-%dT%H:%MZ} ({la:%Y-%m-%d %H:%M} {la.tzname()} – "
+            f"{lb:%Y-%m-%d %H:%M} {lb.tzname()}, {_duration(b - a)})")
+
+
+def cmd_import(args) -> int:
+    import time
+
+    from adapters.store import DB_FILE, SYSTEMD_STATE_DIR, default_data_dir, open_store
+    from adapters.usage import read_usage
+    from trueup.config import load_config
+
+    cfg = load_config(args.config)
+    data = read_usage(args.usage, fmt=args.format.replace("-", "_"), tz=cfg.site.timezone,
+                      topology=cfg.site.metering_topology, allow_gaps=args.allow_gaps)
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    with open_store(data_dir) as store:
+        r = store.add_utility(data, file=Path(args.usage).name)
+        file_gaps = store.coverage(r.first, r.end, sources=("utility",))
+        no_data = store.coverage(r.first, r.end)
+        now = int(time.time())
+        after = store.coverage(r.end, now) if now > r.end else []
+    for note in data.notes:
+        print(f"note: {note}", file=sys.stderr)
+    tz = cfg.site.timezone
+
+    def gaps(spans: list[tuple[int, int]]) -> str:
+        return f"{len(spans)} gap(s), {_duration(sum(b - a for a, b in spans))} in all"
+
+    print(f"Imported {Path(args.usage).name} into {data_dir / DB_FILE} as utility data "
+          "(what you are billed on; it wins over gateway telemetry):")
+    print(f"  {r.rows:,} intervals of {_duration(r.interval_s)}: {r.new:,} new, "
+          f"{r.replaced:,} replaced, {r.unchanged:,} unchanged"
+          + (f", {r.superseded:,} stored intervals of another length superseded"
+             if r.superseded else ""))
+    print(f"  span: {_span(r.first, r.end, tz)}")
+    if not file_gaps:
+        print("  missing in the span: nothing")
+    else:
+        print(f"  missing from the utility data in the span: {gaps(file_gaps)}")
+        print("  of that, covered by neither utility data nor gateway telemetry: "
+              + (gaps(no_data) + ":" if no_data else "nothing"))
+        for a, b in no_data[:10]:
+            print(f"    {_span(a, b, tz)}")
+        if len(no_data) > 10:
+            print(f"    ... and {len(no_data) - 10} more")
+    if after:
+        print(f"  after the span, up to now: {gaps(after)} with neither utility data nor "
+              f"gateway telemetry; the first: {_span(*after[0], tz)}")
+    if not args.data_dir and "STATE_DIRECTORY" not in os.environ and \
+            SYSTEMD_STATE_DIR.is_dir() and data_dir != SYSTEMD_STATE_DIR:
+        print(f"note: {SYSTEMD_STATE_DIR} exists (the systemd service's store); to seed that "
+              f"one, run as the service's user with --data-dir {SYSTEMD_STATE_DIR}",
+              file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from optimizer.billing import bill, load_only
     from optimizer.tariff import load_tariff
@@ -326,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_plan(args)
         if args.cmd == "status":
             return cmd_status(args)
+        if args.cmd == "import":
+            return cmd_import(args)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
