@@ -145,10 +145,30 @@ class _Projection:
     exports_kwh: float = 0.0
 
 
+_SPAN_CACHE: dict[tuple, _Projection] = {}
+_SPAN_CACHE_MAX = 64
+
+
 def _project(cfg: TrueupConfig, tariff: Tariff, t0: int, t1: int, tz: str,
              history: IntervalData | None) -> _Projection:
     """Expected PV and load over [t0, t1) (UTC s), run through a Self-Powered battery
-    at the floor, priced with the tariff (hourly; the cap is not applied)."""
+    at the floor, priced with the tariff (hourly; the cap is not applied).
+
+    Kept per whole hour of both ends: a daemon re-plans every 15 minutes, and the months
+    of hourly battery simulation behind a true-up projection would otherwise be most of
+    each plan's time."""
+    h0, h1 = t0 - t0 % 3600, t1 - t1 % 3600
+    key = (cfg.model_dump_json(include={"site", "battery", "pv"}), tariff.id, tariff.source,
+           tz, history.end_utc // 86400 if history is not None else None, h0, h1)
+    if key not in _SPAN_CACHE:
+        if len(_SPAN_CACHE) >= _SPAN_CACHE_MAX:
+            _SPAN_CACHE.clear()
+        _SPAN_CACHE[key] = _project_span(cfg, tariff, h0, h1, tz, history)
+    return _SPAN_CACHE[key]
+
+
+def _project_span(cfg: TrueupConfig, tariff: Tariff, t0: int, t1: int, tz: str,
+                  history: IntervalData | None) -> _Projection:
     n = max(0, (t1 - t0) // 3600)
     if n == 0:
         return _Projection()
@@ -281,10 +301,32 @@ def _month_exports_so_far(cfg: TrueupConfig, tariff: Tariff, history: IntervalDa
     return metered
 
 
+OUTLOOK_REUSE_S = 3600  # the month outlook is re-solved at most hourly
+outlook_at: dict[int, int] = {}  # id(Outlook) → when it was solved (UTC s)
+
+
+def _recent_outlook(previous: PlanResult | None, key: int, start: int, cap: float,
+                    used: float) -> Outlook | None:
+    """The previous plan's month outlook, if it is for this month and under an hour old,
+    with its budget trimmed to the cap left now."""
+    if previous is None or previous.outlook is None or previous.outlook.month_key != key:
+        return None
+    solved = outlook_at.get(id(previous.outlook))
+    if solved is None or start - solved >= OUTLOOK_REUSE_S:
+        return None
+    o = previous.outlook
+    budget = min(o.horizon_budget_kwh, max(0.0, cap - used))
+    reused = Outlook(o.month_key, cap, used, o.planned_kwh, budget, o.status)
+    outlook_at[id(reused)] = solved
+    return reused
+
+
 def make_plan(cfg: TrueupConfig, *, at_utc: int | None = None, soc_percent: float | None = None,
-              history: IntervalData | None = None, last_good: PlanResult | None = None
-              ) -> PlanResult:
-    """One plan from the configuration, the battery's SOC and the history so far."""
+              history: IntervalData | None = None, last_good: PlanResult | None = None,
+              previous: PlanResult | None = None) -> PlanResult:
+    """One plan from the configuration, the battery's SOC and the history so far.
+
+    ``previous`` (the daemon's last plan) lets the month outlook be reused for an hour."""
     tariff = load_tariff(cfg.tariff)
     tz = cfg.site.timezone
     opt = cfg.optimizer
@@ -333,12 +375,14 @@ def make_plan(cfg: TrueupConfig, *, at_utc: int | None = None, soc_percent: floa
                 k = min(len(hours), (horizon_end - start) // 3600)  # forecast hours first
                 opv[:k] = np.add.reduceat(pv, np.arange(0, n, 3600 // step_s))[:k]
                 oload[:k] = np.add.reduceat(load, np.arange(0, n, 3600 // step_s))[:k]
-                outlook = month_outlook(tariff, start, m_end, opv, oload, soc_kwh, b, cap,
-                                        used, horizon_end,
-                                        can_curtail_pv=cfg.site.can_curtail_pv,
-                                        solver=opt.solver, time_limit=opt.time_limit_s,
-                                        grid_charge_limit_kw=battery_spec(b).grid_charge_kw(
-                                            _backup_mode()))
+                outlook = _recent_outlook(previous, key, start, cap, used)
+                if outlook is None:
+                    outlook = month_outlook(
+                        tariff, start, m_end, opv, oload, soc_kwh, b, cap, used, horizon_end,
+                        can_curtail_pv=cfg.site.can_curtail_pv, solver=opt.solver,
+                        time_limit=opt.time_limit_s,
+                        grid_charge_limit_kw=battery_spec(b).grid_charge_kw(_backup_mode()))
+                    outlook_at[id(outlook)] = start
                 kwh = outlook.horizon_budget_kwh
             else:
                 share = (horizon_end - m_start) / (m_end - m_start)

@@ -1,0 +1,201 @@
+"""The daemon end to end on the simulated Powerwall with a fast clock: a week of jobs, a
+kill -9 in the middle of a month, the HTTP endpoint, and a real Prometheus scraping it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from adapters.gateway.simulated import SimClock
+from optimizer.billing import billing_state
+from optimizer.tariff import load_tariff
+from trueup.config import load_config
+from trueup.daemon import Daemon, Schedule, simulate
+from trueup.gateways import simulated_site
+from trueup.planning import parse_at
+
+JULY = parse_at("2025-07-01T00:00-07:00")
+COUNTERS = ("grid_import_wh", "grid_export_wh")
+
+
+def small_config():
+    """The example site, planned over 12 h in 30-minute steps (the jobs, not the plan's
+    size, are under test here)."""
+    cfg = load_config()
+    cfg.optimizer.horizon_hours = 12
+    cfg.optimizer.step_minutes = 30
+    return cfg
+
+
+def test_a_simulated_week_loses_no_interval_and_bills_like_the_engine(tmp_path):
+    """A week: a read every minute, a plan every 6 hours, writes through the rails.
+    Every 5-minute interval is stored complete, the stored kWh equal the simulator's
+    lifetime counters, the daemon's billing state equals the billing engine on the same
+    intervals, and the plans came on schedule."""
+    cfg = small_config()
+    clock = SimClock(JULY)
+    world = simulated_site(cfg, clock)
+    start_counters = {k: world.counters_wh[k] for k in COUNTERS}
+    daemon = Daemon(cfg, dry_run=False, clock=clock, gateway=world, data_dir=tmp_path,
+                    schedule=Schedule(plan_s=6 * 3600, rollup_s=6 * 3600))
+    daemon.start()
+    simulate(daemon, clock, JULY + 7 * 86400)
+
+    data = daemon.store.intervals(JULY, JULY + 7 * 86400, interval_s=300)
+    assert len(data) == 7 * 288  # no interval lost
+    assert np.all(np.diff(data.start_utc) == 300)
+    grid_in = (world.counters_wh["grid_import_wh"] - start_counters["grid_import_wh"]) / 1000
+    grid_out = (world.counters_wh["grid_export_wh"] - start_counters["grid_export_wh"]) / 1000
+    assert data.import_kwh.sum() == pytest.approx(grid_in, abs=1e-6)
+    assert data.export_kwh.sum() == pytest.approx(grid_out, abs=1e-6)
+
+    daemon.rollup_job()
+    saved = daemon.store.billing_state()
+    engine = billing_state(load_tariff(cfg.tariff), data)
+    assert saved.month_export_kwh == pytest.approx(engine.month_export_kwh)
+    assert saved.period_energy_charges == pytest.approx(engine.period_energy_charges)
+
+    plans = daemon.store.plans(JULY, JULY + 7 * 86400 + 1)
+    assert len(plans) == daemon.state.plans_made >= 7 * 4
+    gaps = np.diff([p.saved_at for p in plans])
+    assert gaps.max() <= 6 * 3600 + 60  # on schedule (events may add plans, never fewer)
+    assert daemon.store.writes(JULY)  # the plan's settings went through the rails
+    daemon.close()
+
+
+def _run_month(data_dir, *, start, end, kill_at=None) -> None:
+    """A dry-run daemon on a fresh simulated world that began at JULY (the world is a
+    function of time while nothing writes to it, so a new one continues the same world)."""
+    cfg = small_config()
+    clock = SimClock(JULY)
+    world = simulated_site(cfg, clock)
+    clock.advance(start - JULY)
+    daemon = Daemon(cfg, dry_run=True, clock=clock, gateway=world, data_dir=data_dir,
+                    schedule=Schedule(read_s=300, plan_s=10 * 86400, rollup_s=10 * 86400))
+    daemon.start()
+
+    def maybe_die(d):
+        if kill_at is not None and clock.now() >= kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)  # no flush, no close: a power cut
+
+    simulate(daemon, clock, end, on_step=maybe_die)
+    daemon.close()
+
+
+def test_kill_9_mid_month_then_restart_gives_the_uninterrupted_months_totals(tmp_path):
+    """A daemon is SIGKILLed on 14 July at 13:00, restarts 40 minutes later, and runs to the
+    month's end. Its stored July equals a daemon's that never stopped: the restart's gap
+    is bridged by the gateway's lifetime counters, nothing is lost or counted twice."""
+    end = parse_at("2025-08-01T00:00-07:00")
+    kill_at = parse_at("2025-07-14T13:00-07:00")
+    crashed, steady = tmp_path / "crashed", tmp_path / "steady"
+
+    pid = os.fork()
+    if pid == 0:  # the child runs until it kills itself
+        try:
+            _run_month(crashed, start=JULY, end=end, kill_at=kill_at)
+        finally:
+            os._exit(3)  # never reached on success: the child dies by SIGKILL
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+
+    _run_month(crashed, start=kill_at + 40 * 60, end=end)
+    _run_month(steady, start=JULY, end=end)
+
+    from adapters.store import open_store
+
+    with open_store(crashed) as a, open_store(steady) as b:
+        got = a.intervals(JULY, end, interval_s=3600)
+        want = b.intervals(JULY, end, interval_s=3600)
+    assert got.import_kwh.sum() == pytest.approx(want.import_kwh.sum(), abs=1e-6)
+    assert got.export_kwh.sum() == pytest.approx(want.export_kwh.sum(), abs=1e-6)
+    assert len(got) == len(want) == 31 * 24
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_http_endpoint_serves_metrics_health_and_the_plan(tmp_path):
+    from trueup.metrics import HttpEndpoint
+
+    cfg = small_config()
+    clock = SimClock(JULY)
+    daemon = Daemon(cfg, dry_run=True, clock=clock, gateway=simulated_site(cfg, clock),
+                    data_dir=tmp_path)
+    daemon.start()
+    http = HttpEndpoint("127.0.0.1:0", daemon.metrics, daemon.health,
+                        daemon.current_plan).start()
+    try:
+        base = f"http://{http.address}"
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(base + "/healthz")
+        assert e.value.code == 503  # nothing read or planned yet: unhealthy
+        clock.advance(60)
+        daemon.read_job()
+        daemon.plan_job()
+        health = json.loads(urllib.request.urlopen(base + "/healthz").read())
+        assert health["ok"] and health["dry_run"]
+        metrics = urllib.request.urlopen(base + "/metrics").read().decode()
+        assert "trueup_battery_soc_percent" in metrics and "trueup_dry_run 1.0" in metrics
+        plan = json.loads(urllib.request.urlopen(base + "/plan").read())
+        assert plan["status"] == "optimal" and plan["settings"]
+    finally:
+        http.stop()
+        daemon.close()
+
+
+def test_a_real_prometheus_scrapes_the_daemon(tmp_path):
+    """Debian's prometheus (deploy/ci-deps.sh installs it) scrapes the daemon's /metrics on
+    loopback; the query trueup_battery_soc_percent returns the simulated SOC."""
+    from trueup.metrics import HttpEndpoint
+
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is not installed: run `bash deploy/ci-deps.sh` (make test does)"
+    cfg = small_config()
+    clock = SimClock(JULY)
+    daemon = Daemon(cfg, dry_run=True, clock=clock, gateway=simulated_site(cfg, clock),
+                    data_dir=tmp_path / "data")
+    daemon.start()
+    clock.advance(60)
+    state = daemon.read_job()
+    http = HttpEndpoint("127.0.0.1:0", daemon.metrics, daemon.health,
+                        daemon.current_plan).start()
+    port = _free_port()
+    conf = tmp_path / "prometheus.yml"
+    conf.write_text("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: trueup\n"
+                    f"    static_configs:\n      - targets: ['{http.address}']\n")
+    proc = subprocess.Popen(
+        [binary, f"--config.file={conf}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        value = None
+        deadline = time.time() + 45
+        url = f"http://127.0.0.1:{port}/api/v1/query?query=trueup_battery_soc_percent"
+        while time.time() < deadline and value is None:
+            time.sleep(0.5)
+            try:
+                body = json.loads(urllib.request.urlopen(url, timeout=2).read())
+            except OSError:
+                continue
+            result = body.get("data", {}).get("result", [])
+            if result:
+                value = float(result[0]["value"][1])
+        assert value == pytest.approx(state.soc_percent)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        http.stop()
+        daemon.close()

@@ -1,0 +1,359 @@
+"""`trueup run`: the always-on daemon. It is the only owner of time.
+
+Jobs (APScheduler, each never overlapping itself, on a thread pool so a slow solve never
+blocks telemetry):
+
+* **read** (every minute): one gateway read → metrics → the store (raw reading, then the
+  intervals it completes: counters → kWh, idempotent) → events (grid outage, SOC far off
+  the plan) that ask for an early re-plan → the kill switch, if requested.
+* **plan** (every 15 minutes, or early on an event): history from the store → plan →
+  settings → the one in force now through the safety rails → the write recorded.
+* **rollup** (every 15 minutes): billing state from the stored intervals → metrics/store.
+
+Signals: SIGTERM/SIGINT stop after the job in flight (a write finishes; the store is
+flushed and closed); SIGHUP reloads the configuration; SIGUSR1 trips the kill switch.
+With no configuration: the example site on the simulated gateway, dry run.
+Times are UTC epoch seconds from the injected clock; energies kWh; SOC app %.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from adapters.gateway.base import Clock, Gateway, SiteState, SystemClock
+from adapters.gateway.dryrun import DryRunGateway
+from adapters.gateway.safety import SafeGateway, install_kill_signal
+from adapters.telemetry import readings_to_intervals
+from optimizer.billing import billing_state
+from optimizer.tariff import load_tariff
+from trueup.config import TrueupConfig, load_config
+from trueup.metrics import HttpEndpoint, Metrics
+from trueup.planning import PlanResult, make_plan
+
+log = logging.getLogger("trueup.daemon")
+
+TELEMETRY_INTERVAL_S = 300
+BRIDGE_GAP_S = 14 * 86400  # counters bridge a restart gap up to two weeks
+SOC_OFF_PLAN_PERCENT = 10.0
+MIN_REPLAN_S = 300.0  # events never re-plan more often than this
+SOC_EVENT_MIN_AGE_S = 1800.0
+
+
+@dataclass
+class Schedule:
+    """How often the jobs run (seconds)."""
+
+    read_s: float = 60.0
+    plan_s: float = 900.0
+    rollup_s: float = 900.0
+    # health: telemetry / plans older than this are stale
+    stale_read_s: float = 300.0
+    stale_plan_s: float = 2700.0
+
+
+@dataclass
+class DaemonState:
+    last_state: SiteState | None = None
+    last_read_at: float | None = None
+    last_plan: PlanResult | None = None
+    last_plan_at: float | None = None
+    plans_made: int = 0
+    replan_reason: str | None = None
+    events: list[str] = field(default_factory=list)
+
+
+class Daemon:
+    """The jobs and their shared state; :func:`run` schedules them in real time, tests
+    call them directly with a simulated clock."""
+
+    def __init__(self, cfg: TrueupConfig, *, dry_run: bool, clock: Clock | None = None,
+                 gateway: Gateway | None = None, store=None, data_dir: str | Path | None = None,
+                 schedule: Schedule | None = None) -> None:
+        from adapters.store import default_data_dir, open_store
+        from trueup.gateways import build_gateway
+
+        self.cfg = cfg
+        self.dry_run = dry_run
+        self.clock = clock or SystemClock()
+        self.schedule = schedule or Schedule()
+        self.data_dir = Path(data_dir) if data_dir else default_data_dir()
+        self.store = store if store is not None else open_store(self.data_dir, clock=self.clock)
+        raw = gateway if gateway is not None else build_gateway(cfg, self.clock)
+        inner = DryRunGateway(raw, self.clock) if dry_run else raw
+        self.gateway = SafeGateway(inner, cfg.rails(), self.clock,
+                                   owner_file=self.data_dir / "owner-settings.json")
+        self.metrics = Metrics()
+        self.metrics.dry_run.set(1.0 if dry_run else 0.0)
+        self.state = DaemonState()
+        self._lock = threading.Lock()  # guards self.state between the job threads
+        self._anchor_t: float | None = None  # reading before the oldest unfinished interval
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Learn the owner's settings; resume telemetry from the last stored reading so a
+        restart's gap is bridged by the counters, not lost."""
+        self.gateway.start()
+        now = self.clock.now()
+        before = self.store.readings(now - BRIDGE_GAP_S, now)
+        if before:
+            self._anchor_t = before[-1].timestamp
+            log.info("resuming after a stop: last reading %.0f s ago", now - self._anchor_t)
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- jobs --------------------------------------------------------------------------
+
+    def read_job(self) -> SiteState:
+        """One read: metrics, store, intervals, events."""
+        self.gateway.service_kill()
+        state = self.gateway.read()
+        now = self.clock.now()
+        self.metrics.observe_state(state)
+        for name in state.unknown:
+            if name in ("soc_percent", "grid_w"):
+                self.metrics.gateway_errors_total.labels(op="read").inc()
+                break
+        self.store.add_readings([state])
+        self._store_intervals(now)
+        with self._lock:
+            previous = self.state.last_state
+            self.state.last_state = state
+            self.state.last_read_at = now
+            self._events(previous, state)
+        return state
+
+    def _store_intervals(self, now: float) -> None:
+        """Intervals from the readings since the anchor (idempotent: the store keeps the
+        best version of each interval, so recomputing the one in progress is harmless)."""
+        since = self._anchor_t if self._anchor_t is not None else now - 2 * TELEMETRY_INTERVAL_S
+        readings = self.store.readings(since, now + 1)
+        if len(readings) < 2:
+            if readings and self._anchor_t is None:
+                self._anchor_t = readings[0].timestamp
+            return
+        tel = readings_to_intervals(
+            readings, TELEMETRY_INTERVAL_S, max_gap_s=BRIDGE_GAP_S,
+            topology=self.cfg.site.metering_topology,
+            max_power_kw=self.cfg.optimizer.service_limit_kw + self.cfg.battery.max_charge_kw,
+            source="gateway telemetry")
+        if len(tel.data):
+            self.store.add_telemetry(tel)
+        # the next window starts at the last reading before the last finished boundary
+        boundary = now - now % TELEMETRY_INTERVAL_S
+        older = [r.timestamp for r in readings if r.timestamp <= boundary]
+        if older:
+            self._anchor_t = older[-1]
+
+    def _events(self, previous: SiteState | None, state: SiteState) -> None:
+        if state.grid_status == "down" and (previous is None or previous.grid_status != "down"):
+            self._ask_replan("grid outage")
+        plan = self.state.last_plan
+        # in a dry run nothing carries the plan out, so the SOC is expected to drift from it;
+        # a fresh plan gets half an hour before its SOC is held against it
+        if (self.dry_run or plan is None or not plan.plan.ok or state.soc_percent is None
+                or self.state.last_plan_at is None
+                or self.clock.now() - self.state.last_plan_at < SOC_EVENT_MIN_AGE_S):
+            return
+        x = plan.inputs
+        step_s = x.step_hours * 3600
+        pos = (self.clock.now() - x.prices.start_utc[0]) / step_s
+        k = int(pos)
+        if 0 <= k < len(plan.plan.soc_kwh):
+            before = x.soc_kwh if k == 0 else plan.plan.soc_kwh[k - 1]
+            planned_kwh = before + (plan.plan.soc_kwh[k] - before) * (pos - k)
+            planned = 100 * planned_kwh / x.battery.usable_kwh
+            if abs(planned - state.soc_percent) > SOC_OFF_PLAN_PERCENT:
+                self._ask_replan(f"SOC {state.soc_percent:.0f}% is far from the plan's "
+                                 f"{planned:.0f}%")
+
+    def _ask_replan(self, reason: str) -> None:
+        if self.state.replan_reason is None:
+            self.state.replan_reason = reason
+            self.state.events = [*self.state.events[-99:], reason]
+            log.info("re-plan requested: %s", reason)
+
+    def replan_due(self, now: float) -> bool:
+        with self._lock:
+            last = self.state.last_plan_at
+            if last is None or now - last >= self.schedule.plan_s:
+                return True
+            return self.state.replan_reason is not None and now - last >= MIN_REPLAN_S
+
+    def plan_job(self) -> PlanResult | None:
+        """Plan from the history so far and apply the setting in force now."""
+        now = self.clock.now()
+        with self._lock:
+            state = self.state.last_state
+            last_good = self.state.last_plan
+            reason = self.state.replan_reason
+            self.state.replan_reason = None
+        soc = state.soc_percent if state is not None else None
+        history = self._history(now)
+        t0 = time.perf_counter()
+        result = make_plan(self.cfg, at_utc=int(now), soc_percent=soc, history=history,
+                           last_good=last_good if last_good and last_good.plan.ok else None,
+                           previous=last_good)
+        self.metrics.plan_solve_seconds.observe(time.perf_counter() - t0)
+        out = result.to_json()
+        if reason:
+            out["trigger"] = reason
+        self.store.save_plan(out, saved_at=now)
+        self._observe_plan(result, now)
+        if result.schedule and result.schedule.entries:
+            entry = _entry_in_force(result, now)
+            applied = self.gateway.apply(entry.settings)
+            self.store.record_write(applied, now)
+            if applied.errors:
+                self.metrics.gateway_errors_total.labels(op="write").inc()
+            self.metrics.observe_write(entry.settings, applied.written)
+        with self._lock:
+            self.state.last_plan = result
+            self.state.last_plan_at = now
+            self.state.plans_made += 1
+        return result
+
+    def _history(self, now: float):
+        """The stored intervals of the last year (the settlement period so far)."""
+        start = int(now - 366 * 86400)
+        data = self.store.intervals(start, int(now), interval_s=TELEMETRY_INTERVAL_S)
+        return data if len(data) else None
+
+    def _observe_plan(self, result: PlanResult, now: float) -> None:
+        m, p = self.metrics, result.plan
+        if np.isfinite(p.objective):
+            m.plan_objective_dollars.set(p.objective)
+        m.last_plan_timestamp_seconds.set(now)
+        if result.outlook is not None:
+            m.export_cap_kwh.set(result.outlook.cap_kwh)
+            m.export_cap_used_kwh.set(result.outlook.used_kwh)
+        if p.true_up_due is not None:
+            m.true_up_projected_dollars.set(p.true_up_due)
+        for kind in ("pv", "load"):
+            m.forecast_age_seconds.labels(kind=kind).set(0.0)  # offline forecasts: fresh
+
+    def rollup_job(self) -> None:
+        """The billing state of the stored intervals, for metrics and the store."""
+        now = self.clock.now()
+        data = self._history(now)
+        if data is None:
+            return
+        tariff = load_tariff(self.cfg.tariff)
+        st = billing_state(tariff, data, true_up_month=self.cfg.optimizer.true_up_month,
+                           export_cap_kwh=self.cfg.optimizer.export_cap_kwh)
+        self.store.save_billing_state(st, computed_at=now)
+        if st.export_cap_kwh is not None:
+            self.metrics.export_cap_kwh.set(st.export_cap_kwh)
+        self.metrics.export_cap_used_kwh.set(st.export_cap_used_kwh)
+
+    # -- health and /plan --------------------------------------------------------------
+
+    def health(self) -> tuple[bool, dict]:
+        now = self.clock.now()
+        with self._lock:
+            read_age = None if self.state.last_read_at is None else now - self.state.last_read_at
+            plan_age = None if self.state.last_plan_at is None else now - self.state.last_plan_at
+        ok = (read_age is not None and read_age <= self.schedule.stale_read_s
+              and plan_age is not None and plan_age <= self.schedule.stale_plan_s)
+        return ok, {"ok": ok, "telemetry_age_s": read_age, "plan_age_s": plan_age,
+                    "dry_run": self.dry_run, "kill_switch": self.gateway.killed}
+
+    def current_plan(self) -> dict | None:
+        with self._lock:
+            plan = self.state.last_plan
+        return plan.to_json() if plan is not None else None
+
+    def reload(self, path: str | None) -> None:
+        """SIGHUP: read the configuration again (the gateway and rails keep running)."""
+        try:
+            cfg = load_config(path)
+        except Exception as e:  # keep running on the old config, loudly
+            log.error("reload failed, keeping the running configuration: %s", e)
+            return
+        self.cfg = cfg
+        log.info("configuration reloaded from %s", cfg.source)
+
+
+def _entry_in_force(result: PlanResult, now: float):
+    entries = result.schedule.entries
+    current = entries[0]
+    for e in entries:
+        if e.start_utc <= now:
+            current = e
+    return current
+
+
+def simulate(daemon: Daemon, clock, until: float, *, on_step=None) -> None:
+    """Run the jobs on a simulated clock (``clock.advance``) until ``until``: the same jobs
+    as :func:`run`, at the same cadence, as fast as the machine goes."""
+    s = daemon.schedule
+    next_rollup = clock.now()
+    while clock.now() < until:
+        clock.advance(s.read_s)
+        daemon.read_job()
+        now = clock.now()
+        if daemon.replan_due(now):
+            daemon.plan_job()
+        if now >= next_rollup:
+            daemon.rollup_job()
+            next_rollup = now + s.rollup_s
+        if on_step is not None:
+            on_step(daemon)
+
+
+def run(config: str | None, *, dry_run: bool, data_dir: str | None = None) -> int:
+    """Run until SIGTERM: the scheduler, the HTTP endpoint, the signal handlers."""
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    cfg = load_config(config)
+    if config is None:
+        dry_run = True  # the built-in example site never writes
+    daemon = Daemon(cfg, dry_run=dry_run, data_dir=data_dir)
+    daemon.start()
+    http = HttpEndpoint(cfg.http.bind, daemon.metrics, daemon.health,
+                        daemon.current_plan).start()
+    log.info("trueup running (%s, %s): http://%s/metrics", cfg.source,
+             "dry run" if dry_run else "writing through the safety rails", http.address)
+    sched = BackgroundScheduler(executors={"default": ThreadPoolExecutor(4)},
+                                job_defaults={"max_instances": 1, "coalesce": True,
+                                              "misfire_grace_time": 120})
+    s = daemon.schedule
+    sched.add_job(daemon.read_job, "interval", seconds=s.read_s, id="read",
+                  next_run_time=_now_dt())
+    sched.add_job(_plan_if_due(daemon), "interval", seconds=30, id="plan",
+                  next_run_time=_now_dt())
+    sched.add_job(daemon.rollup_job, "interval", seconds=s.rollup_s, id="rollup")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: daemon.reload(config))
+    install_kill_signal(daemon.gateway)
+    sched.start()
+    stop.wait()
+    log.info("stopping: finishing the job in flight")
+    sched.shutdown(wait=True)
+    http.stop()
+    daemon.close()
+    return 0
+
+
+def _plan_if_due(daemon: Daemon):
+    def job() -> None:
+        if daemon.replan_due(daemon.clock.now()):
+            daemon.plan_job()
+    return job
+
+
+def _now_dt():
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
