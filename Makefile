@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/trueup demo
+	$(BIN)/trueup run
 
 test: $(STAMP)
 	bash deploy/ci-deps.sh

@@ -199,3 +199,49 @@ def test_a_real_prometheus_scrapes_the_daemon(tmp_path):
         proc.wait(10)
         http.stop()
         daemon.close()
+
+
+def test_the_gateway_password_never_reaches_logs_metrics_the_plan_or_errors(
+        tmp_path, caplog, monkeypatch):
+    """A daemon reading a (fake) Powerwall through pypowerwall with the customer password
+    'S3cret': after reads, a plan, a refused write and a login failure, the password is in
+    no log record (DEBUG included), metric, /plan JSON or error message."""
+    import logging
+
+    from adapters.gateway.powerwall import PowerwallGateway
+    from tests.fake_gateway import FakeGateway
+    from trueup.logs import RedactingFilter
+
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    secret = "S3cret"
+    pw = tmp_path / "gw_password"
+    pw.write_text(secret + "\n")
+    pw.chmod(0o600)
+    auth = tmp_path / "auth"
+    auth.mkdir(mode=0o700)
+    caplog.set_level(logging.DEBUG)
+    texts = []
+    with FakeGateway() as fake:
+        gw = PowerwallGateway(host=fake.host, mode="none", authpath=str(auth),
+                              password_file=str(pw))
+        cfg = small_config()
+        daemon = Daemon(cfg, dry_run=False, gateway=gw, data_dir=tmp_path / "data")
+        daemon.start()
+        daemon.read_job()
+        result = daemon.plan_job()
+        texts += [daemon.metrics.exposition().decode(), json.dumps(daemon.current_plan())]
+        texts += [str(e) for w in daemon.store.writes(0) for e in w.result.errors]
+        fake.state.password = "changed"  # now the login fails: its message, too
+        fake.expire_sessions()
+        texts.append(repr(daemon.read_job()))
+        daemon.close()
+        gw.close()
+    texts += [r.getMessage() for r in caplog.records]
+    assert result is not None and texts
+    assert not [t for t in texts if secret in t]
+    # and the second guard masks a secret that a message did contain
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "login %s failed", (secret,),
+                               None)
+    RedactingFilter([secret]).filter(record)
+    assert record.getMessage() == "login *** failed"

@@ -14,6 +14,7 @@ from optimizer.errors import InputError
 
 EPILOG = """\
 examples:
+  trueup run                                    the daemon (example site, simulated, dry run)
   trueup demo                                   bill the built-in example year
   trueup status                                 read the Powerwall once (the first thing to run)
   trueup plan                                   the battery plan for the next 48 h (dry run)
@@ -205,7 +206,30 @@ def build_parser() -> argparse.ArgumentParser:
     stp.add_argument("--config", metavar="FILE",
                      help="trueup.toml (default: the built-in example site, simulated)")
     stp.add_argument("--json", action="store_true", help="print the reading as JSON")
-    d = sub.add_parser("demo", help="bill the built-in example year (what `make run` shows)")
+    r = sub.add_parser(
+        "run",
+        help="the daemon: read, forecast, plan and apply, always on",
+        description=(
+            "Run trueup as a daemon: read the gateway every minute, plan every 15 minutes "
+            "(and on events: a grid outage, the SOC far from the plan), apply the setting in "
+            "force through the safety rails, keep every metered interval in the store, and "
+            "serve /metrics, /healthz and /plan on [http] bind. Stop with SIGTERM (the write "
+            "in flight finishes); SIGHUP reloads the configuration; SIGUSR1 trips the kill "
+            "switch. With no --config: the example site on the simulated gateway, dry run."
+        ),
+        epilog="examples:\n  trueup run                                 (what `make run` does)\n"
+               "  trueup run --config /etc/trueup/trueup.toml --dry-run\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    r.add_argument("--config", metavar="FILE", help="trueup.toml (default: the example site)")
+    r.add_argument("--dry-run", action="store_true",
+                   help="only log and record the settings it would write")
+    r.add_argument("--data-dir", metavar="DIR",
+                   help="where the store lives (default: $STATE_DIRECTORY under systemd, "
+                   "else the user data directory)")
+    r.add_argument("--log-format", choices=["text", "json"], default="text",
+                   help="one line per event, as text or JSON")
+    d = sub.add_parser("demo", help="bill the built-in example year")
     d.add_argument("--out", default="build/example-usage.csv",
                    help="where to write the example interval CSV")
     return parser
@@ -457,6 +481,17 @@ def cmd_import(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    from trueup.config import load_config
+    from trueup.daemon import run
+    from trueup.logs import secret_values, setup_logging
+
+    cfg = load_config(args.config)  # errors here exit 2 before anything starts
+    setup_logging(args.log_format, secrets=secret_values(cfg.gateway.password_file))
+    return run(args.config, dry_run=args.dry_run or args.config is None,
+               data_dir=args.data_dir)
+
+
 def cmd_demo(args) -> int:
     from optimizer.billing import bill, load_only
     from optimizer.tariff import load_tariff
@@ -495,6 +530,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_tariff(args)
         if args.cmd == "demo":
             return cmd_demo(args)
+        if args.cmd == "run":
+            return cmd_run(args)
         if args.cmd == "plan":
             return cmd_plan(args)
         if args.cmd == "status":
