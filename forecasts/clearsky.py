@@ -24,7 +24,6 @@ from typing import Literal
 
 import numpy as np
 
-from forecasts import pvmodel
 from optimizer.site import PVArray
 
 # expected share of clear-sky output by calendar month (coastal California, assumption [U])
@@ -65,6 +64,8 @@ def clear_sky_kw(utc_s: np.ndarray, latitude: float, longitude: float, array: PV
     """AC kW of one array at UTC epoch seconds ``utc_s`` (instants) under a clear sky."""
     if model == "pvlib":
         t = np.asarray(utc_s, dtype=np.int64)
+        from forecasts import pvmodel  # pvlib (with pandas, scipy): ~100 MB, loaded on use
+
         return pvmodel.clear_sky_ac_kw(t.ravel(), latitude, longitude, [array])[0].reshape(
             t.shape)
     return _simple_kw(utc_s, latitude, longitude, array)
@@ -85,6 +86,8 @@ def expected_pv_kwh(starts_utc: np.ndarray, step_s: int, latitude: float, longit
         if not arrays or starts.size == 0:
             kw = np.zeros(starts.shape, dtype=float)
         else:
+            from forecasts import pvmodel  # pvlib, loaded only when asked for
+
             kw = pvmodel.clear_sky_ac_kw(mid.ravel(), latitude, longitude,
                                          arrays).sum(axis=0).reshape(starts.shape)
     else:
