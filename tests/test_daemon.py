@@ -245,3 +245,28 @@ def test_the_gateway_password_never_reaches_logs_metrics_the_plan_or_errors(
                                None)
     RedactingFilter([secret]).filter(record)
     assert record.getMessage() == "login *** failed"
+
+
+def test_a_configured_provider_that_cannot_be_reached_falls_back_and_the_plan_says_so(
+        tmp_path):
+    """[forecast.solar] asks for Open-Meteo; the network is not there (tests block it):
+    the forecast job records why it was skipped, the clear-sky forecast is used, and the
+    plan names its PV source."""
+    cfg_file = tmp_path / "trueup.toml"
+    cfg_file.write_text('[forecast.solar]\nproviders = ["open_meteo", "clear_sky"]\n'
+                        'timeout_s = 1\n')
+    cfg = load_config(cfg_file)
+    cfg.optimizer.horizon_hours = 12
+    clock = SimClock(JULY)
+    daemon = Daemon(cfg, dry_run=True, clock=clock, gateway=simulated_site(cfg, clock),
+                    data_dir=tmp_path / "data")
+    daemon.start()
+    clock.advance(60)
+    daemon.read_job()
+    daemon.forecast_job()
+    solar = daemon.state.solar
+    assert solar is not None and solar.provider == "clear_sky"
+    assert any("open_meteo" in str(s) for s in solar.skipped)
+    plan = daemon.plan_job()
+    assert plan.forecast_sources["pv"].startswith("clear_sky")
+    daemon.close()

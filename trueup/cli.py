@@ -377,7 +377,16 @@ def cmd_plan(args) -> int:
 
         history = read_usage(args.usage, tz=cfg.site.timezone, allow_gaps=True,
                              topology=cfg.site.metering_topology)
-    result = make_plan(cfg, at_utc=at, soc_percent=args.soc, history=history)
+    solar = None
+    if [p for p in cfg.forecast.solar.providers if p != "clear_sky"]:
+        import time
+
+        from forecasts.solar import build_forecaster, make_request
+
+        solar = build_forecaster(cfg.forecast.solar).forecast(make_request(
+            cfg.site, cfg.pv, start_utc=at if at is not None else time.time(),
+            hours=cfg.forecast.solar.hours))
+    result = make_plan(cfg, at_utc=at, soc_percent=args.soc, history=history, solar=solar)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:

@@ -34,6 +34,26 @@ class GatewaySection(_Section):
     password_file: str = "/etc/trueup/gw_password"
 
 
+def _offline_solar():
+    from forecasts.solar import SolarSettings
+
+    # trueup's default is offline (clear sky); add "open_meteo" (no key), "forecast_solar"
+    # or "solcast" (keys in files) in [forecast.solar] providers
+    return SolarSettings(providers=["clear_sky"])
+
+
+class ForecastSection(_Section):
+    """``[forecast]``: ``[forecast.solar]`` is forecasts/solar.py's ``SolarSettings``."""
+
+    solar: Any = Field(default_factory=_offline_solar)
+
+    def model_post_init(self, _context) -> None:
+        from forecasts.solar import SolarSettings
+
+        if not isinstance(self.solar, SolarSettings):
+            object.__setattr__(self, "solar", SolarSettings.model_validate(self.solar))
+
+
 class SafetySection(_Section):
     """The safety rails every write passes through (adapters/gateway/safety.py). The
     reserve floor is ``battery.backup_floor_percent``."""
@@ -75,6 +95,7 @@ class TrueupConfig(BaseSettings):
     gateway: GatewaySection = GatewaySection()
     http: HttpSection = HttpSection()
     safety: SafetySection = SafetySection()
+    forecast: ForecastSection = Field(default_factory=ForecastSection)
     optimizer: OptimizerSection = OptimizerSection()
     source: str = "built-in example site"
 

@@ -51,6 +51,7 @@ class Schedule:
     """How often the jobs run (seconds)."""
 
     read_s: float = 60.0
+    forecast_s: float = 1800.0
     plan_s: float = 900.0
     rollup_s: float = 900.0
     # health: telemetry / plans older than this are stale
@@ -65,6 +66,7 @@ class DaemonState:
     last_plan: PlanResult | None = None
     last_plan_at: float | None = None
     plans_made: int = 0
+    solar: object | None = None  # the latest forecasts.solar.SolarForecast
     replan_reason: str | None = None
     events: list[str] = field(default_factory=list)
 
@@ -92,6 +94,14 @@ class Daemon:
         self.metrics = Metrics()
         self.metrics.dry_run.set(1.0 if dry_run else 0.0)
         self.state = DaemonState()
+        self.forecaster = None
+        remote = [p for p in cfg.forecast.solar.providers if p != "clear_sky"]
+        if remote:
+            from forecasts.solar import build_forecaster
+
+            self.forecaster = build_forecaster(cfg.forecast.solar,
+                                               cache=self.store.forecast_cache,
+                                               clock=self.clock.now)
         self._lock = threading.Lock()  # guards self.state between the job threads
         self._anchor_t: float | None = None  # reading before the oldest unfinished interval
 
@@ -188,6 +198,27 @@ class Daemon:
                 return True
             return self.state.replan_reason is not None and now - last >= MIN_REPLAN_S
 
+    def forecast_job(self) -> None:
+        """Refresh the solar forecast through the providers' chain (each provider keeps
+        its own limits; failures fall back, with the reason, down to clear sky)."""
+        if self.forecaster is None:
+            return
+        from forecasts.solar import make_request
+
+        now = self.clock.now()
+        req = make_request(self.cfg.site, self.cfg.pv, start_utc=now,
+                           hours=self.cfg.forecast.solar.hours)
+        try:
+            solar = self.forecaster.forecast(req)
+        except Exception as e:  # never let a provider take the daemon down
+            log.error("solar forecast failed, keeping the last one: %s", e)
+            self.metrics.gateway_errors_total.labels(op="forecast").inc()
+            return
+        for skip in getattr(solar, "skipped", ()):
+            log.info("solar forecast: skipped %s", skip)
+        with self._lock:
+            self.state.solar = solar
+
     def plan_job(self) -> PlanResult | None:
         """Plan from the history so far and apply the setting in force now."""
         now = self.clock.now()
@@ -199,9 +230,11 @@ class Daemon:
         soc = state.soc_percent if state is not None else None
         history = self._history(now)
         t0 = time.perf_counter()
+        with self._lock:
+            solar = self.state.solar
         result = make_plan(self.cfg, at_utc=int(now), soc_percent=soc, history=history,
                            last_good=last_good if last_good and last_good.plan.ok else None,
-                           previous=last_good)
+                           previous=last_good, solar=solar)
         self.metrics.plan_solve_seconds.observe(time.perf_counter() - t0)
         out = result.to_json()
         if reason:
@@ -237,8 +270,10 @@ class Daemon:
             m.export_cap_used_kwh.set(result.outlook.used_kwh)
         if p.true_up_due is not None:
             m.true_up_projected_dollars.set(p.true_up_due)
-        for kind in ("pv", "load"):
-            m.forecast_age_seconds.labels(kind=kind).set(0.0)  # offline forecasts: fresh
+        solar = self.state.solar
+        age = (now - solar.fetched_at) if solar is not None else 0.0  # offline: computed now
+        m.forecast_age_seconds.labels(kind="pv").set(max(0.0, age))
+        m.forecast_age_seconds.labels(kind="load").set(0.0)  # from the store's history
 
     def rollup_job(self) -> None:
         """The billing state of the stored intervals, for metrics and the store."""
@@ -295,11 +330,14 @@ def simulate(daemon: Daemon, clock, until: float, *, on_step=None) -> None:
     """Run the jobs on a simulated clock (``clock.advance``) until ``until``: the same jobs
     as :func:`run`, at the same cadence, as fast as the machine goes."""
     s = daemon.schedule
-    next_rollup = clock.now()
+    next_rollup = next_forecast = clock.now()
     while clock.now() < until:
         clock.advance(s.read_s)
         daemon.read_job()
         now = clock.now()
+        if now >= next_forecast:
+            daemon.forecast_job()
+            next_forecast = now + s.forecast_s
         if daemon.replan_due(now):
             daemon.plan_job()
         if now >= next_rollup:
@@ -332,6 +370,8 @@ def run(config: str | None, *, dry_run: bool, data_dir: str | None = None) -> in
     sched.add_job(_plan_if_due(daemon), "interval", seconds=30, id="plan",
                   next_run_time=_now_dt())
     sched.add_job(daemon.rollup_job, "interval", seconds=s.rollup_s, id="rollup")
+    sched.add_job(daemon.forecast_job, "interval", seconds=s.forecast_s, id="forecast",
+                  next_run_time=_now_dt())
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

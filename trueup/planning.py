@@ -126,13 +126,41 @@ def _month_bounds_utc(key: int, tz: str, read_day: int) -> tuple[int, int]:
     return int(start.timestamp()), int(end.timestamp())
 
 
+def _from_forecast(solar, starts: np.ndarray, step_s: int) -> tuple[np.ndarray, np.ndarray]:
+    """The solar forecast's kWh on the plan's steps (sums or even splits of its 15-minute
+    steps) and a mask of the steps it covers."""
+    f_starts = np.asarray(solar.starts_utc, dtype=np.int64)
+    f_kwh = solar.planning_kwh
+    fs = solar.step_s
+    out = np.zeros(len(starts))
+    covered = np.zeros(len(starts), dtype=bool)
+    for i, t in enumerate(starts):
+        if step_s >= fs:
+            sel = (f_starts >= t) & (f_starts < t + step_s)
+            if sel.sum() == step_s // fs:
+                out[i], covered[i] = float(f_kwh[sel].sum()), True
+        else:
+            j = np.flatnonzero((f_starts <= t) & (t < f_starts + fs))
+            if len(j):
+                out[i], covered[i] = float(f_kwh[j[0]]) * step_s / fs, True
+    return out, covered
+
+
 def _expected(cfg: TrueupConfig, starts: np.ndarray, step_s: int, tz: str,
-              history: IntervalData | None) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+              history: IntervalData | None, solar=None
+              ) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     site = cfg.site
     month = local_fields(starts, tz).month
     pv = expected_pv_kwh(starts, step_s, site.latitude, site.longitude, cfg.pv, month)
+    pv_src = "offline clear-sky × monthly clearness"
+    if solar is not None:
+        forecast, covered = _from_forecast(solar, starts, step_s)
+        if covered.any():
+            pv = np.where(covered, forecast, pv)
+            pv_src = (f"{solar.provider} ({int(covered.sum())} of {len(starts)} steps; the "
+                      "rest clear-sky × clearness)") if not covered.all() else solar.provider
     load, load_src = expected_load_kwh(starts, step_s, tz, history)
-    return pv, load, {"pv": "offline clear-sky × monthly clearness", "load": load_src}
+    return pv, load, {"pv": pv_src, "load": load_src}
 
 
 @dataclass(frozen=True)
@@ -323,10 +351,12 @@ def _recent_outlook(previous: PlanResult | None, key: int, start: int, cap: floa
 
 def make_plan(cfg: TrueupConfig, *, at_utc: int | None = None, soc_percent: float | None = None,
               history: IntervalData | None = None, last_good: PlanResult | None = None,
-              previous: PlanResult | None = None) -> PlanResult:
+              previous: PlanResult | None = None, solar=None) -> PlanResult:
     """One plan from the configuration, the battery's SOC and the history so far.
 
-    ``previous`` (the daemon's last plan) lets the month outlook be reused for an hour."""
+    ``previous`` (the daemon's last plan) lets the month outlook be reused for an hour.
+    ``solar`` (a forecasts.solar.SolarForecast) replaces the offline PV estimate where it
+    covers the horizon's steps."""
     tariff = load_tariff(cfg.tariff)
     tz = cfg.site.timezone
     opt = cfg.optimizer
@@ -348,7 +378,7 @@ def make_plan(cfg: TrueupConfig, *, at_utc: int | None = None, soc_percent: floa
         notes.append(f"history after the plan's start ignored ({later} intervals)")
     if history is not None and not len(history):
         history = None
-    pv, load, sources = _expected(cfg, starts, step_s, tz, history)
+    pv, load, sources = _expected(cfg, starts, step_s, tz, history, solar)
     prices = step_prices(tariff, starts)
     true_up_month = opt.true_up_month or tariff.spec.settlement.true_up_month
     caps = opt.export_cap_kwh
