@@ -137,3 +137,21 @@ def test_when_credit_is_forfeited_the_plan_does_not_buy_peak_energy_to_hoard_it(
     grid_charge = np.maximum(p.charge_kwh - surplus, 0.0)
     floor = x.battery.floor_kwh
     assert grid_charge.sum() <= floor / x.battery.charge_efficiency + 0.01
+
+
+def test_a_tariff_whose_cap_is_the_pv_estimate_gets_it_from_the_arrays(tmp_path):
+    """estimate = "pv" and no caps in the config: the plan models the arrays' monthly PV
+    (PVWatts on pvlib's typical-year file) as July's cap and says so."""
+    from optimizer.tariff import bundled_path
+
+    text = bundled_path("pge-ev2a-nem2ps-2024").read_text().replace(
+        "monthly_kwh = [310, 370, 520, 610, 700, 720, 730, 690, 590, 470, 340, 290]",
+        'estimate = "pv"')
+    (tmp_path / "t.toml").write_text(text)
+    (tmp_path / "trueup.toml").write_text(f'tariff = "{tmp_path / "t.toml"}"\n')
+    r = make_plan(load_config(tmp_path / "trueup.toml"), at_utc=AT, soc_percent=50)
+    from forecasts.nem_ps import estimate_monthly_kwh
+
+    july = estimate_monthly_kwh(load_config().pv).monthly_kwh[6]
+    assert r.outlook.cap_kwh == pytest.approx(july)
+    assert any("export cap estimated from the arrays" in n for n in r.notes)

@@ -312,6 +312,18 @@ def _self_powered(pv: np.ndarray, load: np.ndarray, cfg: TrueupConfig
     return sim.import_kwh, sim.export_kwh
 
 
+def _estimated_caps(cfg: TrueupConfig, notes: list[str]) -> list[float]:
+    """The tariff's cap is the utility's PV estimate: model it for the configured arrays
+    (forecasts/nem_ps.py: pvlib PVWatts on a typical-year weather file)."""
+    from forecasts.nem_ps import estimate_monthly_kwh
+
+    est = estimate_monthly_kwh(cfg.pv)
+    notes.append(f"export cap estimated from the arrays ({est.annual_kwh:,.0f} kWh/yr, "
+                 f"{est.station} typical year): put the figures from your NEM statement in "
+                 "[optimizer] export_cap_kwh when you have them")
+    return list(est.monthly_kwh)
+
+
 def _month_exports_so_far(cfg: TrueupConfig, tariff: Tariff, history: IntervalData | None,
                           state: BillingState | None, key: int, m_start: int, start: int,
                           tz: str, notes: list[str]) -> float:
@@ -382,6 +394,9 @@ def make_plan(cfg: TrueupConfig, *, at_utc: int | None = None, soc_percent: floa
     prices = step_prices(tariff, starts)
     true_up_month = opt.true_up_month or tariff.spec.settlement.true_up_month
     caps = opt.export_cap_kwh
+    cap_spec = tariff.spec.export_cap
+    if caps is None and cap_spec is not None and cap_spec.estimate == "pv":
+        caps = _estimated_caps(cfg, notes)
     state = None
     if history is not None:
         state = billing_state(tariff, history, true_up_month=true_up_month,
