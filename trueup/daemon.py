@@ -157,9 +157,13 @@ class Daemon:
             source="gateway telemetry")
         if len(tel.data):
             self.store.add_telemetry(tel)
-        # the next window starts at the last reading before the last finished boundary
+        # the next window starts at the last reading with counters before the last
+        # finished boundary: readings during an outage carry none, and the counters must
+        # bridge the outage from the last good one
         boundary = now - now % TELEMETRY_INTERVAL_S
-        older = [r.timestamp for r in readings if r.timestamp <= boundary]
+        older = [r.timestamp for r in readings
+                 if r.timestamp <= boundary and r.grid_import_wh is not None
+                 and r.grid_export_wh is not None]
         if older:
             self._anchor_t = older[-1]
 

@@ -8,7 +8,6 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from forecasts import pvmodel
 from forecasts.clearsky import MONTHLY_CLEARNESS
 from forecasts.providers.base import ForecastRequest, Limits, ProviderOutput
 
@@ -24,6 +23,8 @@ def expected_kwh(req: ForecastRequest, *, clearness: bool = True) -> np.ndarray:
     """kWh per array and step, shape (len(arrays), n_steps): clear sky at mid-step, times the
     local month's clearness unless ``clearness`` is False."""
     starts = req.starts_utc
+    from forecasts import pvmodel  # pvlib, loaded on first use
+
     kw = pvmodel.clear_sky_ac_kw(starts + req.step_s // 2, req.latitude, req.longitude,
                                  req.arrays)
     if clearness:

@@ -20,7 +20,6 @@ import math
 
 import numpy as np
 
-from forecasts import pvmodel
 from forecasts.providers.base import (
     ForecastRequest,
     Http,
@@ -123,6 +122,8 @@ class OpenMeteoProvider:
             raise ProviderError(Reason.SHORT, "no data inside the forecast horizon")
         labels = labels[keep]
         mid = labels - period // 2
+        from forecasts import pvmodel  # pvlib, loaded on first use
+
         sun = pvmodel.sun_position(mid, req.latitude, req.longitude)
         irr = pvmodel.Irradiance(ghi=ghi[keep], dni=dni[keep], dhi=dhi[keep])
         temp = np.nan_to_num(cols["temperature_2m"][keep], nan=pvmodel.CLEAR_SKY_TEMP_AIR)
