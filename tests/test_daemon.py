@@ -270,3 +270,40 @@ def test_a_configured_provider_that_cannot_be_reached_falls_back_and_the_plan_sa
     plan = daemon.plan_job()
     assert plan.forecast_sources["pv"].startswith("clear_sky")
     daemon.close()
+
+
+def test_forecasts_are_kept_and_scored_against_the_metered_intervals(tmp_path):
+    """Two simulated days: every plan's PV and load forecasts are stored; scored against
+    the metered intervals they give an MAE and bias per kind and horizon, also as metrics."""
+    cfg = small_config()
+    clock = SimClock(JULY)
+    daemon = Daemon(cfg, dry_run=True, clock=clock, gateway=simulated_site(cfg, clock),
+                    data_dir=tmp_path, schedule=Schedule(plan_s=3 * 3600,
+                                                         rollup_s=10 * 86400))
+    daemon.start()
+    simulate(daemon, clock, JULY + 2 * 86400)
+    assert len(daemon.store.forecast_records(kind="pv")) == daemon.state.plans_made
+    scores = daemon.score_forecasts(clock.now())
+    kinds = {(s.kind, s.horizon) for s in scores}
+    assert ("pv", "0-6h") in kinds and ("load", "0-6h") in kinds
+    pv = next(s for s in scores if (s.kind, s.horizon) == ("pv", "0-6h"))
+    assert pv.n_steps > 0 and pv.mae_kw is not None and pv.mae_kw >= 0
+    assert "trueup_forecast_mae_kw{" in daemon.metrics.exposition().decode()
+    daemon.close()
+
+
+def test_a_known_load_in_the_config_reaches_the_plan(tmp_path):
+    """[[forecast.load.known]]: a 7 kW charger 01:00-03:00 every day, not yet in the
+    history. Without history the typical profile is used, and a configured load replaces
+    its own EV (3.6 kW, 00:30-03:30 on weekdays = 10.8 kWh a night). From Tuesday 00:00,
+    the 48 h horizon holds two weekday nights: 2 × (14.0 − 10.8) = 6.4 kWh more load."""
+    cfg_file = tmp_path / "trueup.toml"
+    cfg_file.write_text('[[forecast.load.known]]\nname = "new EV"\nkw = 7\nstart = "01:00"\n'
+                        'end = "03:00"\nin_history = false\n')
+    from trueup.planning import make_plan
+
+    at = parse_at("2025-07-15T00:00-07:00")
+    base = make_plan(load_config(), at_utc=at, soc_percent=50)
+    make = make_plan(load_config(cfg_file), at_utc=at, soc_percent=50)
+    extra = make.inputs.load_kwh.sum() - base.inputs.load_kwh.sum()
+    assert extra == pytest.approx(2 * (14.0 - 10.8), abs=0.01)

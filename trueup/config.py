@@ -42,10 +42,26 @@ def _offline_solar():
     return SolarSettings(providers=["clear_sky"])
 
 
+class LoadForecastSection(_Section):
+    """``[forecast.load]``: big scheduled loads the history does not show well (an EV on a
+    timer), as ``[[forecast.load.known]]`` tables (forecasts/load.py's ``KnownLoad``)."""
+
+    known: list[Any] = []
+
+    def model_post_init(self, _context) -> None:
+        from forecasts.load import KnownLoad
+
+        object.__setattr__(self, "known", [k if isinstance(k, KnownLoad)
+                                           else KnownLoad.model_validate(k)
+                                           for k in self.known])
+
+
 class ForecastSection(_Section):
-    """``[forecast]``: ``[forecast.solar]`` is forecasts/solar.py's ``SolarSettings``."""
+    """``[forecast]``: ``[forecast.solar]`` is forecasts/solar.py's ``SolarSettings``;
+    ``[forecast.load]`` the known loads."""
 
     solar: Any = Field(default_factory=_offline_solar)
+    load: LoadForecastSection = Field(default_factory=LoadForecastSection)
 
     def model_post_init(self, _context) -> None:
         from forecasts.solar import SolarSettings

@@ -244,6 +244,7 @@ class Daemon:
         if reason:
             out["trigger"] = reason
         self.store.save_plan(out, saved_at=now)
+        self._record_forecasts(result, now)
         self._observe_plan(result, now)
         if result.schedule and result.schedule.entries:
             entry = _entry_in_force(result, now)
@@ -257,6 +258,40 @@ class Daemon:
             self.state.last_plan_at = now
             self.state.plans_made += 1
         return result
+
+    def _record_forecasts(self, result: PlanResult, now: float) -> None:
+        """Keep the PV and load forecasts the plan used, to score them once metered."""
+        x = result.inputs
+        step = round(x.step_hours * 3600)
+        src = result.forecast_sources
+        for kind, values in (("pv", x.pv_kwh), ("load", x.load_kwh)):
+            provider = src.get(kind, "?").split(" (")[0]
+            self.store.record_forecast(provider, kind, now, x.prices.start_utc, values,
+                                       meta={"step_s": step})
+
+    def score_forecasts(self, now: float, days: float = 3.0) -> list:
+        """MAE and bias of the forecasts issued in the last ``days`` against the stored
+        intervals (forecasts/accuracy.py), per kind, provider and horizon; also metrics."""
+        from forecasts.accuracy import ForecastLog
+
+        recs = self.store.forecast_records(since=now - days * 86400, until=now)
+        actual = self.store.intervals(int(now - days * 86400 - 86400), int(now),
+                                      interval_s=TELEMETRY_INTERVAL_S)
+        if not recs or not len(actual):
+            return []
+        log_ = ForecastLog()
+        for r in recs:
+            values = np.nan_to_num(r.values, nan=0.0)
+            log_.record(r.provider, r.kind, int(r.issued_at), r.starts, values,
+                        int(r.meta.get("step_s", 900)))
+        scores = log_.score(actual)  # PV and load steps against the metered intervals
+        for sc in scores:
+            labels = {"kind": sc.kind, "provider": sc.provider, "horizon": sc.horizon}
+            if sc.mae_kw is not None:
+                self.metrics.forecast_mae_kw.labels(**labels).set(sc.mae_kw)
+            if sc.bias_kw is not None:
+                self.metrics.forecast_bias_kw.labels(**labels).set(sc.bias_kw)
+        return scores
 
     def _history(self, now: float):
         """The stored intervals of the last year (the settlement period so far)."""
@@ -289,6 +324,7 @@ class Daemon:
         st = billing_state(tariff, data, true_up_month=self.cfg.optimizer.true_up_month,
                            export_cap_kwh=self.cfg.optimizer.export_cap_kwh)
         self.store.save_billing_state(st, computed_at=now)
+        self.score_forecasts(now)
         if st.export_cap_kwh is not None:
             self.metrics.export_cap_kwh.set(st.export_cap_kwh)
         self.metrics.export_cap_used_kwh.set(st.export_cap_used_kwh)

@@ -65,6 +65,11 @@ class Metrics:
         self.last_plan_timestamp_seconds = g("last_plan_timestamp_seconds",
                                              "When the last plan was made, UTC epoch s")
         self.dry_run = g("dry_run", "1 when trueup only prints what it would write")
+        # beyond the contract: forecast accuracy against the metered intervals
+        self.forecast_mae_kw = g("forecast_mae_kw", "Forecast mean absolute error, kW",
+                                 ("kind", "provider", "horizon"))
+        self.forecast_bias_kw = g("forecast_bias_kw", "Forecast bias (forecast − actual), kW",
+                                  ("kind", "provider", "horizon"))
 
     def observe_state(self, state: SiteState) -> None:
         """Gauges from one reading; unknown values are left as they were (never 0)."""

@@ -159,7 +159,8 @@ def _expected(cfg: TrueupConfig, starts: np.ndarray, step_s: int, tz: str,
             pv = np.where(covered, forecast, pv)
             pv_src = (f"{solar.provider} ({int(covered.sum())} of {len(starts)} steps; the "
                       "rest clear-sky × clearness)") if not covered.all() else solar.provider
-    load, load_src = expected_load_kwh(starts, step_s, tz, history)
+    load, load_src = expected_load_kwh(starts, step_s, tz, history,
+                                       known_loads=cfg.forecast.load.known)
     return pv, load, {"pv": pv_src, "load": load_src}
 
 
