@@ -23,6 +23,7 @@ examples:
   trueup bill --tariff pge-ev2a-nem2ps-2024 --usage my-year.csv
   trueup bill --tariff my-tariff.toml --usage pge-download.csv --true-up-month 4 --json
   trueup import --usage pge-download.csv        seed the daemon's store with the utility's data
+  trueup backtest --days 14 --start 2025-07-01  strategies side by side on the example year
 """
 
 
@@ -229,6 +230,41 @@ def build_parser() -> argparse.ArgumentParser:
                    "else the user data directory)")
     r.add_argument("--log-format", choices=["text", "json"], default="text",
                    help="one line per event, as text or JSON")
+    bt = sub.add_parser(
+        "backtest",
+        help="replay a year through the simulated Powerwall under each strategy and bill it",
+        description=(
+            "Replay PV and load (15-minute kWh: the built-in example year, or --usage with "
+            "load_kwh,pv_kwh) through the Powerwall behaviour model under each strategy's "
+            "settings, and bill what the simulated battery did with the billing engine "
+            "(never a plan). Strategies: self_powered (Tesla's default at the owner's floor), "
+            "tbc_like (Time-Based Control: grid-charge off-peak, export everything at peak), "
+            "tou_lp and trueup (re-plan every 4 h over 24 h hourly on a persistence forecast; "
+            "trueup budgets the NEM-PS export cap, tou_lp ignores it), "
+            "perfect_foresight (one LP over the period with the true PV and load, carried out "
+            "as settings; its objective is reported as the bound)."
+        ),
+        epilog=(
+            "examples:\n"
+            "  trueup backtest                               the example year, all strategies\n"
+            "  trueup backtest --start 2025-07-01 --days 14 --strategy tbc_like --json\n"
+            "  trueup backtest --config trueup.toml --usage my-year.csv\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bt.add_argument("--config", metavar="FILE",
+                    help="trueup.toml: site, battery and tariff (default: the example site)")
+    bt.add_argument("--usage", metavar="CSV",
+                    help="interval CSV with load_kwh,pv_kwh (default: the example year 2025)")
+    bt.add_argument("--tariff", metavar="FILE_OR_ID",
+                    help="a tariff TOML file or a bundled id (default: the config's)")
+    bt.add_argument("--strategy", action="append", metavar="NAME",
+                    help="a strategy to run (repeatable; default: all). self_powered is "
+                    "always run: savings are measured against it")
+    bt.add_argument("--start", metavar="YYYY-MM-DD",
+                    help="first local day of the replay (default: the data's start)")
+    bt.add_argument("--days", type=int, metavar="N", help="replay N days (default: all)")
+    bt.add_argument("--json", action="store_true", help="print the backtest JSON contract")
     d = sub.add_parser("demo", help="bill the built-in example year")
     d.add_argument("--out", default="build/example-usage.csv",
                    help="where to write the example interval CSV")
@@ -501,6 +537,55 @@ def cmd_run(args) -> int:
                data_dir=args.data_dir)
 
 
+def cmd_backtest(args) -> int:
+    from datetime import date
+
+    from optimizer.tariff import load_tariff
+    from trueup.backtest import (
+        STRATEGIES,
+        replay_from_config,
+        report_table,
+        run_backtest,
+        select_period,
+    )
+    from trueup.config import load_config
+
+    cfg = load_config(args.config)
+    tariff = load_tariff(args.tariff or cfg.tariff)
+    if args.usage:
+        from adapters.usage import read_usage
+
+        data = read_usage(args.usage, tz=tariff.tz)
+    else:
+        from trueup.example import example_year
+
+        data = example_year(2025)
+    start = None
+    if args.start:
+        try:
+            start = date.fromisoformat(args.start)
+        except ValueError:
+            raise InputError(f"cannot read {args.start!r} as a date", where="--start",
+                             fix="give the first day as YYYY-MM-DD") from None
+    if args.days is not None and args.days < 1:
+        raise InputError(f"--days {args.days} must be at least 1", where="--days")
+    data = select_period(data, start, args.days, tariff.tz)
+    replay = replay_from_config(cfg, tariff, data)
+
+    def progress(name: str) -> None:
+        if not args.json:
+            print(f"replaying {name} ...", file=sys.stderr, flush=True)
+
+    result = run_backtest(replay, args.strategy or list(STRATEGIES), progress=progress)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+        return 0
+    print(f"backtest: {tariff.spec.name} — {data.source}, {len(data)} intervals, "
+          f"{data.load_kwh.sum():,.0f} kWh load, {data.pv_kwh.sum():,.0f} kWh PV\n")
+    print(report_table(result))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from optimizer.billing import bill, load_only
     from optimizer.tariff import load_tariff
@@ -547,6 +632,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_status(args)
         if args.cmd == "import":
             return cmd_import(args)
+        if args.cmd == "backtest":
+            return cmd_backtest(args)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,154 @@
+"""The backtest on two weeks of the example year (July 2025): every strategy is billed on
+what the simulated Powerwall did, and the perfect-foresight LP bounds every strategy.
+
+Tariff: PG&E EV2-A NEM2 Paired Storage (``pge-ev2a-nem2ps-2024``, export cap included) with
+its settlement made monthly (charges settled every month, leftover credit paid out), so a
+two-week period is billed as it would be inside a year, without a projected annual true-up.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import numpy as np
+import pytest
+
+from optimizer.behaviour import simulate
+from optimizer.billing import bill
+from optimizer.intervals import IntervalData
+from optimizer.policy import battery_spec
+from optimizer.prices import decredit_value, step_prices
+from optimizer.tariff import Tariff, bundled_path
+from trueup.backtest import (
+    STRATEGIES,
+    STRATEGY_FUNCS,
+    Replay,
+    peak_and_off_peak,
+    run_backtest,
+    select_period,
+)
+from trueup.cli import main
+from trueup.config import load_config
+from trueup.example import example_year
+
+MONTHLY_SETTLEMENT = """[settlement]
+period_months = 1
+true_up_month = 12
+carryover = "dollars"
+charges = "monthly"
+leftover_credit = "pay_out"
+surplus_rate = 0.0
+"""
+
+
+def _monthly_nem2ps() -> Tariff:
+    text = bundled_path("pge-ev2a-nem2ps-2024").read_text(encoding="utf-8")
+    head, rest = text.split("[settlement]", 1)
+    tail = rest[rest.index("[export_cap]"):]
+    return Tariff.from_text(head + MONTHLY_SETTLEMENT + "\n" + tail, source="nem2ps-monthly")
+
+
+@pytest.fixture(scope="module")
+def replay() -> Replay:
+    tariff = _monthly_nem2ps()
+    data = select_period(example_year(2025), date(2025, 7, 1), 14, tariff.tz)
+    return Replay(data=data, tariff=tariff, battery=load_config(None).battery, tz=tariff.tz)
+
+
+@pytest.fixture(scope="module")
+def backtest(replay):
+    return run_backtest(replay, STRATEGIES)
+
+
+def test_two_weeks_of_july_are_replayed_at_15_minutes(replay):
+    assert len(replay.data) == 14 * 96
+    assert replay.data.interval_s == 900
+
+
+def test_each_strategy_is_billed_on_its_own_simulated_intervals(replay, backtest):
+    spec = battery_spec(replay.battery)
+    for name in STRATEGIES:
+        r = backtest.result(name)
+        d = STRATEGY_FUNCS[name](replay)  # decide again and replay independently
+        sim = simulate(d.settings, replay.soc0_kwh, replay.data.load_kwh, replay.data.pv_kwh,
+                       0.25, spec, price_signals=d.signals)
+        np.testing.assert_allclose(r.intervals.import_kwh, sim.import_kwh, atol=1e-9)
+        np.testing.assert_allclose(r.intervals.export_kwh, sim.export_kwh, atol=1e-9)
+        data = IntervalData(start_utc=replay.data.start_utc, interval_s=900,
+                            import_kwh=sim.import_kwh, export_kwh=sim.export_kwh)
+        expected = bill(replay.tariff, data, allow_gaps=True)
+        assert r.bill.annual_total == pytest.approx(expected.annual_total, abs=1e-6), name
+        assert [m.billed for m in r.bill.months] == pytest.approx(
+            [m.billed for m in expected.months], abs=1e-6)
+
+
+def _energy_cost(replay: Replay, imp, exp, dis, excess_by_month) -> float:
+    """Σ import × price − Σ export × credit + wear × Σ discharge, plus the export cap's
+    de-credited kWh at the credit they lose (the LP's definition of its objective)."""
+    p = step_prices(replay.tariff, replay.data.start_utc)
+    decredit = sum(decredit_value(replay.tariff, k) * kwh for k, kwh in excess_by_month.items())
+    return float(np.sum(imp * p.import_price) - np.sum(exp * p.export_credit)
+                 + replay.battery.wear_cost_per_kwh * np.sum(dis) + decredit)
+
+
+def test_perfect_foresight_lp_bounds_every_strategys_energy_cost(replay, backtest):
+    bound = backtest.result("perfect_foresight").lp.objective
+    p = step_prices(replay.tariff, replay.data.start_utc)
+    month_key = int(p.month_key[0])
+    cap = 730.0 * 14 / 31  # July's cap, pro-rated to the two weeks
+    costs = {}
+    for r in backtest.results:
+        iv = r.intervals
+        excess = max(0.0, float(iv.export_kwh.sum()) - cap)
+        costs[r.name] = _energy_cost(replay, iv.import_kwh, iv.export_kwh,
+                                     np.maximum(iv.battery_kwh, 0.0), {month_key: excess})
+        assert bound <= costs[r.name] + 1e-6, (r.name, bound, costs)
+    # and it is a real optimisation, not a trivially low number
+    assert bound > min(costs.values()) - 20.0
+
+
+def test_tbc_like_charges_in_the_cheapest_period_and_exports_in_the_dearest(replay):
+    peak, off = peak_and_off_peak(replay.tariff)
+    assert replay.tariff.period_names[peak] == "peak"
+    assert replay.tariff.period_names[off] == "off_peak"
+    d = STRATEGY_FUNCS["tbc_like"](replay)
+    period = replay.tariff.classify(replay.data.start_utc).period
+    sig = np.array([str(s) for s in d.signals])
+    assert set(sig[period == peak]) == {"export"}
+    assert set(sig[period == off]) == {"charge"}
+    assert all(s.grid_charging for s in d.settings)
+
+
+def test_no_battery_baseline_is_the_pv_home_without_storage(replay, backtest):
+    d = replay.data
+    data = IntervalData(start_utc=d.start_utc, interval_s=900,
+                        import_kwh=np.maximum(d.load_kwh - d.pv_kwh, 0.0),
+                        export_kwh=np.maximum(d.pv_kwh - d.load_kwh, 0.0))
+    assert backtest.no_battery.annual_total == pytest.approx(
+        bill(replay.tariff, data, allow_gaps=True).annual_total, abs=1e-6)
+
+
+def test_json_has_the_backtest_contract_keys(backtest):
+    out = json.loads(json.dumps(backtest.to_json()))
+    assert set(out) >= {"strategies", "perfect_foresight"}
+    assert [s["name"] for s in out["strategies"]] == list(STRATEGIES)
+    for s in out["strategies"]:
+        assert set(s) >= {"name", "annual_total", "bill_months", "import_kwh", "export_kwh",
+                          "export_cap_excess_kwh", "plans", "wall_seconds"}
+        assert [m["month"] for m in s["bill_months"]] == ["2025-07"]
+    assert out["perfect_foresight"]["lp_objective"] == pytest.approx(
+        backtest.result("perfect_foresight").lp.objective, abs=0.01)
+
+
+def test_cli_backtest_prints_json_for_the_chosen_strategies(capsys):
+    assert main(["backtest", "--start", "2025-07-01", "--days", "2", "--strategy", "tbc_like",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [s["name"] for s in out["strategies"]] == ["self_powered", "tbc_like"]
+    assert out["perfect_foresight"] is None
+
+
+def test_cli_backtest_rejects_an_unknown_strategy(capsys):
+    assert main(["backtest", "--days", "1", "--strategy", "magic"]) == 2
+    assert "unknown strategy" in capsys.readouterr().err

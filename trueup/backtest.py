@@ -1,0 +1,535 @@
+"""The backtest: replay PV and load through the Powerwall behaviour model, bill the result.
+
+A period of 15-minute PV and load (the example year, or a site's CSV with ``load_kwh`` and
+``pv_kwh``) is replayed under each *strategy*: a function that returns the gateway settings
+(and Time-Based Control's price signal) for every step, decided causally — from the tariff
+and the data up to the decision time — except ``perfect_foresight``, which sees the whole
+period by design. The settings go through :func:`optimizer.behaviour.simulate` (the same
+model the policy and the simulated gateway use), and the *simulated* imports and exports are
+billed by :func:`optimizer.billing.bill`. No strategy is ever billed on a plan.
+
+Strategies:
+
+* ``self_powered`` — Tesla's default: Self-Powered at the owner's backup floor.
+* ``tbc_like`` — Time-Based Control with grid charging on and export "Everything": charge
+  toward 100 % in the tariff's cheapest TOU period, export at full power in its dearest
+  (peak = the period with the highest import rate, off-peak = the lowest), hold otherwise.
+* ``tou_lp`` — re-plans every 4 hours over the next 24 hours (hourly steps) with
+  :func:`optimizer.plan.solve` on a persistence forecast (each hour = the same hour
+  yesterday), linear prices, export cap ignored (what EMHASS-style tools do); the first
+  4 hours of each plan are carried out as settings through the policy. The first day (no
+  yesterday) runs Self-Powered.
+* ``trueup`` — the same cadence and forecast with the NEM-PS export cap budgeted (the
+  month's cap left after the simulated exports so far, pro rata to the horizon).
+  The true-up (forfeited credit, minimum charges) is not yet in its objective.
+* ``perfect_foresight`` — one LP over the whole period (hourly steps) with the true PV and
+  load, the tariff's step prices and the NEM-PS export cap as a soft monthly budget; its
+  flows become settings through :func:`optimizer.policy.schedule` and are replayed like
+  every other strategy. The LP's own objective (linear energy cost Σ import × price −
+  Σ export × credit + wear + de-credited cap excess, no value for energy left at the end,
+  the battery's own charge limit) is reported as the bound: hourly sums of any strategy's
+  simulated flows are a feasible point of that LP, so on a tariff without an export cap no
+  strategy's linear energy cost can be lower.
+
+Not yet here (issue 7): the true-up epigraph in ``trueup`` and ``perfect_foresight``,
+re-planning every 15 minutes (here every 4 h), noisy/clear-sky forecast variants, plots, a
+progress bar, --jobs, the README table.
+
+Units: kWh per step, $; times UTC epoch seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from optimizer.behaviour import ExportRule, Mode, PriceSignal, Settings, clamp_reserve, simulate
+from optimizer.billing import Bill, bill
+from optimizer.errors import InputError
+from optimizer.intervals import IntervalData
+from optimizer.plan import CapBudget, Plan, PlanInputs, solve
+from optimizer.policy import battery_spec, schedule
+from optimizer.prices import StepPrices, decredit_value, step_prices
+from optimizer.site import Battery
+from optimizer.tariff import Tariff
+
+STRATEGIES = ("self_powered", "tbc_like", "tou_lp", "trueup", "perfect_foresight")
+SOC0_FRACTION = 0.5  # the battery starts the period half full
+SCHEDULE_CHUNK_H = 24 * 7  # the policy turns the annual plan into settings a week at a time
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What every strategy replays: the period's actual PV and load, the tariff, the site."""
+
+    data: IntervalData  # start_utc, interval_s, load_kwh, pv_kwh (import/export ignored)
+    tariff: Tariff
+    battery: Battery
+    tz: str
+    export_cap_kwh: list[float] | None = None  # 12 monthly caps overriding the tariff's
+    true_up_month: int | None = None
+    can_curtail_pv: bool = False
+
+    @property
+    def hours(self) -> float:
+        return self.data.interval_s / 3600.0
+
+    @property
+    def soc0_kwh(self) -> float:
+        return SOC0_FRACTION * self.battery.usable_kwh
+
+
+@dataclass
+class Directive:
+    """A strategy's answer: settings and TBC signals for every step of the period."""
+
+    settings: list[Settings]
+    signals: list[PriceSignal]
+    plans: int = 0  # how many optimisations it solved
+    plan: Plan | None = None  # perfect_foresight: the LP it solved
+
+
+@dataclass
+class StrategyResult:
+    name: str
+    intervals: IntervalData  # the simulated import/export, billed
+    bill: Bill
+    plans: int
+    wall_seconds: float
+    soc_kwh: np.ndarray
+    lp: Plan | None = None
+
+    @property
+    def import_kwh(self) -> float:
+        return float(self.intervals.import_kwh.sum())
+
+    @property
+    def export_kwh(self) -> float:
+        return float(self.intervals.export_kwh.sum())
+
+    @property
+    def excess_kwh(self) -> float:
+        return float(sum(m.export_cap_excess_kwh for m in self.bill.months))
+
+
+@dataclass
+class Backtest:
+    replay: Replay
+    results: list[StrategyResult]
+    no_battery: Bill
+    notes: list[str] = field(default_factory=list)
+
+    def result(self, name: str) -> StrategyResult | None:
+        return next((r for r in self.results if r.name == name), None)
+
+    def to_json(self) -> dict:
+        """The backtest JSON contract (ARCHITECTURE.md), with extra keys."""
+        base = self.no_battery.annual_total
+        sp = self.result("self_powered")
+        out = []
+        for r in self.results:
+            months = r.bill.to_json()["months"]
+            out.append({
+                "name": r.name,
+                "annual_total": round(r.bill.annual_total, 2),
+                "bill_months": months,
+                "import_kwh": round(r.import_kwh, 3),
+                "export_kwh": round(r.export_kwh, 3),
+                "export_cap_excess_kwh": round(r.excess_kwh, 3),
+                "plans": r.plans,
+                "wall_seconds": round(r.wall_seconds, 3),
+                "savings_vs_no_battery": round(base - r.bill.annual_total, 2),
+                "savings_vs_self_powered": (round(sp.bill.annual_total - r.bill.annual_total, 2)
+                                            if sp else None),
+                "energy_cost": round(energy_cost(self.replay, r.intervals,
+                                                 r.intervals.battery_kwh), 2),
+                "true_up": (r.bill.to_json()["true_up"]),
+                "exports_vs_cap": [{"month": m["month"], "export_kwh": m["export_kwh"],
+                                    "cap_kwh": m["export_cap_kwh"],
+                                    "excess_kwh": m["export_cap_excess_kwh"]} for m in months],
+            })
+        pf = self.result("perfect_foresight")
+        bound = None
+        if pf is not None and pf.lp is not None:
+            bound = {"lp_objective": round(pf.lp.objective, 2), "status": pf.lp.status,
+                     "solve_seconds": round(pf.lp.solve_seconds, 3),
+                     "definition": "Σ import × price − Σ export × credit + wear + de-credited "
+                                   "cap excess, hourly, no value for energy left at the end",
+                     "annual_total": round(pf.bill.annual_total, 2)}
+        d = self.replay.data
+        return {
+            "tariff": self.replay.tariff.id,
+            "period": {"start_utc": int(d.start_utc[0]), "end_utc": d.end_utc,
+                       "intervals": len(d), "load_kwh": round(float(d.load_kwh.sum()), 2),
+                       "pv_kwh": round(float(d.pv_kwh.sum()), 2), "source": d.source},
+            "no_battery": {"annual_total": round(base, 2)},
+            "strategies": out,
+            "perfect_foresight": bound,
+            "notes": self.notes,
+        }
+
+
+# --------------------------------------------------------------------------------------
+# Strategies
+
+
+def _floor_settings(b: Battery) -> Settings:
+    floor = b.backup_floor_percent
+    return Settings(Mode.SELF_POWERED, clamp_reserve(floor, floor), False, ExportRule.PV_ONLY)
+
+
+def self_powered(r: Replay) -> Directive:
+    """Tesla's default: Self-Powered at the owner's backup floor, every step."""
+    n = len(r.data)
+    return Directive([_floor_settings(r.battery)] * n, [PriceSignal.HOLD] * n)
+
+
+def peak_and_off_peak(tariff: Tariff) -> tuple[int, int]:
+    """(peak, off-peak) period indices: the TOU periods with the highest and the lowest
+    first-tier import rate (over all seasons)."""
+    rates = tariff.tier_rates[:, :, 0]
+    return int(np.argmax(rates.max(axis=0))), int(np.argmin(rates.min(axis=0)))
+
+
+def tbc_like(r: Replay) -> Directive:
+    """Time-Based Control, grid charging on, export Everything: charge toward 100 % in the
+    off-peak period, export at full power down to the floor in the peak, hold otherwise.
+    Decided from the clock and the tariff alone (causal)."""
+    peak, off = peak_and_off_peak(r.tariff)
+    period = r.tariff.classify(r.data.start_utc).period
+    floor = r.battery.backup_floor_percent
+    s = Settings(Mode.TIME_BASED, clamp_reserve(floor, floor), True, ExportRule.BATTERY_OK)
+    signals = [PriceSignal.EXPORT if p == peak else PriceSignal.CHARGE if p == off
+               else PriceSignal.HOLD for p in period]
+    return Directive([s] * len(r.data), signals)
+
+
+def _hourly(r: Replay) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Hour starts, and PV and load summed per hour; the data must start on an hour."""
+    per = round(3600 / r.data.interval_s)
+    n = len(r.data) // per
+    if n == 0 or int(r.data.start_utc[0]) % 3600:
+        raise InputError("perfect_foresight plans in whole hours: the period must start on "
+                         "an hour and last at least one", where="backtest")
+    m = n * per
+    starts = r.data.start_utc[:m:per]
+    pv = r.data.pv_kwh[:m].reshape(n, per).sum(axis=1)
+    load = r.data.load_kwh[:m].reshape(n, per).sum(axis=1)
+    return starts, pv, load, per
+
+
+def _caps(r: Replay) -> list[float] | None:
+    t = r.tariff
+    if t.spec.export_cap is None or t.spec.export.scheme != "nem":
+        return None
+    if r.export_cap_kwh is not None:
+        return list(r.export_cap_kwh)
+    return [t.export_cap_kwh(m) for m in range(1, 13)]
+
+
+def period_cap_budgets(r: Replay, prices: StepPrices) -> tuple[CapBudget, ...]:
+    """Each billing month's cap for the replayed period, pro-rated to the share of the month
+    the period covers (as the billing engine pro-rates it for a partly covered month)."""
+    caps = _caps(r)
+    if caps is None:
+        return ()
+    read_day = r.tariff.spec.calendar.meter_read_day
+    zone = ZoneInfo(r.tariff.tz)
+    out = []
+    for key in np.unique(prices.month_key):
+        key = int(key)
+        y, m = key // 12, key % 12 + 1
+        a = datetime(y, m, read_day, tzinfo=zone).timestamp()
+        z = datetime(y + (m == 12), m % 12 + 1, read_day, tzinfo=zone).timestamp()
+        share = min(1.0, float(np.sum(prices.month_key == key)) * 3600 / (z - a))
+        out.append(CapBudget(key, caps[m - 1] * share, decredit_value(r.tariff, key)))
+    return tuple(out)
+
+
+def _slice_inputs(x: PlanInputs, plan: Plan, a: int, z: int) -> tuple[PlanInputs, Plan]:
+    p = x.prices
+    prices = replace(p, start_utc=p.start_utc[a:z], import_price=p.import_price[a:z],
+                     export_credit=p.export_credit[a:z], period=p.period[a:z],
+                     month_key=p.month_key[a:z])
+    soc = x.soc_kwh if a == 0 else float(plan.soc_kwh[a - 1])
+    xs = replace(x, prices=prices, pv_kwh=x.pv_kwh[a:z], load_kwh=x.load_kwh[a:z],
+                 soc_kwh=soc, cap_budgets=())
+    ps = replace(plan, import_kwh=plan.import_kwh[a:z], export_kwh=plan.export_kwh[a:z],
+                 charge_kwh=plan.charge_kwh[a:z], discharge_kwh=plan.discharge_kwh[a:z],
+                 curtail_kwh=plan.curtail_kwh[a:z], soc_kwh=plan.soc_kwh[a:z])
+    return xs, ps
+
+
+def perfect_foresight(r: Replay) -> Directive:
+    """One LP over the whole period with the true PV and load (hourly), carried out as
+    settings through the policy, a week of the plan at a time."""
+    starts, pv, load, per = _hourly(r)
+    prices = step_prices(r.tariff, starts)
+    x = PlanInputs(prices=prices, pv_kwh=pv, load_kwh=load, soc_kwh=r.soc0_kwh,
+                   battery=r.battery, step_hours=1.0, can_curtail_pv=r.can_curtail_pv,
+                   cap_budgets=period_cap_budgets(r, prices), terminal_value=0.0)
+    plan = solve(x, time_limit=300.0)
+    if not plan.ok:
+        raise RuntimeError(f"the perfect-foresight LP did not solve ({plan.status})")
+    settings: list[Settings] = []
+    signals: list[PriceSignal] = []
+    for a in range(0, len(starts), SCHEDULE_CHUNK_H):
+        xs, ps = _slice_inputs(x, plan, a, min(a + SCHEDULE_CHUNK_H, len(starts)))
+        sched = schedule(ps, xs, r.tz)
+        for s, g in zip(sched.per_step, sched.signals, strict=True):
+            settings += [s] * per
+            signals += [g] * per
+    # a tail shorter than an hour: the owner's default
+    tail = len(r.data) - len(settings)
+    settings += [_floor_settings(r.battery)] * tail
+    signals += [PriceSignal.HOLD] * tail
+    return Directive(settings, signals, plans=1, plan=plan)
+
+
+REPLAN_EVERY_H = 4  # rolling strategies re-plan every 4 hours ...
+HORIZON_H = 24  # ... over the next 24 hours, in hourly steps
+
+
+def _rolling(r: Replay, *, cap_aware: bool) -> Directive:
+    """Re-plan every REPLAN_EVERY_H hours over HORIZON_H hourly steps with
+    :func:`optimizer.plan.solve`, from the simulated SOC at the decision time and a
+    persistence forecast (each hour's PV and load = the same hour yesterday: nothing
+    after the decision time is seen); carry out the first REPLAN_EVERY_H hours of each plan
+    as settings through the policy, replayed by the behaviour model before the next
+    decision. The first day (no yesterday yet) runs Self-Powered at the floor.
+
+    ``cap_aware``: the NEM-PS export cap enters as a soft budget (the month's cap left,
+    by the simulated exports so far, pro rata to the horizon's share of the month's hours
+    left). Off, the LP sees linear prices only (EMHASS-style).
+    """
+    starts, pv_h, load_h, per = _hourly(r)
+    n_h = len(starts)
+    spec = battery_spec(r.battery)
+    prices_all = step_prices(r.tariff, starts)
+    caps = _caps(r) if cap_aware else None
+    budgets_full = {cb.month_key: cb for cb in period_cap_budgets(r, prices_all)} \
+        if caps else {}
+    month_end = {k: int(np.flatnonzero(prices_all.month_key == k)[-1]) + 1
+                 for k in budgets_full}
+    exported_by_month: dict[int, float] = {}
+    floor_s = _floor_settings(r.battery)
+    settings: list[Settings] = []
+    signals: list[PriceSignal] = []
+    soc = r.soc0_kwh
+    plans = 0
+    grid_limit = spec.grid_charge_kw(Mode.BACKUP)
+    for k in range(0, n_h, REPLAN_EVERY_H):
+        todo = min(REPLAN_EVERY_H, n_h - k)
+        if k < 24:
+            block_s, block_g = [floor_s] * todo, [PriceSignal.HOLD] * todo
+        else:
+            z = min(k + HORIZON_H, n_h)
+            idx = np.arange(k, z)
+            prices = replace(prices_all, start_utc=starts[k:z],
+                             import_price=prices_all.import_price[k:z],
+                             export_credit=prices_all.export_credit[k:z],
+                             period=prices_all.period[k:z],
+                             month_key=prices_all.month_key[k:z])
+            budgets = []
+            for key, cb in budgets_full.items():
+                in_h = int(np.sum(prices.month_key == key))
+                if not in_h:
+                    continue
+                left_h = month_end[key] - max(k, int(np.flatnonzero(
+                    prices_all.month_key == key)[0]))
+                left = max(0.0, cb.kwh - exported_by_month.get(key, 0.0))
+                budgets.append(CapBudget(key, left * min(1.0, in_h / max(left_h, 1)),
+                                         cb.decredit_value))
+            x = PlanInputs(prices=prices, pv_kwh=pv_h[idx - 24], load_kwh=load_h[idx - 24],
+                           soc_kwh=soc, battery=r.battery, step_hours=1.0,
+                           can_curtail_pv=r.can_curtail_pv, cap_budgets=tuple(budgets),
+                           grid_charge_limit_kw=grid_limit)
+            plan = solve(x, time_limit=10.0)
+            plans += 1
+            if plan.ok:
+                sched = schedule(plan, x, r.tz)
+                block_s = list(sched.per_step[:todo])
+                block_g = list(sched.signals[:todo])
+            else:
+                block_s, block_g = [floor_s] * todo, [PriceSignal.HOLD] * todo
+        # carry the block out on the actual PV and load (15-minute steps)
+        q_s = [s for s in block_s for _ in range(per)]
+        q_g = [g for g in block_g for _ in range(per)]
+        a, b = k * per, (k + todo) * per
+        sim = simulate(q_s, soc, r.data.load_kwh[a:b], r.data.pv_kwh[a:b], r.hours, spec,
+                       price_signals=q_g)
+        soc = float(sim.soc_kwh[-1])
+        for h in range(todo):
+            key = int(prices_all.month_key[k + h])
+            exported_by_month[key] = exported_by_month.get(key, 0.0) + float(
+                sim.export_kwh[h * per:(h + 1) * per].sum())
+        settings += q_s
+        signals += q_g
+    tail = len(r.data) - len(settings)
+    settings += [floor_s] * tail
+    signals += [PriceSignal.HOLD] * tail
+    return Directive(settings, signals, plans=plans)
+
+
+def tou_lp(r: Replay) -> Directive:
+    """Rolling LP re-planning on linear prices, export cap ignored (EMHASS-style)."""
+    return _rolling(r, cap_aware=False)
+
+
+def trueup(r: Replay) -> Directive:
+    """Rolling LP re-planning with the export cap budgeted (true-up not yet in it)."""
+    return _rolling(r, cap_aware=True)
+
+
+STRATEGY_FUNCS: dict[str, Callable[[Replay], Directive]] = {
+    "self_powered": self_powered,
+    "tbc_like": tbc_like,
+    "tou_lp": tou_lp,
+    "trueup": trueup,
+    "perfect_foresight": perfect_foresight,
+}
+
+
+# --------------------------------------------------------------------------------------
+# Replay and bill
+
+
+def _bill(r: Replay, data: IntervalData) -> Bill:
+    return bill(r.tariff, data, true_up_month=r.true_up_month, export_cap_kwh=_caps(r),
+                allow_gaps=True)
+
+
+def no_battery_intervals(r: Replay) -> IntervalData:
+    """The same home with its PV but no battery: import = max(load − pv, 0),
+    export = max(pv − load, 0)."""
+    d = r.data
+    net = d.load_kwh - d.pv_kwh
+    return IntervalData(start_utc=d.start_utc, interval_s=d.interval_s,
+                        import_kwh=np.maximum(net, 0.0), export_kwh=np.maximum(-net, 0.0),
+                        load_kwh=d.load_kwh, pv_kwh=d.pv_kwh,
+                        battery_kwh=np.zeros(len(d)), source=f"{d.source} (no battery)")
+
+
+def energy_cost(r: Replay, data: IntervalData, battery_kwh: np.ndarray) -> float:
+    """Σ import × price − Σ export × credit + wear × Σ discharge, at the tariff's step
+    prices (the perfect-foresight LP's cost, without the cap's de-crediting)."""
+    p = step_prices(r.tariff, data.start_utc)
+    dis = np.maximum(battery_kwh, 0.0)
+    return float(np.sum(data.import_kwh * p.import_price) - np.sum(data.export_kwh
+                 * p.export_credit) + r.battery.wear_cost_per_kwh * np.sum(dis))
+
+
+def run_strategy(r: Replay, name: str) -> StrategyResult:
+    """Decide, replay through the behaviour model, and bill the simulated intervals."""
+    if name not in STRATEGY_FUNCS:
+        raise InputError(f"unknown strategy {name!r}", where="--strategy",
+                         fix=f"use one of {', '.join(STRATEGY_FUNCS)}")
+    t0 = time.perf_counter()
+    d = STRATEGY_FUNCS[name](r)
+    data = r.data
+    sim = simulate(d.settings, r.soc0_kwh, data.load_kwh, data.pv_kwh, r.hours,
+                   battery_spec(r.battery), price_signals=d.signals)
+    intervals = IntervalData(start_utc=data.start_utc, interval_s=data.interval_s,
+                             import_kwh=sim.import_kwh, export_kwh=sim.export_kwh,
+                             load_kwh=data.load_kwh, pv_kwh=data.pv_kwh,
+                             battery_kwh=sim.discharge_kwh - sim.charge_kwh,
+                             source=f"{data.source} ({name}, simulated)")
+    b = _bill(r, intervals)
+    return StrategyResult(name=name, intervals=intervals, bill=b, plans=d.plans,
+                          wall_seconds=time.perf_counter() - t0, soc_kwh=sim.soc_kwh,
+                          lp=d.plan)
+
+
+def run_backtest(r: Replay, strategies: list[str] | tuple[str, ...] = STRATEGIES,
+                 progress: Callable[[str], None] | None = None) -> Backtest:
+    names = list(dict.fromkeys(strategies))
+    if "self_powered" not in names:
+        names.insert(0, "self_powered")  # the reference every saving is measured against
+    results = []
+    for name in names:
+        if progress:
+            progress(name)
+        results.append(run_strategy(r, name))
+    notes = []
+    if "perfect_foresight" in names and r.tariff.spec.settlement.charges == "at_true_up":
+        notes.append("the perfect-foresight LP prices energy linearly: the true-up (credit "
+                     "forfeited, minimum charges) is billed but not in its objective")
+    return Backtest(replay=r, results=results, no_battery=_bill(r, no_battery_intervals(r)),
+                    notes=notes)
+
+
+# --------------------------------------------------------------------------------------
+# Data
+
+
+def select_period(data: IntervalData, start: date | None, days: int | None,
+                  tz: str) -> IntervalData:
+    """The intervals from local midnight of ``start`` (default: the data's start) for
+    ``days`` days (default: to the end)."""
+    if data.load_kwh is None or data.pv_kwh is None:
+        raise InputError("the backtest replays load and PV: the usage needs load_kwh and "
+                         "pv_kwh columns", where=data.source or "usage")
+    zone = ZoneInfo(tz)
+    a = int(data.start_utc[0]) if start is None else int(
+        datetime(start.year, start.month, start.day, tzinfo=zone).timestamp())
+    mask = data.start_utc >= a
+    if days is not None:
+        first = datetime.fromtimestamp(a, zone).date()
+        end = date.fromordinal(first.toordinal() + days)
+        z = int(datetime(end.year, end.month, end.day, tzinfo=zone).timestamp())
+        mask &= data.start_utc < z
+    out = data.select(mask)
+    if not len(out):
+        raise InputError("no intervals in the chosen period", where="--start/--days",
+                         fix="choose a start and length inside the data")
+    return out
+
+
+def replay_from_config(cfg, tariff: Tariff, data: IntervalData) -> Replay:
+    """A :class:`Replay` for a loaded ``TrueupConfig``."""
+    opt = cfg.optimizer
+    caps = opt.export_cap_kwh
+    return Replay(data=data, tariff=tariff, battery=cfg.battery, tz=cfg.site.timezone,
+                  export_cap_kwh=list(caps) if caps else None,
+                  true_up_month=opt.true_up_month, can_curtail_pv=cfg.site.can_curtail_pv)
+
+
+# --------------------------------------------------------------------------------------
+# Report
+
+
+def report_table(bt: Backtest) -> str:
+    from trueup.report import kwh, money, table
+
+    base = bt.no_battery.annual_total
+    sp = bt.result("self_powered")
+    rows = [["no_battery", money(base), "", "", "", "", "", "", ""]]
+    for r in bt.results:
+        rows.append([r.name, money(r.bill.annual_total), money(base - r.bill.annual_total),
+                     money(sp.bill.annual_total - r.bill.annual_total) if sp else "",
+                     money(energy_cost(bt.replay, r.intervals, r.intervals.battery_kwh)),
+                     kwh(r.import_kwh), kwh(r.export_kwh), kwh(r.excess_kwh),
+                     f"{r.wall_seconds:.1f}"])
+    lines = [table(["strategy", "bill $", "saves vs no batt", "vs self_powered",
+                    "energy cost $", "import kWh", "export kWh", "cap excess kWh", "wall s"],
+                   rows)]
+    pf = bt.result("perfect_foresight")
+    if pf is not None and pf.lp is not None:
+        lines.append(f"\nperfect-foresight LP objective (the bound on energy cost): "
+                     f"{money(pf.lp.objective)} ({pf.lp.status}, {pf.lp.solve_seconds:.1f} s)")
+    if any(m.export_cap_kwh is not None for r in bt.results for m in r.bill.months):
+        head = ["month"] + [r.name for r in bt.results] + ["cap"]
+        rows = []
+        for i, m in enumerate(bt.results[0].bill.months):
+            rows.append([m.month] + [kwh(r.bill.months[i].export_kwh) for r in bt.results]
+                        + [kwh(m.export_cap_kwh or 0.0)])
+        lines.append("\nexports vs cap per month (kWh)")
+        lines.append(table(head, rows))
+    for n in bt.notes:
+        lines.append(f"note: {n}")
+    return "\n".join(lines)
