@@ -52,7 +52,7 @@ from optimizer.behaviour import ExportRule, Mode, PriceSignal, Settings, clamp_r
 from optimizer.billing import Bill, bill
 from optimizer.errors import InputError
 from optimizer.intervals import IntervalData
-from optimizer.plan import CapBudget, Plan, PlanInputs, solve
+from optimizer.plan import CapBudget, Plan, PlanInputs, TrueUpContext, solve
 from optimizer.policy import battery_spec, schedule
 from optimizer.prices import StepPrices, decredit_value, step_prices
 from optimizer.site import Battery
@@ -74,6 +74,10 @@ class Replay:
     export_cap_kwh: list[float] | None = None  # 12 monthly caps overriding the tariff's
     true_up_month: int | None = None
     can_curtail_pv: bool = False
+    # the site, for the expected (not actual) PV of the rest of a settlement period
+    latitude: float = 37.77
+    longitude: float = -122.42
+    pv: tuple = ()
 
     @property
     def hours(self) -> float:
@@ -265,14 +269,110 @@ def _slice_inputs(x: PlanInputs, plan: Plan, a: int, z: int) -> tuple[PlanInputs
     return xs, ps
 
 
+def _settles_at_true_up(r: Replay) -> bool:
+    st = r.tariff.spec.settlement
+    return (r.tariff.spec.export.scheme == "nem" and st.charges == "at_true_up"
+            and st.leftover_credit == "forfeit")
+
+
+@dataclass
+class _TrueUpBook:
+    """Hour by hour, for every hour of the settlement periods the replay touches: the
+    period each hour is in, the period's minimum charges, and the *expected* energy
+    charges (Cx), NBC and net surplus of each hour (expected PV and load, Self-Powered):
+    what a controller may assume about the rest of a period without seeing it."""
+
+    starts: np.ndarray  # hour starts, UTC, from the first period's start
+    period: np.ndarray  # period index per hour
+    minimum: dict[int, float]
+    label: dict[int, str]
+    exp_cx: np.ndarray
+    exp_nbc: np.ndarray
+    exp_surplus: np.ndarray
+
+    def index(self, t: int) -> int:
+        return int((t - self.starts[0]) // 3600)
+
+
+def _true_up_book(r: Replay, starts_h: np.ndarray) -> _TrueUpBook:
+    from forecasts.clearsky import expected_pv_kwh
+    from forecasts.load import expected_load_kwh
+    from optimizer.localtime import local_fields
+    from trueup.planning import _settlement_periods
+
+    tum = r.true_up_month or r.tariff.spec.settlement.true_up_month
+    periods = _settlement_periods(r.tariff, tum, starts_h, 3600, r.tz)
+    first, last = periods[0][2], periods[-1][3]
+    hours = np.arange(first, last, 3600, dtype=np.int64)
+    spans = _settlement_periods(r.tariff, tum, hours, 3600, r.tz)
+    period = np.zeros(len(hours), dtype=np.int64)
+    minimum, label = {}, {}
+    ch, st = r.tariff.spec.charges, r.tariff.spec.settlement
+    for i, (a, b, p0, p1, lab) in enumerate(spans):
+        period[a:b] = i
+        minimum[i] = ch.minimum_per_day * round((p1 - p0) / 86400) + \
+            ch.minimum_per_month * st.period_months
+        label[i] = lab
+    pv = expected_pv_kwh(hours, 3600, r.latitude, r.longitude, list(r.pv),
+                         local_fields(hours, r.tz).month) if r.pv else np.zeros(len(hours))
+    load, _ = expected_load_kwh(hours, 3600, r.tz)
+    sp = [_floor_settings(r.battery)] * len(hours)
+    sim = simulate(sp, r.soc0_kwh, load, pv, 1.0, battery_spec(r.battery))
+    prices = step_prices(r.tariff, hours)
+    return _TrueUpBook(
+        starts=hours, period=period, minimum=minimum, label=label,
+        exp_cx=sim.import_kwh * (prices.import_price - prices.nbc)
+        - sim.export_kwh * prices.export_credit,
+        exp_nbc=prices.nbc * sim.import_kwh, exp_surplus=sim.export_kwh - sim.import_kwh)
+
+
+def _contexts(book: _TrueUpBook, k0: int, z0: int, before_cx: float, before_nbc: float,
+              before_surplus: float, surplus_rate: float, *, holds_end: bool,
+              count_after: bool = True) -> tuple[TrueUpContext, ...]:
+    """True-up contexts for plan steps [0, z0 − k0) starting at book hour k0: the first
+    period gets what happened before (simulated), the last the expected rest."""
+    out = []
+    idx = np.arange(k0, z0)
+    pids = book.period[idx]
+    for n, pid in enumerate(np.unique(pids)):
+        steps = np.flatnonzero(pids == pid)
+        a, b = int(steps[0]), int(steps[-1]) + 1
+        end_hour = int(np.flatnonzero(book.period == pid)[-1]) + 1
+        after = slice(z0, end_hour) if count_after else slice(0, 0)
+        first = n == 0
+        out.append(TrueUpContext(
+            first_step=a, end_step=b, label=book.label[int(pid)],
+            cx_before=before_cx if first else 0.0,
+            nbc_before=before_nbc if first else 0.0,
+            cx_after=float(book.exp_cx[after].sum()),
+            nbc_after=float(book.exp_nbc[after].sum()),
+            minimum_total=book.minimum[int(pid)],
+            surplus_kwh_before=before_surplus if first else 0.0,
+            surplus_kwh_after=float(book.exp_surplus[after].sum()),
+            surplus_rate=surplus_rate, holds_end=holds_end and b == z0 - k0))
+    return tuple(out)
+
+
 def perfect_foresight(r: Replay) -> Directive:
     """One LP over the whole period with the true PV and load (hourly), carried out as
     settings through the policy, a week of the plan at a time."""
     starts, pv, load, per = _hourly(r)
     prices = step_prices(r.tariff, starts)
+    true_ups: tuple[TrueUpContext, ...] = ()
+    if _settles_at_true_up(r):
+        # the true bill's settlement in the objective: the periods' parts outside the replay
+        # at their expected values, the replayed hours exact (the LP's own flows)
+        book = _true_up_book(r, starts)
+        k0 = book.index(int(starts[0]))
+        head = slice(int(np.flatnonzero(book.period == book.period[k0])[0]), k0)
+        true_ups = _contexts(book, k0, k0 + len(starts), float(book.exp_cx[head].sum()),
+                             float(book.exp_nbc[head].sum()),
+                             float(book.exp_surplus[head].sum()),
+                             r.tariff.spec.settlement.surplus_rate, holds_end=False)
     x = PlanInputs(prices=prices, pv_kwh=pv, load_kwh=load, soc_kwh=r.soc0_kwh,
                    battery=r.battery, step_hours=1.0, can_curtail_pv=r.can_curtail_pv,
-                   cap_budgets=period_cap_budgets(r, prices), terminal_value=0.0)
+                   cap_budgets=period_cap_budgets(r, prices), terminal_value=0.0,
+                   true_ups=true_ups)
     plan = solve(x, time_limit=300.0)
     if not plan.ok:
         raise RuntimeError(f"the perfect-foresight LP did not solve ({plan.status})")
@@ -295,7 +395,7 @@ REPLAN_EVERY_H = 4  # rolling strategies re-plan every 4 hours ...
 HORIZON_H = 24  # ... over the next 24 hours, in hourly steps
 
 
-def _rolling(r: Replay, *, cap_aware: bool) -> Directive:
+def _rolling(r: Replay, *, cap_aware: bool, true_up_aware: bool = False) -> Directive:
     """Re-plan every REPLAN_EVERY_H hours over HORIZON_H hourly steps with
     :func:`optimizer.plan.solve`, from the simulated SOC at the decision time and a
     persistence forecast (each hour's PV and load = the same hour yesterday: nothing
@@ -323,6 +423,10 @@ def _rolling(r: Replay, *, cap_aware: bool) -> Directive:
     soc = r.soc0_kwh
     plans = 0
     grid_limit = spec.grid_charge_kw(Mode.BACKUP)
+    book = _true_up_book(r, starts) if true_up_aware and _settles_at_true_up(r) else None
+    done_cx = np.zeros(n_h)  # simulated Cx, NBC and surplus per replayed hour
+    done_nbc = np.zeros(n_h)
+    done_surplus = np.zeros(n_h)
     for k in range(0, n_h, REPLAN_EVERY_H):
         todo = min(REPLAN_EVERY_H, n_h - k)
         if k < 24:
@@ -345,10 +449,25 @@ def _rolling(r: Replay, *, cap_aware: bool) -> Directive:
                 left = max(0.0, cb.kwh - exported_by_month.get(key, 0.0))
                 budgets.append(CapBudget(key, left * min(1.0, in_h / max(left_h, 1)),
                                          cb.decredit_value))
+            true_ups: tuple[TrueUpContext, ...] = ()
+            if book is not None:
+                k0 = book.index(int(starts[k]))
+                pid = book.period[k0]
+                p_first = int(np.flatnonzero(book.period == pid)[0])
+                # the period so far: expected before the replay began, simulated since
+                pre = slice(p_first, book.index(int(starts[0])))
+                mine = (book.period[book.index(int(starts[0])) + np.arange(k)] == pid) \
+                    if k else np.zeros(0, dtype=bool)
+                true_ups = _contexts(
+                    book, k0, k0 + (z - k),
+                    float(book.exp_cx[pre].sum() + done_cx[:k][mine].sum()),
+                    float(book.exp_nbc[pre].sum() + done_nbc[:k][mine].sum()),
+                    float(book.exp_surplus[pre].sum() + done_surplus[:k][mine].sum()),
+                    r.tariff.spec.settlement.surplus_rate, holds_end=True)
             x = PlanInputs(prices=prices, pv_kwh=pv_h[idx - 24], load_kwh=load_h[idx - 24],
                            soc_kwh=soc, battery=r.battery, step_hours=1.0,
                            can_curtail_pv=r.can_curtail_pv, cap_budgets=tuple(budgets),
-                           grid_charge_limit_kw=grid_limit)
+                           grid_charge_limit_kw=grid_limit, true_ups=true_ups)
             plan = solve(x, time_limit=10.0)
             plans += 1
             if plan.ok:
@@ -366,8 +485,13 @@ def _rolling(r: Replay, *, cap_aware: bool) -> Directive:
         soc = float(sim.soc_kwh[-1])
         for h in range(todo):
             key = int(prices_all.month_key[k + h])
-            exported_by_month[key] = exported_by_month.get(key, 0.0) + float(
-                sim.export_kwh[h * per:(h + 1) * per].sum())
+            imp = float(sim.import_kwh[h * per:(h + 1) * per].sum())
+            exp = float(sim.export_kwh[h * per:(h + 1) * per].sum())
+            exported_by_month[key] = exported_by_month.get(key, 0.0) + exp
+            r_h, nbc = float(prices_all.import_price[k + h]), prices_all.nbc
+            done_cx[k + h] = imp * (r_h - nbc) - exp * float(prices_all.export_credit[k + h])
+            done_nbc[k + h] = nbc * imp
+            done_surplus[k + h] = exp - imp
         settings += q_s
         signals += q_g
     tail = len(r.data) - len(settings)
@@ -382,8 +506,9 @@ def tou_lp(r: Replay) -> Directive:
 
 
 def trueup(r: Replay) -> Directive:
-    """Rolling LP re-planning with the export cap budgeted (true-up not yet in it)."""
-    return _rolling(r, cap_aware=True)
+    """Rolling LP re-planning with the export cap budgeted and, on NEM2, the true-up: the
+    period so far (simulated) + the plan + the expected rest, as the daemon plans."""
+    return _rolling(r, cap_aware=True, true_up_aware=True)
 
 
 STRATEGY_FUNCS: dict[str, Callable[[Replay], Directive]] = {
@@ -456,9 +581,10 @@ def run_backtest(r: Replay, strategies: list[str] | tuple[str, ...] = STRATEGIES
             progress(name)
         results.append(run_strategy(r, name))
     notes = []
-    if "perfect_foresight" in names and r.tariff.spec.settlement.charges == "at_true_up":
-        notes.append("the perfect-foresight LP prices energy linearly: the true-up (credit "
-                     "forfeited, minimum charges) is billed but not in its objective")
+    if "perfect_foresight" in names and _settles_at_true_up(r):
+        notes.append("the perfect-foresight LP has the true-up in its objective (the NSC "
+                     "at the regime of the Self-Powered projection); parts of a settlement "
+                     "period outside the replay enter at their expected values")
     return Backtest(replay=r, results=results, no_battery=_bill(r, no_battery_intervals(r)),
                     notes=notes)
 
@@ -496,7 +622,9 @@ def replay_from_config(cfg, tariff: Tariff, data: IntervalData) -> Replay:
     caps = opt.export_cap_kwh
     return Replay(data=data, tariff=tariff, battery=cfg.battery, tz=cfg.site.timezone,
                   export_cap_kwh=list(caps) if caps else None,
-                  true_up_month=opt.true_up_month, can_curtail_pv=cfg.site.can_curtail_pv)
+                  true_up_month=opt.true_up_month, can_curtail_pv=cfg.site.can_curtail_pv,
+                  latitude=cfg.site.latitude, longitude=cfg.site.longitude,
+                  pv=tuple(cfg.pv))
 
 
 # --------------------------------------------------------------------------------------
