@@ -327,7 +327,16 @@ class Store:
         try:
             db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                  check_same_thread=False)
-            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            # switching a new file to WAL takes an exclusive lock that the busy timeout
+            # does not wait for: when two processes create the store at once, retry briefly
+            for attempt in range(50):
+                try:
+                    mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                    break
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) or attempt == 49:
+                        raise
+                    time.sleep(0.05)
         except sqlite3.Error as e:
             raise InputError(f"cannot open the store ({e})", where=where,
                              fix="check that the directory exists and the trueup user may "
