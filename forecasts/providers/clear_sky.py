@@ -52,7 +52,9 @@ class ClearSkyProvider:
         return f"solar:{self.name}:{req.site_key()}"
 
     def fetch(self, req, http, on_attempt):  # pragma: no cover - local provider
-        raise NotImplementedError
+        # the chain never fetches a local provider (remote = False): it computes in parse()
+        raise RuntimeError("the clear-sky provider computes locally; there is nothing to "
+                           "fetch")
 
     def parse(self, payload: str, req: ForecastRequest) -> ProviderOutput:
         return ProviderOutput(p50=expected_kwh(req), notes=[
