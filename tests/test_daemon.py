@@ -307,3 +307,42 @@ def test_a_known_load_in_the_config_reaches_the_plan(tmp_path):
     make = make_plan(load_config(cfg_file), at_utc=at, soc_percent=50)
     extra = make.inputs.load_kwh.sum() - base.inputs.load_kwh.sum()
     assert extra == pytest.approx(2 * (14.0 - 10.8), abs=0.01)
+
+
+def test_trueup_run_reloads_on_sighup_and_stops_cleanly_on_sigterm(tmp_path):
+    """The real `trueup run` process: it serves /healthz, SIGHUP reloads the configuration,
+    SIGTERM finishes the job in flight, closes the store and exits 0."""
+    import sys
+
+    port = _free_port()
+    cfg = tmp_path / "trueup.toml"
+    cfg.write_text(f'[http]\nbind = "127.0.0.1:{port}"\n[optimizer]\nhorizon_hours = 12\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trueup.cli", "run", "--config", str(cfg), "--dry-run",
+         "--data-dir", str(tmp_path / "data")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        ok = False
+        deadline = time.time() + 60
+        while time.time() < deadline and not ok:
+            time.sleep(0.5)
+            try:
+                health = json.loads(urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/healthz", timeout=2).read())
+                ok = health["ok"]
+            except OSError:
+                continue
+        assert ok, "the daemon never became healthy"
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert "configuration reloaded" in out and "stopping: finishing the job in flight" in out
+    from adapters.store import open_store
+
+    with open_store(tmp_path / "data") as store:
+        assert store.last_plan() is not None  # the plan made before the stop is kept
