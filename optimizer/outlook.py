@@ -3,9 +3,11 @@
 The cap is on a month's *total* exports, but the detailed plan sees 48 hours. Spending the
 remaining cap greedily today can leave the peak days at the end of the month with nothing.
 So a coarse hourly LP runs from now to the end of the billing month (forecast days first,
-then expected PV and load), with the month's remaining cap as a soft constraint; its exports
-inside the detailed horizon become the detailed plan's budget for that month (DOMAIN.md
-§2.3; the two-level scheme of issue 3). Months that start inside the horizon get their
+then expected PV and load), with the month's remaining cap as a soft constraint; the cap
+left minus the outlook's exports *after* the detailed horizon becomes the detailed plan's
+budget for that month — its own share when the cap binds, and the slack too when it does
+not, so a cap the month will never reach costs the detailed plan nothing (DOMAIN.md §2.3;
+the two-level scheme of issue 3). Months that start inside the horizon get their
 whole cap pro rata to the hours of them the horizon covers.
 
 Pure: arrays in, budgets out. Units kWh, $/kWh, UTC epoch seconds.
@@ -33,6 +35,19 @@ class Outlook:
     planned_kwh: float  # the outlook's exports over the rest of the month
     horizon_budget_kwh: float  # of which inside the detailed horizon
     status: str
+    start_utc: int = 0  # the outlook's first hour
+    export_kwh: np.ndarray | None = None  # its planned exports per hour to the month's end
+
+    def budget(self, now_utc: int, horizon_end_utc: int, used_kwh: float) -> float:
+        """The budget for a later detailed plan of ``[now_utc, horizon_end_utc)`` with
+        ``used_kwh`` exported so far this month: the cap left minus what this outlook
+        planned to export after that horizon (so an outlook can serve re-plans for a while).
+        """
+        left = max(0.0, self.cap_kwh - used_kwh)
+        if self.export_kwh is None:
+            return self.horizon_budget_kwh
+        first_after = max(0, (horizon_end_utc - self.start_utc + 3599) // 3600)
+        return max(0.0, left - float(self.export_kwh[first_after:].sum()))
 
 
 def month_outlook(
@@ -75,5 +90,8 @@ def month_outlook(
         return Outlook(key, cap_kwh, used_kwh, left, left * share, plan.status)
     in_h = starts < horizon_end_utc
     planned = float(plan.export_kwh.sum())
-    budget = float(plan.export_kwh[in_h].sum())
-    return Outlook(key, cap_kwh, used_kwh, planned, min(budget, left), plan.status)
+    # the horizon may spend what the rest of the month will not: its own planned exports
+    # when the cap binds, more when the outlook leaves some of the cap unused
+    later = float(plan.export_kwh[~in_h].sum())
+    return Outlook(key, cap_kwh, used_kwh, planned, max(0.0, left - later), plan.status,
+                   start_utc=int(start_utc), export_kwh=plan.export_kwh.copy())

