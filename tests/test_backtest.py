@@ -149,6 +149,89 @@ def test_cli_backtest_prints_json_for_the_chosen_strategies(capsys):
     assert out["perfect_foresight"] is None
 
 
+def test_perfect_foresight_bills_no_more_than_trueup_which_beats_self_powered(backtest):
+    """The ordering on the true bill (each billed on what its simulated Powerwall did):
+    the perfect-foresight plan carried out ≤ trueup (noisy forecasts) < Self-Powered."""
+    bills = {r.name: r.bill.annual_total for r in backtest.results}
+    assert bills["perfect_foresight"] <= bills["trueup"] + 1e-9, bills
+    assert bills["trueup"] < bills["self_powered"], bills
+
+
+def test_each_strategys_bill_equals_trueup_bill_on_its_simulated_intervals(
+        backtest, tmp_path, capsys):
+    """The CLI's `trueup bill` on each strategy's simulated intervals, written as the
+    interval CSV contract, gives the backtest's figures month by month."""
+    from trueup.example import write_csv
+
+    tariff_file = tmp_path / "nem2ps-monthly.toml"
+    text = bundled_path("pge-ev2a-nem2ps-2024").read_text(encoding="utf-8")
+    head, rest = text.split("[settlement]", 1)
+    tariff_file.write_text(head + MONTHLY_SETTLEMENT + "\n" + rest[rest.index("[export_cap]"):],
+                           encoding="utf-8")
+    for r in backtest.results:
+        csv = tmp_path / f"{r.name}.csv"
+        write_csv(r.intervals, csv)
+        assert main(["bill", "--tariff", str(tariff_file), "--usage", str(csv),
+                     "--allow-gaps", "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        # the CSV carries 4 decimals per interval: 1,344 roundings of ≤ 0.00005 kWh
+        assert out["annual_total"] == pytest.approx(r.bill.annual_total, abs=0.05), r.name
+        assert [m["billed"] for m in out["months"]] == pytest.approx(
+            [m.billed for m in r.bill.months], abs=0.05)
+
+
+def test_a_decision_never_depends_on_data_after_it(replay):
+    """Causality: with the persistence forecast, changing PV and load from day 8 on leaves
+    every setting of the first 7 days unchanged (the far expectation has no prior year here
+    and the tariff settles monthly, so nothing else reads the future)."""
+    from dataclasses import replace as dc_replace
+
+    r = dc_replace(replay, forecast="persistence")
+    cut = 7 * 96
+    d = r.data
+    later = dc_replace(d, load_kwh=np.concatenate([d.load_kwh[:cut], d.load_kwh[cut:] * 3]),
+                       pv_kwh=np.concatenate([d.pv_kwh[:cut], d.pv_kwh[cut:] * 0.2]))
+    a = STRATEGY_FUNCS["trueup"](r)
+    b = STRATEGY_FUNCS["trueup"](dc_replace(r, data=later))
+    assert a.settings[:cut] == b.settings[:cut]
+    assert a.signals[:cut] == b.signals[:cut]
+    assert a.settings[cut:] != b.settings[cut:]  # and the change did reach the later days
+
+
+def test_noisy_forecast_errors_have_the_documented_bias_and_spread(replay):
+    """The noisy forecast is the actual × (1 + bias + σ(lead)·e): over many re-plans the
+    mean ratio at lead 0 is 1 + bias and its spread σ(0); at lead 23 the spread is σ(23)."""
+    from trueup.backtest import ForecastNoise, _Forecaster, _hourly
+
+    starts, pv_h, load_h, _ = _hourly(replay)
+    pv_h = np.ones_like(pv_h)  # ratios are then the multipliers themselves
+    load_h = np.ones_like(load_h)
+    f = _Forecaster(replay, starts, pv_h, load_h)
+    nz = ForecastNoise()
+    draws = np.array([np.concatenate(f(0, 24)) for _ in range(4000)])
+    pv0, pv23, load0 = draws[:, 0], draws[:, 23], draws[:, 24]
+    assert pv0.mean() == pytest.approx(1 + nz.pv_bias, abs=0.01)
+    assert pv0.std() == pytest.approx(nz.pv_sigma[0], rel=0.06)
+    assert pv23.std() == pytest.approx(nz.pv_sigma[1], rel=0.06)
+    assert load0.mean() == pytest.approx(1 + nz.load_bias, abs=0.01)
+    # consecutive lead hours are correlated as documented (ρ = 0.8)
+    assert np.corrcoef(draws[:, 0], draws[:, 1])[0, 1] == pytest.approx(nz.rho, abs=0.05)
+
+
+def test_two_jobs_give_the_same_results_as_one(replay):
+    from dataclasses import replace as dc_replace
+
+    short = dc_replace(replay, data=replay.data.select(np.arange(len(replay.data)) < 2 * 96))
+    names = ["tbc_like", "tou_lp"]
+    one = run_backtest(short, names, jobs=1)
+    seen = []
+    two = run_backtest(short, names, jobs=2, progress=lambda n, f: seen.append((n, f)))
+    for a, b in zip(one.results, two.results, strict=True):
+        assert a.name == b.name
+        assert a.bill.annual_total == pytest.approx(b.bill.annual_total, abs=1e-9)
+    assert {n for n, f in seen if f == 1.0} == {"self_powered", "tbc_like", "tou_lp"}
+
+
 def test_cli_backtest_rejects_an_unknown_strategy(capsys):
     assert main(["backtest", "--days", "1", "--strategy", "magic"]) == 2
     assert "unknown strategy" in capsys.readouterr().err

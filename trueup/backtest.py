@@ -2,11 +2,12 @@
 
 A period of 15-minute PV and load (the example year, or a site's CSV with ``load_kwh`` and
 ``pv_kwh``) is replayed under each *strategy*: a function that returns the gateway settings
-(and Time-Based Control's price signal) for every step, decided causally — from the tariff
-and the data up to the decision time — except ``perfect_foresight``, which sees the whole
-period by design. The settings go through :func:`optimizer.behaviour.simulate` (the same
-model the policy and the simulated gateway use), and the *simulated* imports and exports are
-billed by :func:`optimizer.billing.bill`. No strategy is ever billed on a plan.
+(and Time-Based Control's price signal) for every step, decided causally — from the tariff,
+the forecasts a daemon would have had and the simulated past — except ``perfect_foresight``,
+which sees the whole period by design. The settings go through
+:func:`optimizer.behaviour.simulate` (the same model the policy and the simulated gateway
+use), and the *simulated* imports and exports are billed by :func:`optimizer.billing.bill`.
+No strategy is ever billed on a plan.
 
 Strategies:
 
@@ -14,26 +15,29 @@ Strategies:
 * ``tbc_like`` — Time-Based Control with grid charging on and export "Everything": charge
   toward 100 % in the tariff's cheapest TOU period, export at full power in its dearest
   (peak = the period with the highest import rate, off-peak = the lowest), hold otherwise.
-* ``tou_lp`` — re-plans every 4 hours over the next 24 hours (hourly steps) with
-  :func:`optimizer.plan.solve` on a persistence forecast (each hour = the same hour
-  yesterday), linear prices, export cap ignored (what EMHASS-style tools do); the first
-  4 hours of each plan are carried out as settings through the policy. The first day (no
-  yesterday) runs Self-Powered.
-* ``trueup`` — the same cadence and forecast with the NEM-PS export cap budgeted (the
-  month's cap left after the simulated exports so far, pro rata to the horizon).
-  The true-up (forfeited credit, minimum charges) is not yet in its objective.
+* ``tou_lp`` — re-plans every hour over the next 24 hours (hourly steps) with
+  :func:`optimizer.plan.solve` on linear prices, export cap and true-up ignored (what
+  EMHASS-style tools do); the first hour of each plan is carried out as settings through
+  the policy, then the next decision is taken from the simulated SOC.
+* ``trueup`` — the same cadence with the daemon's billing logic: the NEM-PS export cap
+  budgeted by the month outlook (:mod:`optimizer.outlook`, re-solved daily, re-read every
+  hour against the simulated exports so far) and, on NEM2, the true-up (the period so far
+  — expected before the replay began, simulated since — the plan, and the expected rest).
 * ``perfect_foresight`` — one LP over the whole period (hourly steps) with the true PV and
-  load, the tariff's step prices and the NEM-PS export cap as a soft monthly budget; its
-  flows become settings through :func:`optimizer.policy.schedule` and are replayed like
-  every other strategy. The LP's own objective (linear energy cost Σ import × price −
-  Σ export × credit + wear + de-credited cap excess, no value for energy left at the end,
-  the battery's own charge limit) is reported as the bound: hourly sums of any strategy's
-  simulated flows are a feasible point of that LP, so on a tariff without an export cap no
-  strategy's linear energy cost can be lower.
+  load, the tariff's step prices, the export cap and the true-up; its flows become settings
+  through :func:`optimizer.policy.schedule` and are replayed like every other strategy. Its
+  LP objective is reported as the bound.
 
-Not yet here (issue 7): the true-up epigraph in ``trueup`` and ``perfect_foresight``,
-re-planning every 15 minutes (here every 4 h), noisy/clear-sky forecast variants, plots, a
-progress bar, --jobs, the README table.
+Forecasts (what ``tou_lp`` and ``trueup`` are told; :class:`_Forecaster`): ``noisy`` (the
+default: the actuals with documented bias and a lead-growing AR(1) error,
+:class:`ForecastNoise`), ``persistence`` (the same hour yesterday), ``clear_sky`` (the
+daemon's offline PV model; load the mean of the hour over the last 7 days), ``perfect``
+(a reference only). Weeks ahead — the month outlook and the true-up projection — come from
+the same weeks of the prior year (:mod:`forecasts.last_year`), as a daemon with a year of
+history has them; without a prior year, the clear-sky model and the typical load profile.
+
+Speed: the rolling strategies solve ~8,760 LPs a year each (~7-9 ms per re-plan with the
+schedule and the replay); ``run_backtest(jobs=2)`` runs strategies in forked processes.
 
 Units: kWh per step, $; times UTC epoch seconds.
 """
@@ -78,6 +82,11 @@ class Replay:
     latitude: float = 37.77
     longitude: float = -122.42
     pv: tuple = ()
+    # what the rolling strategies are told: the forecast kind and its noise, and the prior
+    # year (load_kwh, pv_kwh) a daemon with history would know the far future from
+    forecast: str = "noisy"
+    noise: ForecastNoise = field(default_factory=lambda: ForecastNoise())
+    prior: IntervalData | None = None
 
     @property
     def hours(self) -> float:
@@ -187,7 +196,7 @@ def _floor_settings(b: Battery) -> Settings:
     return Settings(Mode.SELF_POWERED, clamp_reserve(floor, floor), False, ExportRule.PV_ONLY)
 
 
-def self_powered(r: Replay) -> Directive:
+def self_powered(r: Replay, progress: Callable[[float], None] | None = None) -> Directive:
     """Tesla's default: Self-Powered at the owner's backup floor, every step."""
     n = len(r.data)
     return Directive([_floor_settings(r.battery)] * n, [PriceSignal.HOLD] * n)
@@ -200,7 +209,7 @@ def peak_and_off_peak(tariff: Tariff) -> tuple[int, int]:
     return int(np.argmax(rates.max(axis=0))), int(np.argmin(rates.min(axis=0)))
 
 
-def tbc_like(r: Replay) -> Directive:
+def tbc_like(r: Replay, progress: Callable[[float], None] | None = None) -> Directive:
     """Time-Based Control, grid charging on, export Everything: charge toward 100 % in the
     off-peak period, export at full power down to the floor in the peak, hold otherwise.
     Decided from the clock and the tariff alone (causal)."""
@@ -295,9 +304,6 @@ class _TrueUpBook:
 
 
 def _true_up_book(r: Replay, starts_h: np.ndarray) -> _TrueUpBook:
-    from forecasts.clearsky import expected_pv_kwh
-    from forecasts.load import expected_load_kwh
-    from optimizer.localtime import local_fields
     from trueup.planning import _settlement_periods
 
     tum = r.true_up_month or r.tariff.spec.settlement.true_up_month
@@ -313,9 +319,7 @@ def _true_up_book(r: Replay, starts_h: np.ndarray) -> _TrueUpBook:
         minimum[i] = ch.minimum_per_day * round((p1 - p0) / 86400) + \
             ch.minimum_per_month * st.period_months
         label[i] = lab
-    pv = expected_pv_kwh(hours, 3600, r.latitude, r.longitude, list(r.pv),
-                         local_fields(hours, r.tz).month) if r.pv else np.zeros(len(hours))
-    load, _ = expected_load_kwh(hours, 3600, r.tz)
+    pv, load, _ = _far_expectation(r, hours)
     sp = [_floor_settings(r.battery)] * len(hours)
     sim = simulate(sp, r.soc0_kwh, load, pv, 1.0, battery_spec(r.battery))
     prices = step_prices(r.tariff, hours)
@@ -353,7 +357,8 @@ def _contexts(book: _TrueUpBook, k0: int, z0: int, before_cx: float, before_nbc:
     return tuple(out)
 
 
-def perfect_foresight(r: Replay) -> Directive:
+def perfect_foresight(r: Replay, progress: Callable[[float], None] | None = None
+                      ) -> Directive:
     """One LP over the whole period with the true PV and load (hourly), carried out as
     settings through the policy, a week of the plan at a time."""
     starts, pv, load, per = _hourly(r)
@@ -391,22 +396,125 @@ def perfect_foresight(r: Replay) -> Directive:
     return Directive(settings, signals, plans=1, plan=plan)
 
 
-REPLAN_EVERY_H = 4  # rolling strategies re-plan every 4 hours ...
+REPLAN_EVERY_H = 1  # rolling strategies re-plan every hour ...
 HORIZON_H = 24  # ... over the next 24 hours, in hourly steps
+OUTLOOK_EVERY_H = 24  # trueup re-solves the month outlook for the export cap daily
+FORECASTS = ("noisy", "persistence", "clear_sky", "perfect")
 
 
-def _rolling(r: Replay, *, cap_aware: bool, true_up_aware: bool = False) -> Directive:
+@dataclass(frozen=True)
+class ForecastNoise:
+    """The ``noisy`` forecast: the actual hourly PV and load times ``1 + bias + σ(lead)·e``
+    (clipped at 0), σ growing linearly from the first to the 24th hour ahead, ``e`` an AR(1)
+    series over the lead hours (correlation ``rho``: errors persist, as a wrong cloud or
+    a guest's evening do), drawn anew at every re-plan from a seeded generator. The default
+    is a decent day-ahead provider: PV 10 % → 30 % error and 5 % optimistic, load 15 % →
+    25 % error and 5 % low."""
+
+    pv_bias: float = 0.05
+    pv_sigma: tuple[float, float] = (0.10, 0.30)
+    load_bias: float = -0.05
+    load_sigma: tuple[float, float] = (0.15, 0.25)
+    rho: float = 0.8
+    seed: int = 2025
+
+    def describe(self) -> str:
+        return (f"PV ×(1{self.pv_bias:+.0%} ± {self.pv_sigma[0]:.0%}→{self.pv_sigma[1]:.0%}), "
+                f"load ×(1{self.load_bias:+.0%} ± {self.load_sigma[0]:.0%}→"
+                f"{self.load_sigma[1]:.0%}) over 1→24 h ahead, AR(1) ρ={self.rho}, "
+                f"seed {self.seed}")
+
+
+class _Forecaster:
+    """What a controller is told at hour ``k`` about hours ``[k, z)``: never the actuals
+    beyond ``k`` except through the documented noise (``noisy``) or by design
+    (``perfect``, a reference only)."""
+
+    def __init__(self, r: Replay, starts: np.ndarray, pv_h: np.ndarray, load_h: np.ndarray):
+        self.kind = r.forecast
+        self.noise = r.noise
+        self.pv, self.load = pv_h, load_h
+        self.rng = np.random.default_rng(r.noise.seed)
+        self.clear = None
+        if self.kind == "clear_sky":
+            from forecasts.clearsky import expected_pv_kwh
+            from optimizer.localtime import local_fields
+
+            self.clear = expected_pv_kwh(starts, 3600, r.latitude, r.longitude, list(r.pv),
+                                         local_fields(starts, r.tz).month) \
+                if r.pv else np.zeros(len(starts))
+
+    @property
+    def needs_history_h(self) -> int:
+        """Hours of replayed data the forecast needs before its first plan."""
+        return 24 if self.kind in ("persistence", "clear_sky") else 0
+
+    def _errors(self, n: int, sigma: tuple[float, float], bias: float) -> np.ndarray:
+        rho = self.noise.rho
+        e = np.empty(n)
+        e[0] = self.rng.standard_normal()
+        for i in range(1, n):
+            e[i] = rho * e[i - 1] + np.sqrt(1 - rho * rho) * self.rng.standard_normal()
+        lead = np.linspace(sigma[0], sigma[1], HORIZON_H)[:n]
+        return np.maximum(0.0, 1.0 + bias + lead * e)
+
+    def __call__(self, k: int, z: int) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.arange(k, z)
+        if self.kind == "perfect":
+            return self.pv[idx], self.load[idx]
+        if self.kind == "noisy":
+            n, nz = z - k, self.noise
+            return (self.pv[idx] * self._errors(n, nz.pv_sigma, nz.pv_bias),
+                    self.load[idx] * self._errors(n, nz.load_sigma, nz.load_bias))
+        # persistence: the same hour yesterday; clear_sky: PV from the clear-sky model ×
+        # the month's clearness, load the mean of the same hour over the last 7 days
+        if self.kind == "persistence":
+            return self.pv[idx - 24], self.load[idx - 24]
+        days = [d for d in range(1, 8) if k - 24 * d >= 0]
+        load = np.mean([self.load[idx - 24 * d] for d in days], axis=0)
+        return self.clear[idx], load
+
+
+def _far_expectation(r: Replay, hours: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """PV and load kWh expected weeks ahead, per hour of ``hours``: the same weeks of the
+    prior year where ``r.prior`` has them (what a daemon with a year of history knows),
+    else the offline clear-sky × clearness PV and the typical load profile."""
+    from forecasts.clearsky import expected_pv_kwh
+    from forecasts.last_year import same_weeks_last_year
+    from forecasts.load import expected_load_kwh
+    from optimizer.localtime import local_fields
+
+    pv = expected_pv_kwh(hours, 3600, r.latitude, r.longitude, list(r.pv),
+                         local_fields(hours, r.tz).month) if r.pv else np.zeros(len(hours))
+    load, _ = expected_load_kwh(hours, 3600, r.tz)
+    ly_pv, ly_load, covered = same_weeks_last_year(hours, 3600, r.prior)
+    if covered.all():
+        return ly_pv, ly_load, "the same weeks of the prior year"
+    if covered.any():
+        return (np.where(covered, ly_pv, pv), np.where(covered, ly_load, load),
+                f"the prior year where it reaches ({int(covered.sum())} of {len(hours)} h), "
+                "else clear-sky × clearness and the typical profile")
+    return pv, load, "clear-sky × clearness PV and the typical load profile (no prior year)"
+
+
+def _rolling(r: Replay, *, cap_aware: bool, true_up_aware: bool = False,
+             progress: Callable[[float], None] | None = None) -> Directive:
     """Re-plan every REPLAN_EVERY_H hours over HORIZON_H hourly steps with
-    :func:`optimizer.plan.solve`, from the simulated SOC at the decision time and a
-    persistence forecast (each hour's PV and load = the same hour yesterday: nothing
-    after the decision time is seen); carry out the first REPLAN_EVERY_H hours of each plan
-    as settings through the policy, replayed by the behaviour model before the next
-    decision. The first day (no yesterday yet) runs Self-Powered at the floor.
+    :func:`optimizer.plan.solve`, from the simulated SOC at the decision time and the
+    replay's forecast (:class:`_Forecaster`); carry out the first REPLAN_EVERY_H hours of
+    each plan as settings through the policy, replayed by the behaviour model on the actual
+    15-minute PV and load before the next decision. A forecast that needs yesterday
+    (persistence, clear_sky) runs Self-Powered on the first day.
 
-    ``cap_aware``: the NEM-PS export cap enters as a soft budget (the month's cap left,
-    by the simulated exports so far, pro rata to the horizon's share of the month's hours
-    left). Off, the LP sees linear prices only (EMHASS-style).
+    ``cap_aware``: the NEM-PS export cap as the daemon budgets it — the month outlook (an
+    hourly LP to the month's end on the forecast, then the far expectation), re-solved
+    daily and re-read hourly against the exports so far; months starting inside the
+    horizon pro rata. ``true_up_aware``: the NEM2 true-up — the period so far (expected
+    before the replay, simulated since), the plan, and the expected rest. Both off, the LP
+    sees linear prices only (EMHASS-style).
     """
+    from optimizer.outlook import Outlook, month_outlook
+
     starts, pv_h, load_h, per = _hourly(r)
     n_h = len(starts)
     spec = battery_spec(r.battery)
@@ -414,8 +522,15 @@ def _rolling(r: Replay, *, cap_aware: bool, true_up_aware: bool = False) -> Dire
     caps = _caps(r) if cap_aware else None
     budgets_full = {cb.month_key: cb for cb in period_cap_budgets(r, prices_all)} \
         if caps else {}
+    month_first = {k: int(np.flatnonzero(prices_all.month_key == k)[0]) for k in budgets_full}
     month_end = {k: int(np.flatnonzero(prices_all.month_key == k)[-1]) + 1
                  for k in budgets_full}
+    forecast = _Forecaster(r, starts, pv_h, load_h)
+    far_pv = far_load = None
+    if budgets_full:
+        far_pv, far_load, _ = _far_expectation(r, starts)
+    outlook: Outlook | None = None
+    outlook_at = -OUTLOOK_EVERY_H
     exported_by_month: dict[int, float] = {}
     floor_s = _floor_settings(r.battery)
     settings: list[Settings] = []
@@ -427,13 +542,16 @@ def _rolling(r: Replay, *, cap_aware: bool, true_up_aware: bool = False) -> Dire
     done_cx = np.zeros(n_h)  # simulated Cx, NBC and surplus per replayed hour
     done_nbc = np.zeros(n_h)
     done_surplus = np.zeros(n_h)
+    tick = max(1, n_h // 100)
     for k in range(0, n_h, REPLAN_EVERY_H):
+        if progress and k % tick == 0:
+            progress(k / n_h)
         todo = min(REPLAN_EVERY_H, n_h - k)
-        if k < 24:
+        if k < forecast.needs_history_h:
             block_s, block_g = [floor_s] * todo, [PriceSignal.HOLD] * todo
         else:
             z = min(k + HORIZON_H, n_h)
-            idx = np.arange(k, z)
+            pv_f, load_f = forecast(k, z)
             prices = replace(prices_all, start_utc=starts[k:z],
                              import_price=prices_all.import_price[k:z],
                              export_credit=prices_all.export_credit[k:z],
@@ -441,14 +559,28 @@ def _rolling(r: Replay, *, cap_aware: bool, true_up_aware: bool = False) -> Dire
                              month_key=prices_all.month_key[k:z])
             budgets = []
             for key, cb in budgets_full.items():
-                in_h = int(np.sum(prices.month_key == key))
-                if not in_h:
+                if not np.any(prices.month_key == key):
                     continue
-                left_h = month_end[key] - max(k, int(np.flatnonzero(
-                    prices_all.month_key == key)[0]))
-                left = max(0.0, cb.kwh - exported_by_month.get(key, 0.0))
-                budgets.append(CapBudget(key, left * min(1.0, in_h / max(left_h, 1)),
-                                         cb.decredit_value))
+                used = exported_by_month.get(key, 0.0)
+                if month_first[key] > k:  # the month starts inside the horizon
+                    in_h = int(np.sum(prices.month_key == key))
+                    share = min(1.0, in_h / max(month_end[key] - month_first[key], 1))
+                    budgets.append(CapBudget(key, cb.kwh * share, cb.decredit_value))
+                    continue
+                if (outlook is None or outlook.month_key != key
+                        or k - outlook_at >= OUTLOOK_EVERY_H):
+                    m_end = month_end[key]
+                    opv, oload = far_pv[k:m_end].copy(), far_load[k:m_end].copy()
+                    n_f = min(z, m_end) - k  # the forecast first, then the far expectation
+                    opv[:n_f], oload[:n_f] = pv_f[:n_f], load_f[:n_f]
+                    outlook = month_outlook(
+                        r.tariff, int(starts[k]), int(starts[m_end - 1]) + 3600, opv, oload,
+                        soc, r.battery, cb.kwh, used, int(starts[z - 1]) + 3600,
+                        can_curtail_pv=r.can_curtail_pv, grid_charge_limit_kw=grid_limit)
+                    outlook_at = k
+                    plans += 1
+                budgets.append(CapBudget(key, outlook.budget(
+                    int(starts[k]), int(starts[z - 1]) + 3600, used), cb.decredit_value))
             true_ups: tuple[TrueUpContext, ...] = ()
             if book is not None:
                 k0 = book.index(int(starts[k]))
@@ -464,7 +596,7 @@ def _rolling(r: Replay, *, cap_aware: bool, true_up_aware: bool = False) -> Dire
                     float(book.exp_nbc[pre].sum() + done_nbc[:k][mine].sum()),
                     float(book.exp_surplus[pre].sum() + done_surplus[:k][mine].sum()),
                     r.tariff.spec.settlement.surplus_rate, holds_end=True)
-            x = PlanInputs(prices=prices, pv_kwh=pv_h[idx - 24], load_kwh=load_h[idx - 24],
+            x = PlanInputs(prices=prices, pv_kwh=pv_f, load_kwh=load_f,
                            soc_kwh=soc, battery=r.battery, step_hours=1.0,
                            can_curtail_pv=r.can_curtail_pv, cap_budgets=tuple(budgets),
                            grid_charge_limit_kw=grid_limit, true_ups=true_ups)
@@ -483,15 +615,17 @@ def _rolling(r: Replay, *, cap_aware: bool, true_up_aware: bool = False) -> Dire
         sim = simulate(q_s, soc, r.data.load_kwh[a:b], r.data.pv_kwh[a:b], r.hours, spec,
                        price_signals=q_g)
         soc = float(sim.soc_kwh[-1])
-        for h in range(todo):
-            key = int(prices_all.month_key[k + h])
-            imp = float(sim.import_kwh[h * per:(h + 1) * per].sum())
-            exp = float(sim.export_kwh[h * per:(h + 1) * per].sum())
-            exported_by_month[key] = exported_by_month.get(key, 0.0) + exp
-            r_h, nbc = float(prices_all.import_price[k + h]), prices_all.nbc
-            done_cx[k + h] = imp * (r_h - nbc) - exp * float(prices_all.export_credit[k + h])
-            done_nbc[k + h] = nbc * imp
-            done_surplus[k + h] = exp - imp
+        imp_h = sim.import_kwh.reshape(todo, per).sum(axis=1)
+        exp_h = sim.export_kwh.reshape(todo, per).sum(axis=1)
+        hs = np.arange(k, k + todo)
+        nbc = prices_all.nbc
+        for h, e in zip(hs, exp_h, strict=True):
+            key = int(prices_all.month_key[h])
+            exported_by_month[key] = exported_by_month.get(key, 0.0) + float(e)
+        done_cx[hs] = imp_h * (prices_all.import_price[hs] - nbc) \
+            - exp_h * prices_all.export_credit[hs]
+        done_nbc[hs] = nbc * imp_h
+        done_surplus[hs] = exp_h - imp_h
         settings += q_s
         signals += q_g
     tail = len(r.data) - len(settings)
@@ -500,18 +634,19 @@ def _rolling(r: Replay, *, cap_aware: bool, true_up_aware: bool = False) -> Dire
     return Directive(settings, signals, plans=plans)
 
 
-def tou_lp(r: Replay) -> Directive:
+def tou_lp(r: Replay, progress: Callable[[float], None] | None = None) -> Directive:
     """Rolling LP re-planning on linear prices, export cap ignored (EMHASS-style)."""
-    return _rolling(r, cap_aware=False)
+    return _rolling(r, cap_aware=False, progress=progress)
 
 
-def trueup(r: Replay) -> Directive:
-    """Rolling LP re-planning with the export cap budgeted and, on NEM2, the true-up: the
-    period so far (simulated) + the plan + the expected rest, as the daemon plans."""
-    return _rolling(r, cap_aware=True, true_up_aware=True)
+def trueup(r: Replay, progress: Callable[[float], None] | None = None) -> Directive:
+    """Rolling LP re-planning with the export cap budgeted by the month outlook and, on
+    NEM2, the true-up: the period so far (simulated) + the plan + the expected rest, as the
+    daemon plans."""
+    return _rolling(r, cap_aware=True, true_up_aware=True, progress=progress)
 
 
-STRATEGY_FUNCS: dict[str, Callable[[Replay], Directive]] = {
+STRATEGY_FUNCS: dict[str, Callable[..., Directive]] = {
     "self_powered": self_powered,
     "tbc_like": tbc_like,
     "tou_lp": tou_lp,
@@ -549,13 +684,14 @@ def energy_cost(r: Replay, data: IntervalData, battery_kwh: np.ndarray) -> float
                  * p.export_credit) + r.battery.wear_cost_per_kwh * np.sum(dis))
 
 
-def run_strategy(r: Replay, name: str) -> StrategyResult:
+def run_strategy(r: Replay, name: str, progress: Callable[[float], None] | None = None
+                 ) -> StrategyResult:
     """Decide, replay through the behaviour model, and bill the simulated intervals."""
     if name not in STRATEGY_FUNCS:
         raise InputError(f"unknown strategy {name!r}", where="--strategy",
                          fix=f"use one of {', '.join(STRATEGY_FUNCS)}")
     t0 = time.perf_counter()
-    d = STRATEGY_FUNCS[name](r)
+    d = STRATEGY_FUNCS[name](r, progress=progress)
     data = r.data
     sim = simulate(d.settings, r.soc0_kwh, data.load_kwh, data.pv_kwh, r.hours,
                    battery_spec(r.battery), price_signals=d.signals)
@@ -565,28 +701,81 @@ def run_strategy(r: Replay, name: str) -> StrategyResult:
                              battery_kwh=sim.discharge_kwh - sim.charge_kwh,
                              source=f"{data.source} ({name}, simulated)")
     b = _bill(r, intervals)
+    if progress:
+        progress(1.0)
     return StrategyResult(name=name, intervals=intervals, bill=b, plans=d.plans,
                           wall_seconds=time.perf_counter() - t0, soc_kwh=sim.soc_kwh,
                           lp=d.plan)
 
 
+Progress = Callable[[str, float], None]  # (strategy, fraction done)
+_JOB: dict = {}  # the replay and progress queue handed to forked workers
+
+
+def _job(name: str) -> StrategyResult:
+    q = _JOB["queue"]
+    return run_strategy(_JOB["replay"], name, progress=lambda f: q.put((name, f)))
+
+
 def run_backtest(r: Replay, strategies: list[str] | tuple[str, ...] = STRATEGIES,
-                 progress: Callable[[str], None] | None = None) -> Backtest:
+                 progress: Progress | None = None, jobs: int = 1) -> Backtest:
+    """Run ``strategies`` (self_powered is always added: savings are measured against it)
+    and the no-battery reference. ``jobs`` > 1 runs strategies in that many forked worker
+    processes (the rolling ones take most of the time)."""
     names = list(dict.fromkeys(strategies))
+    for name in names:
+        if name not in STRATEGY_FUNCS:
+            raise InputError(f"unknown strategy {name!r}", where="--strategy",
+                             fix=f"use one of {', '.join(STRATEGY_FUNCS)}")
     if "self_powered" not in names:
         names.insert(0, "self_powered")  # the reference every saving is measured against
-    results = []
-    for name in names:
-        if progress:
-            progress(name)
-        results.append(run_strategy(r, name))
-    notes = []
+    if r.forecast not in FORECASTS:
+        raise InputError(f"unknown forecast {r.forecast!r}", where="--forecast",
+                         fix=f"use one of {', '.join(FORECASTS)}")
+    if jobs <= 1 or len(names) == 1:
+        results = [run_strategy(r, n, progress=(lambda f, n=n: progress(n, f))
+                                if progress else None) for n in names]
+    else:
+        results = _run_parallel(r, names, progress, jobs)
+    notes = [f"rolling strategies: re-plan every {REPLAN_EVERY_H} h over {HORIZON_H} h "
+             f"(hourly steps), forecast {r.forecast}"
+             + (f": {r.noise.describe()}" if r.forecast == "noisy" else "")]
+    if any(n in ("trueup", "perfect_foresight") for n in names) and (
+            _settles_at_true_up(r) or _caps(r)):
+        notes.append("weeks ahead (month outlook, true-up projection): "
+                     + _far_expectation(r, _hourly(r)[0][:1])[2])
     if "perfect_foresight" in names and _settles_at_true_up(r):
         notes.append("the perfect-foresight LP has the true-up in its objective (the NSC "
                      "at the regime of the Self-Powered projection); parts of a settlement "
                      "period outside the replay enter at their expected values")
     return Backtest(replay=r, results=results, no_battery=_bill(r, no_battery_intervals(r)),
                     notes=notes)
+
+
+def _run_parallel(r: Replay, names: list[str], progress: Progress | None, jobs: int
+                  ) -> list[StrategyResult]:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("fork")
+    _JOB["replay"], _JOB["queue"] = r, ctx.SimpleQueue()
+    slow_first = sorted(names, key=lambda n: n not in ("trueup", "tou_lp"))
+    try:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            futures = {n: pool.submit(_job, n) for n in slow_first}
+            while not all(f.done() for f in futures.values()):
+                time.sleep(0.1)
+                while not _JOB["queue"].empty():
+                    name, frac = _JOB["queue"].get()
+                    if progress:
+                        progress(name, frac)
+            got = {n: f.result() for n, f in futures.items()}
+    finally:
+        _JOB.clear()
+    if progress:
+        for n in names:
+            progress(n, 1.0)
+    return [got[n] for n in names]
 
 
 # --------------------------------------------------------------------------------------
@@ -616,7 +805,9 @@ def select_period(data: IntervalData, start: date | None, days: int | None,
     return out
 
 
-def replay_from_config(cfg, tariff: Tariff, data: IntervalData) -> Replay:
+def replay_from_config(cfg, tariff: Tariff, data: IntervalData, *,
+                       prior: IntervalData | None = None, forecast: str = "noisy",
+                       noise: ForecastNoise | None = None) -> Replay:
     """A :class:`Replay` for a loaded ``TrueupConfig``."""
     opt = cfg.optimizer
     caps = opt.export_cap_kwh
@@ -624,7 +815,8 @@ def replay_from_config(cfg, tariff: Tariff, data: IntervalData) -> Replay:
                   export_cap_kwh=list(caps) if caps else None,
                   true_up_month=opt.true_up_month, can_curtail_pv=cfg.site.can_curtail_pv,
                   latitude=cfg.site.latitude, longitude=cfg.site.longitude,
-                  pv=tuple(cfg.pv))
+                  pv=tuple(cfg.pv), forecast=forecast, noise=noise or ForecastNoise(),
+                  prior=prior)
 
 
 # --------------------------------------------------------------------------------------

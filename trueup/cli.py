@@ -239,16 +239,26 @@ def build_parser() -> argparse.ArgumentParser:
             "settings, and bill what the simulated battery did with the billing engine "
             "(never a plan). Strategies: self_powered (Tesla's default at the owner's floor), "
             "tbc_like (Time-Based Control: grid-charge off-peak, export everything at peak), "
-            "tou_lp and trueup (re-plan every 4 h over 24 h hourly on a persistence forecast; "
-            "trueup budgets the NEM-PS export cap, tou_lp ignores it), "
+            "tou_lp and trueup (re-plan every hour over the next 24 h on a forecast that "
+            "never sees the actuals beyond the decision time except through documented "
+            "noise; trueup budgets the NEM-PS export cap with the month outlook and plans "
+            "for the NEM2 true-up, tou_lp ignores both — what EMHASS-style tools do), "
             "perfect_foresight (one LP over the period with the true PV and load, carried out "
-            "as settings; its objective is reported as the bound)."
+            "as settings; its objective is reported as the bound). Forecasts: noisy (the "
+            "actuals × 1 + bias + lead-growing AR(1) error: PV +5 % ± 10→30 %, load −5 % ± "
+            "15→25 %), persistence (the same hour yesterday), clear_sky (clear-sky × monthly "
+            "clearness PV, load the last 7 days' mean of the hour), perfect (reference only). "
+            "Weeks ahead (the cap's month outlook, the true-up projection) come from the same "
+            "weeks of the prior year: for the example the example home's previous year, for "
+            "--usage the --prior CSV if given."
         ),
         epilog=(
             "examples:\n"
             "  trueup backtest                               the example year, all strategies\n"
             "  trueup backtest --start 2025-07-01 --days 14 --strategy tbc_like --json\n"
-            "  trueup backtest --config trueup.toml --usage my-year.csv\n"
+            "  trueup backtest --config trueup.toml --usage my-year.csv --prior last-year.csv\n"
+            "  trueup backtest --tariff pge-ev2a-nbt-2024 --jobs 2 --plot nbt.png\n"
+            "  trueup backtest --forecast persistence --strategy trueup\n"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -264,6 +274,20 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--start", metavar="YYYY-MM-DD",
                     help="first local day of the replay (default: the data's start)")
     bt.add_argument("--days", type=int, metavar="N", help="replay N days (default: all)")
+    bt.add_argument("--prior", metavar="CSV",
+                    help="the year before --usage (load_kwh,pv_kwh): what the daemon knows "
+                    "of the weeks ahead (default for the example: its previous year)")
+    bt.add_argument("--forecast", default="noisy",
+                    choices=["noisy", "persistence", "clear_sky", "perfect"],
+                    help="what the rolling strategies are told of the next 24 h "
+                    "(default: noisy)")
+    bt.add_argument("--seed", type=int, default=2025,
+                    help="seed of the noisy forecast's errors (default: 2025)")
+    bt.add_argument("--jobs", type=int, default=1, metavar="N",
+                    help=f"run strategies in N processes (this machine: {os.cpu_count() or 1} "
+                    "cores)")
+    bt.add_argument("--plot", metavar="FILE.png",
+                    help="also draw monthly bills, a sample week and cap use (matplotlib)")
     bt.add_argument("--json", action="store_true", help="print the backtest JSON contract")
     d = sub.add_parser("demo", help="bill the built-in example year")
     d.add_argument("--out", default="build/example-usage.csv",
@@ -543,23 +567,32 @@ def cmd_backtest(args) -> int:
     from optimizer.tariff import load_tariff
     from trueup.backtest import (
         STRATEGIES,
+        ForecastNoise,
         replay_from_config,
         report_table,
         run_backtest,
         select_period,
     )
     from trueup.config import load_config
+    from trueup.report import ProgressBar
 
     cfg = load_config(args.config)
     tariff = load_tariff(args.tariff or cfg.tariff)
+    prior = None
     if args.usage:
         from adapters.usage import read_usage
 
         data = read_usage(args.usage, tz=tariff.tz)
+        if args.prior:
+            prior = read_usage(args.prior, tz=tariff.tz)
     else:
         from trueup.example import example_year
 
-        data = example_year(2025)
+        data = example_year(2025, tz=tariff.tz)
+        prior = example_year(2024, tz=tariff.tz)
+        if args.prior:
+            raise InputError("--prior goes with --usage", where="--prior",
+                             fix="give --usage with your year, or leave --prior out")
     start = None
     if args.start:
         try:
@@ -569,14 +602,22 @@ def cmd_backtest(args) -> int:
                              fix="give the first day as YYYY-MM-DD") from None
     if args.days is not None and args.days < 1:
         raise InputError(f"--days {args.days} must be at least 1", where="--days")
+    if args.jobs < 1:
+        raise InputError(f"--jobs {args.jobs} must be at least 1", where="--jobs")
     data = select_period(data, start, args.days, tariff.tz)
-    replay = replay_from_config(cfg, tariff, data)
+    replay = replay_from_config(cfg, tariff, data, prior=prior, forecast=args.forecast,
+                                noise=ForecastNoise(seed=args.seed))
+    bar = None if args.json else ProgressBar(sys.stderr)
+    result = run_backtest(replay, args.strategy or list(STRATEGIES),
+                          progress=bar.update if bar else None, jobs=args.jobs)
+    if bar:
+        bar.close()
+    if args.plot:
+        from trueup.backtest_plot import plot_backtest
 
-    def progress(name: str) -> None:
+        path = plot_backtest(result, args.plot)
         if not args.json:
-            print(f"replaying {name} ...", file=sys.stderr, flush=True)
-
-    result = run_backtest(replay, args.strategy or list(STRATEGIES), progress=progress)
+            print(f"plot written to {path}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
         return 0

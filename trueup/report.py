@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from optimizer.billing import Bill
@@ -253,3 +254,52 @@ def status_report(state, gateway: str, cfg) -> str:
     for why, names in by_reason.items():
         lines.append(f"  unknown: {', '.join(names)}: {why}")
     return "\n".join(lines)
+
+
+class ProgressBar:
+    """One terminal line of progress for several named tasks (the backtest's strategies):
+    ``update(name, fraction)``; redrawn in place at most 5 times a second on a terminal, one
+    line per finished task otherwise (a log, a pipe)."""
+
+    def __init__(self, stream, width: int = 20):
+        import time
+
+        self.stream, self.width = stream, width
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.done: dict[str, float] = {}
+        self.t0 = self.last = time.monotonic()
+        self._clock = time.monotonic
+
+    def update(self, name: str, fraction: float) -> None:
+        fraction = min(max(fraction, 0.0), 1.0)
+        finished = fraction >= 1.0 and self.done.get(name, 0.0) < 1.0
+        self.done[name] = fraction
+        now = self._clock()
+        if not self.tty:
+            if finished:
+                print(f"{name}: done ({now - self.t0:.0f} s)", file=self.stream, flush=True)
+            return
+        if not finished and now - self.last < 0.2:
+            return
+        self.last = now
+        parts = []
+        for n, f in self.done.items():
+            fill = round(f * self.width)
+            parts.append(f"{n} [{'#' * fill}{'.' * (self.width - fill)}] {f:4.0%}"
+                         if f < 1.0 else f"{n} done")
+        line = "  ".join(parts) + f"  {now - self.t0:4.0f} s"
+        cols = _columns(self.stream)
+        if cols and len(line) >= cols:
+            line = line[-(cols - 1):]
+        print("\r" + line, end="", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.tty and self.done:
+            print(file=self.stream, flush=True)
+
+
+def _columns(stream) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return 0
