@@ -140,6 +140,23 @@ class Backtest:
     def result(self, name: str) -> StrategyResult | None:
         return next((r for r in self.results if r.name == name), None)
 
+    def shares(self, name: str) -> dict[str, float | None] | None:
+        """The share of the perfect-foresight savings ``name`` captures, on the true bill:
+        vs no battery ((no battery − it) / (no battery − PF)) and vs Self-Powered (the value
+        of the dispatch itself). None without a perfect_foresight result."""
+        pf, me, sp = self.result("perfect_foresight"), self.result(name), \
+            self.result("self_powered")
+        if pf is None or me is None:
+            return None
+        base = self.no_battery.annual_total
+
+        def share(ref: float) -> float | None:
+            gain = ref - pf.bill.annual_total
+            return round((ref - me.bill.annual_total) / gain, 4) if gain > 1e-9 else None
+
+        return {"vs_no_battery": share(base),
+                "vs_self_powered": share(sp.bill.annual_total) if sp else None}
+
     def to_json(self) -> dict:
         """The backtest JSON contract (ARCHITECTURE.md), with extra keys."""
         base = self.no_battery.annual_total
@@ -159,6 +176,7 @@ class Backtest:
                 "savings_vs_no_battery": round(base - r.bill.annual_total, 2),
                 "savings_vs_self_powered": (round(sp.bill.annual_total - r.bill.annual_total, 2)
                                             if sp else None),
+                "share_of_perfect_foresight": self.shares(r.name),
                 "energy_cost": round(energy_cost(self.replay, r.intervals,
                                                  r.intervals.battery_kwh), 2),
                 "true_up": (r.bill.to_json()["true_up"]),
@@ -828,15 +846,21 @@ def report_table(bt: Backtest) -> str:
 
     base = bt.no_battery.annual_total
     sp = bt.result("self_powered")
-    rows = [["no_battery", money(base), "", "", "", "", "", "", ""]]
+    def pct(x: float | None) -> str:
+        return "" if x is None else f"{x:.1%}"
+
+    rows = [["no_battery", money(base), "", "", "", "", "", "", "", "", ""]]
     for r in bt.results:
+        sh = bt.shares(r.name) or {}
         rows.append([r.name, money(r.bill.annual_total), money(base - r.bill.annual_total),
                      money(sp.bill.annual_total - r.bill.annual_total) if sp else "",
+                     pct(sh.get("vs_no_battery")), pct(sh.get("vs_self_powered")),
                      money(energy_cost(bt.replay, r.intervals, r.intervals.battery_kwh)),
                      kwh(r.import_kwh), kwh(r.export_kwh), kwh(r.excess_kwh),
                      f"{r.wall_seconds:.1f}"])
     lines = [table(["strategy", "bill $", "saves vs no batt", "vs self_powered",
-                    "energy cost $", "import kWh", "export kWh", "cap excess kWh", "wall s"],
+                    "of PF (no batt)", "of PF (self_p)", "energy cost $", "import kWh",
+                    "export kWh", "cap excess kWh", "wall s"],
                    rows)]
     pf = bt.result("perfect_foresight")
     if pf is not None and pf.lp is not None:
