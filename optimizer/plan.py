@@ -1,16 +1,23 @@
-"""The dispatch plan: an LP (a MILP only where needed) built with PuLP, solved with HiGHS.
+"""The dispatch plan: an LP (a MILP only where needed), assembled as numpy arrays and
+solved in-process by HiGHS (highspy); CBC, the fallback, gets the same model through PuLP.
 
 One function per physical or billing rule, named after it, so the model reads like
-DOMAIN.md:
+DOMAIN.md. Each adds its columns and rows to a small matrix builder (:class:`_LP`: blocks of
+bounds and COO triplets, one numpy call per rule rather than an expression per step):
 
 * :func:`add_power_balance` — PV − curtailed + import + discharge = load + export + charge.
 * :func:`add_soc_dynamics` — SOC with one-way efficiencies, the floor and the ceiling.
+* :func:`add_grid_charge_limit` — grid charging no faster than a setting can command.
 * :func:`add_export_cap` — the NEM-PS monthly cap on *total* exports, soft: kWh beyond the
   month's budget are allowed only at the price the tariff de-credits them (§2.3).
 * :func:`add_true_up_epigraph` — PG&E NEM2's true-up as convex epigraph variables (§2.2):
   ``due = max(ΣNBC + max(0, ΣCx), ΣMDC) − ΣMDC`` over year-to-date + plan + rest of period.
 * :func:`add_no_simultaneous_flows` — binaries, added only when the LP's answer charges and
   discharges (or imports and exports) in the same step.
+
+The objective ($) is put together in :func:`build_lp`; :func:`build` gives the same model as
+a PuLP problem, with the variables and rows named as the rules name them (``imp_3``,
+``excess_<month key>``, ``balance_3``, ``cap_<month key>`` …).
 
 Units: every flow is kWh per step (never kW); SOC is stored kWh; prices $/kWh; times UTC
 epoch seconds. The solve is bounded in wall-clock time; see :func:`solve`.
@@ -20,10 +27,11 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pulp
+import scipy.sparse as sp
 
 from optimizer.prices import StepPrices, decredit_value
 from optimizer.site import Battery
@@ -120,139 +128,347 @@ class Plan:
 
 
 # --------------------------------------------------------------------------------------
+# The LP in matrix form
+
+
+def _vec(v: float | np.ndarray, n: int) -> np.ndarray:
+    """``v`` as a float array of length ``n`` (a scalar repeated)."""
+    a = np.asarray(v, dtype=float)
+    return np.full(n, a) if a.ndim == 0 else a.reshape(n)
+
+
+@dataclass(frozen=True)
+class _Lin:
+    """A linear form Σ vals·x[cols] over the LP's columns (a repeated column adds up)."""
+
+    cols: np.ndarray
+    vals: np.ndarray
+
+    @classmethod
+    def of(cls, cols, vals: float | np.ndarray = 1.0) -> _Lin:
+        c = np.asarray(cols, dtype=np.intp).reshape(-1)
+        return cls(c, _vec(vals, len(c)))
+
+    def __add__(self, other: _Lin) -> _Lin:
+        return _Lin(np.concatenate([self.cols, other.cols]),
+                    np.concatenate([self.vals, other.vals]))
+
+    def __neg__(self) -> _Lin:
+        return _Lin(self.cols, -self.vals)
+
+    def __sub__(self, other: _Lin) -> _Lin:
+        return self + (-other)
+
+    def __rmul__(self, k: float) -> _Lin:
+        return _Lin(self.cols, k * self.vals)
+
+    def value(self, xval: np.ndarray) -> float:
+        """The form's value at the column values ``xval``."""
+        return float(self.vals @ xval[self.cols])
+
+
+@dataclass(frozen=True)
+class _Matrix:
+    """The assembled LP: min cost·x, row_lb ≤ A·x ≤ row_ub, col_lb ≤ x ≤ col_ub."""
+
+    cost: np.ndarray
+    col_lb: np.ndarray
+    col_ub: np.ndarray
+    integer: np.ndarray  # bool per column
+    a: sp.csc_matrix
+    row_lb: np.ndarray
+    row_ub: np.ndarray
+
+
+class _LP:
+    """A small LP builder: each rule adds a block of columns or rows with numpy arrays.
+
+    Rows come as COO triplets (row within the block, column, coefficient); repeated (row,
+    column) pairs add up, as do repeated objective terms. Names (``imp_3``, ``balance_3``)
+    matter only for the PuLP copy (CBC, or to read the model) and are spelled out then.
+    Bounds of ±np.inf mean none.
+    """
+
+    def __init__(self) -> None:
+        self.ncol = 0
+        self.nrow = 0
+        self._col_lb: list[np.ndarray] = []
+        self._col_ub: list[np.ndarray] = []
+        self._col_int: list[np.ndarray] = []
+        self._col_names: list[tuple[int, str | list[str]]] = []
+        self._row_lb: list[np.ndarray] = []
+        self._row_ub: list[np.ndarray] = []
+        self._row_names: list[tuple[int, str | list[str]]] = []
+        self._a: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._cost: list[_Lin] = []
+        self._matrix: _Matrix | None = None
+
+    def add_cols(self, n: int, lb: float | np.ndarray, ub: float | np.ndarray,
+                 cost: float | np.ndarray = 0.0, *, names: str | list[str],
+                 integer: bool = False) -> np.ndarray:
+        """Add ``n`` columns; ``names`` is a prefix (``imp`` → imp_0 …) or one name each.
+        Returns their indices."""
+        idx = np.arange(self.ncol, self.ncol + n)
+        self._col_lb.append(_vec(lb, n))
+        self._col_ub.append(_vec(ub, n))
+        self._col_int.append(np.full(n, integer))
+        self._col_names.append((n, names))
+        if not (np.isscalar(cost) and cost == 0):
+            self.add_cost(_Lin.of(idx, cost))
+        self.ncol += n
+        self._matrix = None
+        return idx
+
+    def add_col(self, lb: float, ub: float, name: str) -> int:
+        """Add one column; returns its index."""
+        return int(self.add_cols(1, lb, ub, names=[name])[0])
+
+    def add_rows(self, n: int, lb: float | np.ndarray, ub: float | np.ndarray,
+                 rows: np.ndarray, cols: np.ndarray, vals: float | np.ndarray, *,
+                 names: str | list[str]) -> None:
+        """Add ``n`` rows ``lb ≤ Σ vals·x[cols] ≤ ub`` from triplets whose ``rows`` number
+        the block's rows 0 … n−1; ``names`` as in :meth:`add_cols`."""
+        r = np.asarray(rows, dtype=np.intp)
+        self._a.append((r + self.nrow, np.asarray(cols, dtype=np.intp), _vec(vals, len(r))))
+        self._row_lb.append(_vec(lb, n))
+        self._row_ub.append(_vec(ub, n))
+        self._row_names.append((n, names))
+        self.nrow += n
+        self._matrix = None
+
+    def add_row(self, lb: float, ub: float, form: _Lin, name: str) -> None:
+        """Add one row ``lb ≤ form ≤ ub``."""
+        self.add_rows(1, lb, ub, np.zeros(len(form.cols)), form.cols, form.vals, names=[name])
+
+    def add_cost(self, form: _Lin) -> None:
+        """Add ``form`` to the objective ($)."""
+        self._cost.append(form)
+        self._matrix = None
+
+    def matrix(self) -> _Matrix:
+        """The LP as arrays and a CSC matrix (duplicates summed, zeros dropped)."""
+        if self._matrix is None:
+            i, j, v = (np.concatenate(k) for k in zip(*self._a, strict=True))
+            a = sp.csc_matrix((v, (i, j)), shape=(self.nrow, self.ncol))
+            a.sum_duplicates()
+            a.eliminate_zeros()
+            cost = np.zeros(self.ncol)
+            if self._cost:
+                np.add.at(cost, np.concatenate([f.cols for f in self._cost]),
+                          np.concatenate([f.vals for f in self._cost]))
+            self._matrix = _Matrix(
+                cost=cost, col_lb=np.concatenate(self._col_lb),
+                col_ub=np.concatenate(self._col_ub), integer=np.concatenate(self._col_int),
+                a=a, row_lb=np.concatenate(self._row_lb), row_ub=np.concatenate(self._row_ub))
+        return self._matrix
+
+    @staticmethod
+    def _spell(blocks: list[tuple[int, str | list[str]]]) -> list[str]:
+        return [nm for n, names in blocks
+                for nm in ([f"{names}_{i}" for i in range(n)] if isinstance(names, str)
+                           else names)]
+
+    def to_pulp(self, name: str = "trueup_plan"
+                ) -> tuple[pulp.LpProblem, list[pulp.LpVariable]]:
+        """The same LP as a PuLP problem, and its variables in column order."""
+        m = self.matrix()
+        prob = pulp.LpProblem(name, pulp.LpMinimize)
+
+        def bound(b: float) -> float | None:
+            return float(b) if np.isfinite(b) else None
+
+        cols = [prob.add_variable(nm, bound(lo), bound(hi),
+                                  cat=pulp.LpInteger if integer else pulp.LpContinuous)
+                for nm, lo, hi, integer in zip(self._spell(self._col_names), m.col_lb,
+                                               m.col_ub, m.integer, strict=True)]
+        csr = m.a.tocsr()
+        for r, nm in enumerate(self._spell(self._row_names)):
+            s, e = csr.indptr[r], csr.indptr[r + 1]
+            expr = pulp.LpAffineExpression([(cols[j], float(c)) for j, c in
+                                            zip(csr.indices[s:e], csr.data[s:e], strict=True)])
+            lo, hi = float(m.row_lb[r]), float(m.row_ub[r])
+            if lo == hi:
+                prob += pulp.LpConstraint(expr, pulp.LpConstraintEQ, nm, lo)
+            elif np.isfinite(hi) and not np.isfinite(lo):
+                prob += pulp.LpConstraint(expr, pulp.LpConstraintLE, nm, hi)
+            elif np.isfinite(lo) and not np.isfinite(hi):
+                prob += pulp.LpConstraint(expr, pulp.LpConstraintGE, nm, lo)
+            else:
+                raise ValueError(f"row {nm}: ranged or free rows are not used by the plan")
+        nz = np.flatnonzero(m.cost)
+        prob += pulp.LpAffineExpression([(cols[j], float(m.cost[j])) for j in nz]), "cost"
+        return prob, cols
+
+
+# --------------------------------------------------------------------------------------
 # The rules
 
 
 @dataclass
 class _Vars:
-    imp: list
-    exp: list
-    ch: list
-    dis: list
-    curt: list
-    short: list  # load that cannot be supplied (forecast above the service limit)
-    soc: list  # soc[t] = stored kWh at the end of step t
+    """Column indices of the per-step variables, one per step (flows kWh per step, SOC
+    stored kWh)."""
+
+    imp: np.ndarray
+    exp: np.ndarray
+    ch: np.ndarray
+    dis: np.ndarray
+    curt: np.ndarray
+    short: np.ndarray  # load that cannot be supplied (forecast above the service limit)
+    soc: np.ndarray  # soc[t] = stored kWh at the end of step t
+
+    def take(self, values) -> _Vars:
+        """The same variables looked up in ``values`` (a list of LpVariables, say)."""
+        return _Vars(*([values[i] for i in getattr(self, f.name)] for f in fields(self)))
 
 
-def _variables(prob: pulp.LpProblem, n: int, x: PlanInputs) -> _Vars:
+@dataclass
+class _Extras:
+    """What the objective and the report need besides the per-step variables."""
+
+    excess: dict[int, int]  # month key → column of its cap excess
+    binaries: int
+    periods: list[tuple[TrueUpContext, int, int, _Lin]]  # (context, y, z, cx_plan)
+
+
+def _variables(lp: _LP, n: int, x: PlanInputs) -> _Vars:
+    """Flows in kWh per step (import within the service limit, charge and discharge within
+    the battery's power), curtailment only where PV can be curtailed, shortfall up to the
+    load, SOC in [floor, usable] kWh."""
     b = x.battery
     h = x.step_hours
-
-    def many(name, ub):
-        return [prob.add_variable(f"{name}_{t}", 0,
-                                  float(ub[t]) if hasattr(ub, "__len__") else ub)
-                for t in range(n)]
-
-    curt_ub = x.pv_kwh if x.can_curtail_pv else np.zeros(n)
+    curt_ub = x.pv_kwh if x.can_curtail_pv else 0.0
     return _Vars(
-        imp=many("imp", x.grid_import_limit_kw * h),
-        exp=many("exp", None),
-        ch=many("ch", b.max_charge_kw * h),
-        dis=many("dis", b.max_discharge_kw * h),
-        curt=many("curt", curt_ub),
-        short=many("short", x.load_kwh),
-        soc=[prob.add_variable(f"soc_{t}", _floor_at(t, x), b.usable_kwh) for t in range(n)],
+        imp=lp.add_cols(n, 0.0, x.grid_import_limit_kw * h, names="imp"),
+        exp=lp.add_cols(n, 0.0, np.inf, names="exp"),
+        ch=lp.add_cols(n, 0.0, b.max_charge_kw * h, names="ch"),
+        dis=lp.add_cols(n, 0.0, b.max_discharge_kw * h, names="dis"),
+        curt=lp.add_cols(n, 0.0, curt_ub, names="curt"),
+        short=lp.add_cols(n, 0.0, x.load_kwh, names="short"),
+        soc=lp.add_cols(n, _floors(n, x), b.usable_kwh, names="soc"),
     )
 
 
-def _floor_at(t: int, x: PlanInputs) -> float:
-    """The SOC floor at the end of step ``t``: the owner's floor, or — when the battery
-    starts below it (after an outage) — as high as charging at full speed can reach by
-    then, so the model is never infeasible because of where the battery is now."""
+def _floors(n: int, x: PlanInputs) -> np.ndarray:
+    """The SOC floor at the end of each step (kWh): the owner's floor, or — when the
+    battery starts below it (after an outage) — as high as charging at full speed can reach
+    by then, so the model is never infeasible because of where the battery is now."""
     b = x.battery
     # a reserve above SOC in Self-Powered charges at ~1.75 kW per Powerwall (DOMAIN.md §3)
     rate = min(b.max_charge_kw, 1.75 * b.units)
-    reachable = x.soc_kwh + b.charge_efficiency * rate * x.step_hours * (t + 1)
-    return max(0.0, min(b.floor_kwh, reachable))
+    reachable = x.soc_kwh + b.charge_efficiency * rate * x.step_hours * np.arange(1, n + 1)
+    return np.maximum(0.0, np.minimum(b.floor_kwh, reachable))
 
 
-def add_power_balance(prob: pulp.LpProblem, v: _Vars, x: PlanInputs) -> None:
+def add_power_balance(lp: _LP, v: _Vars, x: PlanInputs) -> None:
     """Energy in = energy out, each step: pv − curtailed + import + discharge + shortfall =
     load + export + charge (kWh). The shortfall (a forecast load the service limit and the
     battery cannot carry) is priced at SHORTFALL_PRICE, so it is used only when nothing
     else can balance the step, and the plan stays solvable."""
-    for t in range(len(v.imp)):
-        prob += (float(x.pv_kwh[t]) - v.curt[t] + v.imp[t] + v.dis[t] + v.short[t]
-                 == float(x.load_kwh[t]) + v.exp[t] + v.ch[t]), f"balance_{t}"
+    n = len(v.imp)
+    rhs = x.load_kwh - x.pv_kwh
+    lp.add_rows(n, rhs, rhs, np.tile(np.arange(n), 6),
+                np.concatenate([v.curt, v.imp, v.dis, v.short, v.exp, v.ch]),
+                np.repeat([-1.0, 1.0, 1.0, 1.0, -1.0, -1.0], n), names="balance")
 
 
-def add_soc_dynamics(prob: pulp.LpProblem, v: _Vars, x: PlanInputs) -> None:
+def add_soc_dynamics(lp: _LP, v: _Vars, x: PlanInputs) -> None:
     """soc[t] = soc[t−1] + η_c·charge − discharge/η_d, within [floor, usable] (bounds)."""
     b = x.battery
-    prev: float | pulp.LpVariable = min(max(x.soc_kwh, 0.0), b.usable_kwh)
-    for t in range(len(v.soc)):
-        prob += (v.soc[t] == prev + b.charge_efficiency * v.ch[t]
-                 - v.dis[t] * (1.0 / b.discharge_efficiency)), f"soc_{t}"
-        prev = v.soc[t]
+    n = len(v.soc)
+    t = np.arange(n)
+    start = np.zeros(n)
+    start[0] = min(max(x.soc_kwh, 0.0), b.usable_kwh)
+    lp.add_rows(n, start, start, np.concatenate([t, t, t, t[1:]]),
+                np.concatenate([v.soc, v.ch, v.dis, v.soc[:-1]]),
+                np.concatenate([np.ones(n), np.full(n, -b.charge_efficiency),
+                                np.full(n, 1.0 / b.discharge_efficiency), -np.ones(n - 1)]),
+                names="soc")
 
 
-def add_grid_charge_limit(prob: pulp.LpProblem, v: _Vars, x: PlanInputs) -> None:
+def add_grid_charge_limit(lp: _LP, v: _Vars, x: PlanInputs) -> None:
     """Charging beyond the step's PV surplus comes from the grid, at most at the rate a
     setting can make the Powerwall charge: charge ≤ max(0, pv − load) + limit × h."""
     if x.grid_charge_limit_kw is None:
         return
+    n = len(v.ch)
     surplus = np.maximum(x.pv_kwh - x.load_kwh, 0.0)
-    for t in range(len(v.ch)):
-        prob += v.ch[t] <= float(surplus[t]) + x.grid_charge_limit_kw * x.step_hours, \
-            f"grid_charge_rate_{t}"
+    lp.add_rows(n, -np.inf, surplus + x.grid_charge_limit_kw * x.step_hours, np.arange(n),
+                v.ch, 1.0, names="grid_charge_rate")
 
 
-def add_export_cap(prob: pulp.LpProblem, v: _Vars, x: PlanInputs) -> dict[int, pulp.LpVariable]:
+def add_export_cap(lp: _LP, v: _Vars, x: PlanInputs) -> dict[int, int]:
     """NEM-PS cap on total exports per billing month, soft (DOMAIN.md §2.3, §6).
 
     ``excess_m ≥ Σ_{t in m} export_t − budget_m``, ``excess_m ≥ 0``; the objective charges
     each excess kWh the credit it de-credits. A hard cap would make the model infeasible
-    when PV cannot be curtailed and the battery is full.
+    when PV cannot be curtailed and the battery is full. Returns month key → excess column.
     """
     excess = {}
     for cb in x.cap_budgets:
         steps = np.flatnonzero(x.prices.month_key == cb.month_key)
         if not len(steps):
             continue
-        e = prob.add_variable(f"excess_{cb.month_key}", 0)
-        prob += pulp.lpSum(v.exp[t] for t in steps) - e <= max(cb.kwh, 0.0), \
-            f"cap_{cb.month_key}"
+        e = lp.add_col(0.0, np.inf, f"excess_{cb.month_key}")
+        lp.add_row(-np.inf, max(cb.kwh, 0.0), _Lin.of(v.exp[steps]) - _Lin.of(e),
+                   f"cap_{cb.month_key}")
         excess[cb.month_key] = e
     return excess
 
 
-def add_true_up_epigraph(prob: pulp.LpProblem, cx_plan, nbc_plan, tu: TrueUpContext):
+def add_true_up_epigraph(lp: _LP, cx_plan: _Lin, nbc_plan: _Lin,
+                         tu: TrueUpContext) -> tuple[int, int]:
     """PG&E NEM2 true-up (DOMAIN.md §2.2) as epigraph variables (convex, so an LP):
 
         y ≥ ΣCx, y ≥ 0                      (net energy charges; credit is forfeited)
         z ≥ ΣNBC + y − ΣMDC, z ≥ 0          (due beyond the minimum already billed)
 
-    Σ are over the whole period: before the plan + the plan + after it. Returns (y, z).
+    Σ are over the whole period: before the plan + the plan + after it ($). Returns the
+    columns (y, z).
     """
-    y = prob.add_variable(f"net_charges_{tu.label}", 0)
-    z = prob.add_variable(f"true_up_due_{tu.label}", 0)
-    prob += y >= tu.cx_before + tu.cx_after + cx_plan, f"net_charges_floor_{tu.label}"
-    prob += (z >= tu.nbc_before + tu.nbc_after + nbc_plan + y - tu.minimum_total,
-             f"due_over_minimum_{tu.label}")
+    y = lp.add_col(0.0, np.inf, f"net_charges_{tu.label}")
+    z = lp.add_col(0.0, np.inf, f"true_up_due_{tu.label}")
+    lp.add_row(tu.cx_before + tu.cx_after, np.inf, _Lin.of(y) - cx_plan,
+               f"net_charges_floor_{tu.label}")
+    lp.add_row(tu.nbc_before + tu.nbc_after - tu.minimum_total, np.inf,
+               _Lin.of(z) - _Lin.of(y) - nbc_plan, f"due_over_minimum_{tu.label}")
     return y, z
 
 
-def add_no_simultaneous_flows(prob: pulp.LpProblem, v: _Vars, x: PlanInputs,
-                              steps: list[int]) -> int:
+def add_no_simultaneous_flows(lp: _LP, v: _Vars, x: PlanInputs, steps: list[int]) -> int:
     """Binaries forbidding charge+discharge and import+export in the same step (big-M by
-    the physical limits), only on ``steps``. Returns the number of binaries added."""
+    the physical limits, kWh per step), only on ``steps``. Returns the number of binaries
+    added."""
+    if not len(steps):
+        return 0
     b, h = x.battery, x.step_hours
+    big_ch, big_dis = b.max_charge_kw * h, b.max_discharge_kw * h
+    big_imp = x.grid_import_limit_kw * h
     big_exp = float(np.max(x.pv_kwh)) + b.max_discharge_kw * h + 1.0
-    for t in steps:
-        u = prob.add_variable(f"charging_{t}", 0, 1, cat="Integer")
-        w = prob.add_variable(f"importing_{t}", 0, 1, cat="Integer")
-        prob += v.ch[t] <= b.max_charge_kw * h * u, f"ch_or_dis_a_{t}"
-        prob += v.dis[t] <= b.max_discharge_kw * h * (1 - u), f"ch_or_dis_b_{t}"
-        prob += v.imp[t] <= x.grid_import_limit_kw * h * w, f"imp_or_exp_a_{t}"
-        prob += v.exp[t] <= big_exp * (1 - w), f"imp_or_exp_b_{t}"
-    return 2 * len(steps)
+    s = np.asarray(steps, dtype=np.intp)
+    k = len(s)
+    u = lp.add_cols(k, 0.0, 1.0, names=[f"charging_{t}" for t in s], integer=True)
+    w = lp.add_cols(k, 0.0, 1.0, names=[f"importing_{t}" for t in s], integer=True)
+    r = np.concatenate([np.arange(k), np.arange(k)])
+
+    def pair(name: str, flow: np.ndarray, binary: np.ndarray, big: float, on: bool) -> None:
+        # flow ≤ big × binary (on) or flow ≤ big × (1 − binary)
+        lp.add_rows(k, -np.inf, 0.0 if on else big, r, np.concatenate([flow[s], binary]),
+                    np.repeat([1.0, -big if on else big], k),
+                    names=[f"{name}_{t}" for t in s])
+
+    pair("ch_or_dis_a", v.ch, u, big_ch, True)
+    pair("ch_or_dis_b", v.dis, u, big_dis, False)
+    pair("imp_or_exp_a", v.imp, w, big_imp, True)
+    pair("imp_or_exp_b", v.exp, w, big_exp, False)
+    return 2 * k
 
 
 def default_terminal_value(x: PlanInputs) -> float:
     """$ per stored kWh left at the horizon's end at *linear* prices: what it can later
     displace or earn — the horizon's mean of max(import price, export credit) — after the
     discharge loss and its wear. Keeps the plan from dumping the battery because the horizon
-    ends. (Under a true-up the value goes through the epigraph instead: see build().)"""
+    ends. (Under a true-up the value goes through the epigraph instead: see build_lp().)"""
     p = x.prices
     later = float(np.mean(np.maximum(p.import_price, p.export_credit)))
     return max(0.0, later * x.battery.discharge_efficiency - x.battery.wear_cost_per_kwh)
@@ -272,61 +488,87 @@ def _terminal_bill_terms(x: PlanInputs) -> tuple[float, float]:
 # Build and solve
 
 
-def build(x: PlanInputs, *, binary_steps: list[int] | None = None):
-    """The PuLP problem for ``x``. Returns (problem, variables, extras)."""
+def build_lp(x: PlanInputs, *, binary_steps: list[int] | None = None
+             ) -> tuple[_LP, _Vars, _Extras]:
+    """The plan's LP (a MILP with ``binary_steps``) in matrix form: the rules above and the
+    objective, $ over the horizon:
+
+        Σ wear × discharge + SHORTFALL_PRICE × shortfall
+        + on the steps no true-up period covers: Σ import price × import − credit × export,
+          + de-credit × cap excess of the months starting there
+        + per true-up period: its due z − NSC × (credited exports − imports)
+        − terminal value × the end's SOC, unless a true-up period holds the end: then the
+          stored kWh enter that period's ΣCx, ΣNBC and imports (see _terminal_bill_terms)
+          and cost their discharge wear
+
+    Returns (the LP, the per-step columns, the excess/true-up columns and ΣCx of the plan).
+    """
     n = len(x.pv_kwh)
     p = x.prices
-    prob = pulp.LpProblem("trueup_plan", pulp.LpMinimize)
-    v = _variables(prob, n, x)
-    add_power_balance(prob, v, x)
-    add_soc_dynamics(prob, v, x)
-    add_grid_charge_limit(prob, v, x)
-    excess = add_export_cap(prob, v, x)
-    nbins = add_no_simultaneous_flows(prob, v, x, binary_steps or [])
+    b = x.battery
+    lp = _LP()
+    v = _variables(lp, n, x)
+    add_power_balance(lp, v, x)
+    add_soc_dynamics(lp, v, x)
+    add_grid_charge_limit(lp, v, x)
+    excess = add_export_cap(lp, v, x)
+    nbins = add_no_simultaneous_flows(lp, v, x, binary_steps or [])
 
     decredit_of = {cb.month_key: cb.decredit_value for cb in x.cap_budgets}
-    wear = x.battery.wear_cost_per_kwh * pulp.lpSum(v.dis)
-    shortfall = SHORTFALL_PRICE * pulp.lpSum(v.short)
-    extras: dict = {"excess": excess, "binaries": nbins, "periods": []}
+    lp.add_cost(_Lin.of(v.dis, b.wear_cost_per_kwh))
+    lp.add_cost(_Lin.of(v.short, SHORTFALL_PRICE))
+    extras = _Extras(excess=excess, binaries=nbins, periods=[])
+    end = _Lin.of(v.soc[-1])
 
-    def linear(steps, months) -> pulp.LpAffineExpression:
-        return (pulp.lpSum(float(p.import_price[t]) * v.imp[t] - float(p.export_credit[t])
-                           * v.exp[t] for t in steps)
-                + pulp.lpSum(decredit_of[k] * excess[k] for k in months))
+    def linear(steps: np.ndarray, months: list[int]) -> _Lin:
+        return (_Lin.of(v.imp[steps], p.import_price[steps])
+                + _Lin.of(v.exp[steps], -p.export_credit[steps])
+                + _Lin.of([excess[k] for k in months], [decredit_of[k] for k in months]))
 
     month_first = {k: int(np.flatnonzero(p.month_key == k)[0]) for k in excess}
     covered = np.zeros(n, dtype=bool)
-    cost = wear + shortfall
     for tu in x.true_ups:
-        steps = range(tu.first_step, tu.end_step)
-        covered[tu.first_step:tu.end_step] = True
+        steps = np.arange(n)[tu.first_step:tu.end_step]
+        covered[steps] = True
         months = [k for k, t0 in month_first.items() if tu.first_step <= t0 < tu.end_step]
-        nbc_plan = p.nbc * pulp.lpSum(v.imp[t] for t in steps)
+        imported = _Lin.of(v.imp[steps])
+        nbc_plan = p.nbc * imported
         # NEM2 energy charges of the plan (Cx, excl. NBC); de-credited exports earn nothing
         cx_plan = linear(steps, months) - nbc_plan
-        exported = pulp.lpSum(v.exp[t] for t in steps) - pulp.lpSum(excess[k] for k in months)
-        imported = pulp.lpSum(v.imp[t] for t in steps)
+        exported = _Lin.of(v.exp[steps]) - _Lin.of([excess[k] for k in months])
         if tu.holds_end:
             # the energy left at the end is spent later in this period: through the bill
             tv_cx, tv_nbc = _terminal_bill_terms(x)
-            cx_plan -= tv_cx * v.soc[-1]
-            nbc_plan -= tv_nbc * v.soc[-1]
-            imported -= x.battery.discharge_efficiency * v.soc[-1]
-            cost += x.battery.wear_cost_per_kwh * x.battery.discharge_efficiency * v.soc[-1]
-        y, z = add_true_up_epigraph(prob, cx_plan, nbc_plan, tu)
+            cx_plan -= tv_cx * end
+            nbc_plan -= tv_nbc * end
+            imported -= b.discharge_efficiency * end
+            lp.add_cost(b.wear_cost_per_kwh * b.discharge_efficiency * end)
+        y, z = add_true_up_epigraph(lp, cx_plan, nbc_plan, tu)
         # NSC: linear at the regime of the projection without the plan (−max(0, S) is
         # concave; the rate is small)
         nsc = tu.surplus_rate if tu.surplus_kwh_before + tu.surplus_kwh_after > 0 else 0.0
-        cost += z - nsc * (exported - imported)
-        extras["periods"].append((tu, y, z, cx_plan))
-    rest = [t for t in range(n) if not covered[t]]
-    if rest:
-        cost += linear(rest, [k for k, t0 in month_first.items() if not covered[t0]])
+        lp.add_cost(_Lin.of(z) - nsc * (exported - imported))
+        extras.periods.append((tu, y, z, cx_plan))
+    rest = np.flatnonzero(~covered)
+    if len(rest):
+        lp.add_cost(linear(rest, [k for k, t0 in month_first.items() if not covered[t0]]))
     if not any(tu.holds_end for tu in x.true_ups):
         tv = x.terminal_value if x.terminal_value is not None else default_terminal_value(x)
-        cost -= tv * v.soc[-1]
-    prob += cost, "cost"
-    return prob, v, extras
+        lp.add_cost(-tv * end)
+    return lp, v, extras
+
+
+def build(x: PlanInputs, *, binary_steps: list[int] | None = None
+          ) -> tuple[pulp.LpProblem, _Vars, dict]:
+    """The same model as a PuLP problem (what CBC solves; handy to write an LP file).
+    Returns (problem, variables as lists of LpVariables, extras: ``excess`` month key →
+    LpVariable, ``binaries``, ``periods`` [(context, y, z)])."""
+    lp, v, extras = build_lp(x, binary_steps=binary_steps)
+    prob, cols = lp.to_pulp()
+    return prob, v.take(cols), {
+        "excess": {k: cols[j] for k, j in extras.excess.items()},
+        "binaries": extras.binaries,
+        "periods": [(tu, cols[y], cols[z]) for tu, y, z, _ in extras.periods]}
 
 
 _BANNER_SHOWN = False
@@ -357,6 +599,7 @@ def _swallow_highs_banner() -> None:
 
 
 def _solver(name: str, time_limit: float, gap: float, mip: bool):
+    """A PuLP solver for a problem from :func:`build` (``solve`` uses it for CBC)."""
     if name == "highs":
         _swallow_highs_banner()
         return pulp.HiGHS(msg=False, timeLimit=time_limit, gapRel=gap, mip=mip)
@@ -400,16 +643,9 @@ def _solve_killable(prob: pulp.LpProblem, solver, seconds: float) -> None:
     prob.status, prob.sol_status = pulp.LpStatusNotSolved, pulp.LpSolutionNoSolutionFound
 
 
-def _run(prob: pulp.LpProblem, name: str, time_limit: float, gap: float, mip: bool) -> None:
-    solver = _solver(name, time_limit, gap, mip)
-    if name == "cbc":
-        _solve_killable(prob, solver, time_limit * 1.5 + 0.1)
-    else:
-        prob.solve(solver)  # HiGHS runs in-process and honours its time limit
-
-
 def _status(prob: pulp.LpProblem) -> str:
-    # PuLP 3.3 says "Optimal" for HiGHS stopped at the time limit: only sol_status tells
+    """Our status of a PuLP solve (the CBC path)."""
+    # PuLP 3.3 says "Optimal" for a solver stopped at the time limit: only sol_status tells
     # (1 optimal, 2 solution found but not proven) — DOMAIN.md §6
     if prob.sol_status == pulp.LpSolutionOptimal:
         return "optimal"
@@ -420,29 +656,103 @@ def _status(prob: pulp.LpProblem) -> str:
     return "failed"
 
 
-def _extract(prob, v: _Vars, extras: dict, x: PlanInputs, status: str, solver: str,
-             seconds: float) -> Plan:
-    def arr(vs):
-        return np.array([max(0.0, vv.varValue or 0.0) for vv in vs])
+def _highs_status(h) -> str:
+    """Our status of a highspy solve: "optimal" only when HiGHS proves it; "feasible" when
+    it stopped early (time limit) holding a primal feasible solution; else infeasible or
+    failed."""
+    import highspy
+
+    ms = highspy.HighsModelStatus
+    status = h.getModelStatus()
+    if status == ms.kOptimal:
+        return "optimal"
+    if status in (ms.kTimeLimit, ms.kIterationLimit, ms.kInterrupt, ms.kObjectiveBound,
+                  ms.kObjectiveTarget) and (h.getInfo().primal_solution_status
+                                            == highspy.SolutionStatus.kSolutionStatusFeasible):
+        return "feasible"
+    if status in (ms.kInfeasible, ms.kUnboundedOrInfeasible):
+        return "infeasible"
+    return "failed"
+
+
+# HiGHS's presolve costs more than it saves on our LPs up to about two months of hourly
+# steps (24 steps: 0.6 ms instead of 1.0; 720 steps: as fast or faster); MILPs and bigger
+# LPs (a year: 61,000+ columns) keep it.
+_PRESOLVE_FROM_COLUMNS = 10_000
+
+
+def _new_highs(time_limit: float, gap: float, presolve: bool = True):
+    """A quiet highspy solver bounded by ``time_limit`` seconds of wall clock, stopping a
+    MILP within the relative ``gap``."""
+    _swallow_highs_banner()
+    import highspy
+
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("time_limit", float(time_limit))
+    h.setOptionValue("mip_rel_gap", float(gap))
+    if not presolve:
+        h.setOptionValue("presolve", "off")
+    return h
+
+
+def _pass_model(h, m: _Matrix, mip: bool) -> bool:
+    """Hand the matrix LP to HiGHS in one call (integrality only for a MILP solve)."""
+    import highspy
+
+    integrality = (m.integer if mip else np.zeros_like(m.integer)).astype(np.int32)
+    status = h.passModel(m.a.shape[1], m.a.shape[0], m.a.nnz,
+                         int(highspy.MatrixFormat.kColwise), int(highspy.ObjSense.kMinimize),
+                         0.0, m.cost, m.col_lb, m.col_ub, m.row_lb, m.row_ub,
+                         m.a.indptr.astype(np.int32), m.a.indices.astype(np.int32),
+                         m.a.data, integrality)
+    return status != highspy.HighsStatus.kError
+
+
+def _run(lp: _LP, name: str, time_limit: float, gap: float, mip: bool
+         ) -> tuple[str, np.ndarray | None]:
+    """Solve ``lp``; returns our status and the column values (None unless optimal or
+    feasible: values of a failed solve are never read)."""
+    if name == "cbc":
+        prob, cols = lp.to_pulp()
+        _solve_killable(prob, _solver(name, time_limit, gap, mip), time_limit * 1.5 + 0.1)
+        status = _status(prob)
+        if status not in ("optimal", "feasible"):
+            return status, None
+        return status, np.array([c.varValue or 0.0 for c in cols])
+    # HiGHS runs in-process and honours its time limit
+    h = _new_highs(time_limit, gap, presolve=mip or lp.ncol >= _PRESOLVE_FROM_COLUMNS)
+    if not _pass_model(h, lp.matrix(), mip):
+        return "failed", None
+    h.run()
+    status = _highs_status(h)
+    if status not in ("optimal", "feasible"):
+        return status, None
+    return status, np.asarray(h.getSolution().col_value)
+
+
+def _extract(xval: np.ndarray, lp: _LP, v: _Vars, extras: _Extras, x: PlanInputs,
+             status: str, solver: str, seconds: float) -> Plan:
+    def arr(cols: np.ndarray) -> np.ndarray:
+        return np.maximum(xval[cols], 0.0)
 
     plan = Plan(
         status=status, solver=solver, solve_seconds=seconds,
-        objective=float(pulp.value(prob.objective) or 0.0),
+        objective=float(lp.matrix().cost @ xval),
         import_kwh=arr(v.imp), export_kwh=arr(v.exp), charge_kwh=arr(v.ch),
-        discharge_kwh=arr(v.dis), curtail_kwh=arr(v.curt),
-        soc_kwh=np.array([vv.varValue or 0.0 for vv in v.soc]),
-        excess_kwh={k: float(e.varValue or 0.0) for k, e in extras["excess"].items()},
-        binaries=extras["binaries"],
+        discharge_kwh=arr(v.dis), curtail_kwh=arr(v.curt), soc_kwh=xval[v.soc].copy(),
+        excess_kwh={k: float(xval[j]) for k, j in extras.excess.items()},
+        binaries=extras.binaries,
     )
-    plan.shortfall_kwh = float(sum(vv.varValue or 0.0 for vv in v.short))
+    plan.shortfall_kwh = float(xval[v.short].sum())
     if plan.shortfall_kwh > EPS:
         plan.notes.append(f"{plan.shortfall_kwh:.1f} kWh of forecast load exceed the service "
                           "limit and the battery: not planned for")
-    if extras["periods"]:
-        tu, _y, z, cx_plan = extras["periods"][0]
-        cx = tu.cx_before + tu.cx_after + float(pulp.value(cx_plan))
+    if extras.periods:
+        tu, _y, z, cx_plan = extras.periods[0]
+        cx = tu.cx_before + tu.cx_after + cx_plan.value(xval)
         plan.projected_cx = cx
-        plan.true_up_due = float(z.varValue or 0.0)
+        plan.true_up_due = float(xval[z])
         plan.true_up_label = tu.label
         plan.marginal_credit_value = round(_marginal_credit(x, tu, cx, plan), 5)
     return plan
@@ -479,20 +789,18 @@ def solve(x: PlanInputs, *, solver: str = "highs", time_limit: float = 10.0,
     the binaries never bind, so most plans stay LPs). Never reads values of a failed solve.
     """
     t0 = time.perf_counter()
-    prob, v, extras = build(x)
-    _run(prob, solver, time_limit, gap, mip=False)
-    status = _status(prob)
-    if status not in ("optimal", "feasible"):
+    lp, v, extras = build_lp(x)
+    status, xval = _run(lp, solver, time_limit, gap, mip=False)
+    if xval is None:
         return failed_plan(x, status, solver, time.perf_counter() - t0)
-    plan = _extract(prob, v, extras, x, status, solver, time.perf_counter() - t0)
+    plan = _extract(xval, lp, v, extras, x, status, solver, time.perf_counter() - t0)
     overlap = _overlaps(plan)
     if overlap:
         left = max(0.5, time_limit - (time.perf_counter() - t0))
-        prob, v, extras = build(x, binary_steps=overlap)
-        _run(prob, solver, left, gap, mip=True)
-        status = _status(prob)
-        if status in ("optimal", "feasible"):
-            plan = _extract(prob, v, extras, x, status, solver, time.perf_counter() - t0)
+        lp, v, extras = build_lp(x, binary_steps=overlap)
+        status, xval = _run(lp, solver, left, gap, mip=True)
+        if xval is not None:
+            plan = _extract(xval, lp, v, extras, x, status, solver, time.perf_counter() - t0)
             plan.notes.append(f"the LP charged and discharged (or imported and exported) in "
                               f"{len(overlap)} step(s); re-solved as a MILP with "
                               f"{plan.binaries} binaries")

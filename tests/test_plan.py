@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -180,3 +182,117 @@ def test_a_cbc_solve_past_its_wall_clock_is_killed_and_marked_unsolved():
     _solve_killable(prob, _solver("cbc", 10.0, 0.001, mip=False), 0.0)
     assert prob.sol_status == pulp.LpSolutionNoSolutionFound
     assert all(x.varValue is None for x in v.imp)
+
+
+NEM2PS = tariff(TWO_PERIOD_UTC, charges="nbc_per_kwh = 0.03\n",
+                export="scheme = 'nem'\ncredit = 'import_minus_nbc'\n",
+                settlement="period_months = 12\ncharges = 'at_true_up'\nsurplus_rate = 0.04\n",
+                export_cap="monthly_kwh = [500,500,500,500,500,500,500,500,500,500,500,500]\n")
+
+# losses and wear, so that no two plans cost the same
+LOSSY = Battery(usable_kwh=10, max_charge_kw=5, max_discharge_kw=5, charge_efficiency=0.95,
+                discharge_efficiency=0.95, backup_floor_percent=0, wear_cost_per_kwh=0.01)
+
+
+def capped_true_up(**kw) -> PlanInputs:
+    """Four NEM2-PS steps with a different rate each hour (0.30, 0.28 off-peak; 0.50, 0.55
+    peak; credit = rate − 0.03 NBC), 9 kWh of PV in each peak hour that cannot be curtailed,
+    1 kWh of cap budget left, and a true-up period deep in charges that holds the end: the
+    cap is exceeded (PV has nowhere else to go) and every term of the epigraph is live."""
+    x = four_steps(NEM2PS)
+    rate = np.array([0.30, 0.28, 0.50, 0.55])
+    prices = replace(x.prices, import_price=rate, export_credit=rate - 0.03)
+    key = int(prices.month_key[0])
+    period = TrueUpContext(first_step=0, end_step=4, label="2025-12", cx_before=2000.0,
+                           nbc_before=20.0, cx_after=0.0, nbc_after=10.0, minimum_total=143.0,
+                           surplus_kwh_before=500.0, surplus_kwh_after=0.0, surplus_rate=0.04,
+                           holds_end=True)
+    args = dict(prices=prices, battery=LOSSY, pv_kwh=np.array([0.0, 0.0, 9.0, 9.0]),
+                cap_budgets=(CapBudget(key, 1.0, decredit_value(NEM2PS, key)),),
+                true_ups=(period,))
+    args.update(kw)
+    return four_steps(NEM2PS, **args)
+
+
+def test_the_matrix_lp_and_its_pulp_copy_for_cbc_give_the_same_plan():
+    """HiGHS solves the model as arrays; CBC solves the PuLP copy of it. On a case with a
+    single optimum, cap excess and the true-up epigraph, both give the same objective,
+    flows, cap excess and projected true-up."""
+    x = capped_true_up()
+    highs, cbc = solve(x), solve(x, solver="cbc")
+    assert highs.status == cbc.status == "optimal"
+    assert (highs.solver, cbc.solver) == ("highs", "cbc")
+    assert highs.objective == pytest.approx(cbc.objective)
+    for flow in ("import_kwh", "export_kwh", "charge_kwh", "discharge_kwh", "curtail_kwh",
+                 "soc_kwh"):
+        assert getattr(highs, flow) == pytest.approx(getattr(cbc, flow), abs=1e-4), flow
+    key = int(x.prices.month_key[0])
+    assert highs.excess_kwh[key] == pytest.approx(3.0, abs=1e-6)  # 2 + 2 exported, 1 in cap
+    assert cbc.excess_kwh[key] == pytest.approx(3.0, abs=1e-4)
+    assert highs.true_up_due == pytest.approx(cbc.true_up_due)
+    assert highs.projected_cx == pytest.approx(cbc.projected_cx)
+    assert highs.marginal_credit_value == cbc.marginal_credit_value
+
+
+def test_the_pulp_copy_names_the_rules_variables_and_rows_and_has_the_same_optimum():
+    """build() gives the model as a PuLP problem (what CBC gets): variables and rows are named
+    after the rules and steps (PuLP spells the label's '-' as '_'), and PuLP's own HiGHS
+    finds the objective of the array solve."""
+    import pulp
+
+    from optimizer.plan import _solver, build
+
+    x = capped_true_up(grid_charge_limit_kw=3.0)
+    key = int(x.prices.month_key[0])
+    prob, v, extras = build(x, binary_steps=[2])
+    assert {"imp_0", "exp_3", "ch_1", "dis_2", "curt_0", "short_3", "soc_3", f"excess_{key}",
+            "net_charges_2025_12", "true_up_due_2025_12", "charging_2", "importing_2"
+            } <= {var.name for var in prob.variables()}
+    assert {"balance_0", "soc_3", "grid_charge_rate_1", f"cap_{key}", "ch_or_dis_a_2",
+            "ch_or_dis_b_2", "imp_or_exp_a_2", "imp_or_exp_b_2", "net_charges_floor_2025_12",
+            "due_over_minimum_2025_12"} <= {c.name for c in prob.constraints()}
+    assert extras["binaries"] == 2 and [var.name for var in v.imp][-1] == "imp_3"
+
+    prob, _, _ = build(x)
+    prob.solve(_solver("highs", 10.0, 0.001, mip=False))
+    assert prob.sol_status == pulp.LpSolutionOptimal
+    assert pulp.value(prob.objective) == pytest.approx(solve(x).objective)
+
+
+def test_an_infeasible_model_is_reported_infeasible_by_both_solvers_and_not_read():
+    """Two units charge a reserve at 3.5 kW, but the grid charge limit is 1 kW and there is
+    no PV: the floor (50 %) cannot be reached as the model assumes, so it is infeasible.
+    Both solvers say so, and the plan carries no flows."""
+    b = IDEAL.model_copy(update={"units": 2, "backup_floor_percent": 50.0})
+    for name in ("highs", "cbc"):
+        plan = solve(four_steps(NEM1, battery=b, grid_charge_limit_kw=1.0), solver=name)
+        assert plan.status == "infeasible" and not plan.ok
+        assert np.isnan(plan.objective)
+        assert not plan.import_kwh.any()
+
+
+def test_a_highs_stop_at_the_time_limit_is_feasible_only_with_a_primal_feasible_solution():
+    """"optimal" only when HiGHS proves it; stopped by the time limit, "feasible" if it
+    holds a primal feasible point, else "failed" (and then nothing is read)."""
+    import highspy
+
+    from optimizer.plan import _highs_status
+
+    ms, sol = highspy.HighsModelStatus, highspy.SolutionStatus
+
+    class Stopped:
+        def __init__(self, status, primal):
+            self.status, self.primal = status, primal
+
+        def getModelStatus(self):  # highspy's names
+            return self.status
+
+        def getInfo(self):
+            return type("Info", (), {"primal_solution_status": self.primal})()
+
+    assert _highs_status(Stopped(ms.kOptimal, sol.kSolutionStatusFeasible)) == "optimal"
+    assert _highs_status(Stopped(ms.kTimeLimit, sol.kSolutionStatusFeasible)) == "feasible"
+    assert _highs_status(Stopped(ms.kTimeLimit, sol.kSolutionStatusInfeasible)) == "failed"
+    assert _highs_status(Stopped(ms.kTimeLimit, sol.kSolutionStatusNone)) == "failed"
+    assert _highs_status(Stopped(ms.kInfeasible, sol.kSolutionStatusNone)) == "infeasible"
+    assert _highs_status(Stopped(ms.kSolveError, sol.kSolutionStatusNone)) == "failed"
