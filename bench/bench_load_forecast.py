@@ -9,8 +9,9 @@ MAE (kWh per hour) and bias (forecast − actual, kWh per hour) of
 - ours + the EV schedule from config (``KnownLoad``: weekdays 00:30–03:30, 3.6 kW, already
   in the history), to show a configured load is not counted twice;
 - persistence: yesterday's load in the same local clock hour (the baseline to beat);
-- the typical profile (``history=None``). The example year *is* this profile times noise
-  plus the EV, so it is the generator's own mean: an oracle no forecast from history can beat.
+- the typical profile (``history=None``): the built-in generic household profile, which
+  knows nothing of this home (the example year is now synPRO's family, an EV charged after
+  midnight and air conditioning — see trueup/example.py).
 
 Plus the wall time per forecast, MAE by month, and (``--sweep``) MAE over half-lives and
 look-back windows. Data: ``trueup.example.example_year(2025)``, 15-minute, America/Los_Angeles.
