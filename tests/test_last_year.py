@@ -72,3 +72,24 @@ def test_progress_bar_off_a_terminal_prints_one_line_per_finished_task():
     bar.close()
     lines = out.getvalue().splitlines()
     assert [ln.split(":")[0] for ln in lines] == ["tou_lp", "trueup"]
+
+
+def test_the_planner_takes_weeks_ahead_from_last_year_and_the_near_term_from_its_models():
+    """planning._expected(far=True) — the month outlook and the true-up projection — reads the
+    same weeks of last year where the history has them; without far it keeps the forecast
+    models (a year-old hour says little about tomorrow's clouds)."""
+    from trueup.config import load_config
+    from trueup.planning import _expected
+
+    cfg = load_config(None)
+    h = _history(400)
+    starts = T0 + 52 * WEEK_S + 86400 * 30 + 3600 * np.arange(48, dtype=np.int64)
+    ly_pv, ly_load, covered = same_weeks_last_year(starts, 3600, h)
+    assert covered.all()
+    pv, load, src = _expected(cfg, starts, 3600, cfg.site.timezone, h, far=True)
+    np.testing.assert_allclose(pv, ly_pv)
+    np.testing.assert_allclose(load, ly_load)
+    assert "last year" in src["load"]
+    _, load_near, src_near = _expected(cfg, starts, 3600, cfg.site.timezone, h)
+    assert "last year" not in src_near["load"]
+    assert not np.allclose(load_near, ly_load)
