@@ -866,6 +866,16 @@ def report_table(bt: Backtest) -> str:
     if pf is not None and pf.lp is not None:
         lines.append(f"\nperfect-foresight LP objective (the bound on energy cost): "
                      f"{money(pf.lp.objective)} ({pf.lp.status}, {pf.lp.solve_seconds:.1f} s)")
+    settled = [(r.name, r.bill.true_ups) for r in bt.results if r.bill.true_ups]
+    if settled:
+        rows = []
+        for name, tus in settled:
+            for tu in tus:
+                rows.append([name, tu.month, money(tu.charges), money(tu.minimum_billed),
+                             money(tu.due), money(tu.forfeited_credit)])
+        lines.append("\ntrue-up per strategy")
+        lines.append(table(["strategy", "true-up", "charges $", "minimum billed $", "due $",
+                            "forfeited credit $"], rows))
     if any(m.export_cap_kwh is not None for r in bt.results for m in r.bill.months):
         head = ["month"] + [r.name for r in bt.results] + ["cap"]
         rows = []
