@@ -235,3 +235,26 @@ def test_two_jobs_give_the_same_results_as_one(replay):
 def test_cli_backtest_rejects_an_unknown_strategy(capsys):
     assert main(["backtest", "--days", "1", "--strategy", "magic"]) == 2
     assert "unknown strategy" in capsys.readouterr().err
+
+
+def test_cli_backtest_prior_without_pv_is_refused_and_an_unwritable_plot_keeps_the_results(
+        tmp_path, capsys):
+    from trueup.example import example_year, write_csv
+
+    usage = tmp_path / "year.csv"
+    write_csv(select_period(example_year(2025), date(2025, 7, 1), 2, "America/Los_Angeles"),
+              usage)
+    prior = tmp_path / "prior.csv"
+    prior.write_text("timestamp,import_kwh,export_kwh\n2024-07-01T00:00:00-07:00,1.0,0.0\n"
+                     "2024-07-01T00:15:00-07:00,1.0,0.0\n", encoding="utf-8")
+    assert main(["backtest", "--usage", str(usage), "--prior", str(prior),
+                 "--strategy", "tbc_like"]) == 2
+    err = capsys.readouterr().err
+    assert "load_kwh and pv_kwh" in err and "prior.csv" in err
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder", encoding="utf-8")
+    assert main(["backtest", "--usage", str(usage), "--strategy", "tbc_like", "--json",
+                 "--plot", str(blocked / "plot.png")]) == 2
+    out = capsys.readouterr()
+    assert [s["name"] for s in json.loads(out.out)["strategies"]] == ["self_powered", "tbc_like"]
+    assert "cannot write the plot" in out.err

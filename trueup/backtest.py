@@ -773,7 +773,7 @@ def run_backtest(r: Replay, strategies: list[str] | tuple[str, ...] = STRATEGIES
 def _run_parallel(r: Replay, names: list[str], progress: Progress | None, jobs: int
                   ) -> list[StrategyResult]:
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     ctx = mp.get_context("fork")
     _JOB["replay"], _JOB["queue"] = r, ctx.SimpleQueue()
@@ -781,8 +781,9 @@ def _run_parallel(r: Replay, names: list[str], progress: Progress | None, jobs: 
     try:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
             futures = {n: pool.submit(_job, n) for n in slow_first}
-            while not all(f.done() for f in futures.values()):
-                time.sleep(0.1)
+            pending = set(futures.values())
+            while pending:
+                _, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
                 while not _JOB["queue"].empty():
                     name, frac = _JOB["queue"].get()
                     if progress:

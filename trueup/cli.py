@@ -585,6 +585,12 @@ def cmd_backtest(args) -> int:
         data = read_usage(args.usage, tz=tariff.tz)
         if args.prior:
             prior = read_usage(args.prior, tz=tariff.tz)
+            if prior.load_kwh is None or prior.pv_kwh is None:
+                raise InputError("the prior year needs load_kwh and pv_kwh columns: the "
+                                 "weeks ahead are read from both", where=args.prior,
+                                 fix="give a CSV of the year before with load_kwh,pv_kwh, "
+                                 "or leave --prior out (then the clear-sky model and the "
+                                 "typical load profile stand in)")
     else:
         from trueup.example import example_year
 
@@ -612,18 +618,23 @@ def cmd_backtest(args) -> int:
                           progress=bar.update if bar else None, jobs=args.jobs)
     if bar:
         bar.close()
+    # the results first: a plot that cannot be written must not lose minutes of replay
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(f"backtest: {tariff.spec.name} — {data.source}, {len(data)} intervals, "
+              f"{data.load_kwh.sum():,.0f} kWh load, {data.pv_kwh.sum():,.0f} kWh PV\n")
+        print(report_table(result))
     if args.plot:
         from trueup.backtest_plot import plot_backtest
 
-        path = plot_backtest(result, args.plot)
-        if not args.json:
-            print(f"plot written to {path}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(result.to_json(), indent=2))
-        return 0
-    print(f"backtest: {tariff.spec.name} — {data.source}, {len(data)} intervals, "
-          f"{data.load_kwh.sum():,.0f} kWh load, {data.pv_kwh.sum():,.0f} kWh PV\n")
-    print(report_table(result))
+        try:
+            path = plot_backtest(result, args.plot)
+        except OSError as e:
+            raise InputError(f"cannot write the plot: {e.strerror or e}", where=args.plot,
+                             fix="give a writable path ending in .png (the results above "
+                             "are complete)") from None
+        print(f"plot written to {path}", file=sys.stderr)
     return 0
 
 
