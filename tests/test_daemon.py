@@ -335,6 +335,17 @@ def test_trueup_run_reloads_on_sighup_and_stops_cleanly_on_sigterm(tmp_path):
         assert ok, "the daemon never became healthy"
         proc.send_signal(signal.SIGHUP)
         time.sleep(1.0)
+        # the kill switch set in the file and a reload: tripped at once, shown by /healthz
+        cfg.write_text(cfg.read_text() + "[safety]\nkill_switch = true\n")
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            health = json.loads(urllib.request.urlopen(
+                f"http://127.0.0.1:{port}/healthz", timeout=2).read())
+            if health["kill_switch"]:
+                break
+            time.sleep(0.2)
+        assert health["kill_switch"]
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
     finally:
@@ -342,7 +353,88 @@ def test_trueup_run_reloads_on_sighup_and_stops_cleanly_on_sigterm(tmp_path):
             proc.kill()
     assert proc.returncode == 0, out
     assert "configuration reloaded" in out and "stopping: finishing the job in flight" in out
+    assert "kill switch set in the reloaded configuration" in out
     from adapters.store import open_store
 
     with open_store(tmp_path / "data") as store:
         assert store.last_plan() is not None  # the plan made before the stop is kept
+
+
+def _samples(metrics) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for fam in text_string_to_metric_families(metrics.exposition().decode()):
+        for smp in fam.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(smp.labels.items()))
+            out[smp.name + (f"{{{labels}}}" if labels else "")] = smp.value
+    return out
+
+
+def test_unknown_is_absent_from_the_metrics_never_zero(tmp_path):
+    """Before any read, and while the gateway answers nothing, SOC, reserve, grid charging,
+    the grid's status and the flows have no sample at all (a dashboard shows "no data"),
+    ``setting_known`` is 0 for each setting, and the labelled counters exist at 0 so an
+    alert on their rate works from the start. A good read fills them; a failed one removes
+    them again."""
+    cfg = small_config()
+    clock = SimClock(JULY)
+    world = simulated_site(cfg, clock)
+    daemon = Daemon(cfg, dry_run=True, clock=clock, gateway=world, data_dir=tmp_path)
+    daemon.start()
+    unknown_names = ("trueup_battery_soc_percent", "trueup_setting_reserve_percent",
+                     "trueup_setting_grid_charging", "trueup_grid_up")
+    m = _samples(daemon.metrics)
+    for name in unknown_names:
+        assert name not in m
+    assert not any(k.startswith("trueup_power_watts") for k in m)
+    assert m["trueup_setting_known{setting=reserve_percent}"] == 0.0
+    for op in ("read", "write", "forecast", "plan"):
+        assert m[f"trueup_gateway_errors_total{{op={op}}}"] == 0.0
+    assert m["trueup_gateway_writes_total{setting=mode}"] == 0.0
+
+    clock.advance(60)
+    daemon.read_job()
+    m = _samples(daemon.metrics)
+    assert m["trueup_grid_up"] == 1.0 and m["trueup_setting_reserve_percent"] > 0
+    assert m["trueup_setting_known{setting=reserve_percent}"] == 1.0
+    assert "trueup_power_watts{flow=solar}" in m
+
+    world.set_faults(read_timeout=1.0)
+    clock.advance(60)
+    daemon.read_job()
+    m = _samples(daemon.metrics)
+    for name in unknown_names:
+        assert name not in m, name
+    assert not any(k.startswith("trueup_power_watts") for k in m)
+    assert m["trueup_setting_known{setting=grid_charging}"] == 0.0
+    assert m["trueup_gateway_errors_total{op=read}"] == 1.0
+    world.set_faults(read_timeout=0.0)
+    daemon.close()
+
+
+def test_a_reload_with_the_kill_switch_restores_the_owners_settings_and_records_it(tmp_path):
+    """Not a dry run: trueup writes its plan, then the owner sets ``kill_switch = true`` and
+    reloads. The owner's settings (found at start) are back on the gateway, the restore is
+    in the store's write log, and no later plan writes anything."""
+    cfg = small_config()
+    clock = SimClock(JULY)
+    world = simulated_site(cfg, clock)
+    owner = world.settings
+    daemon = Daemon(cfg, dry_run=False, clock=clock, gateway=world, data_dir=tmp_path)
+    daemon.start()
+    while world.settings == owner and clock.now() < JULY + 86400:  # until the plan acts
+        simulate(daemon, clock, clock.now() + 900)
+    assert world.settings != owner  # trueup's plan is in force
+    cfg_file = tmp_path / "trueup.toml"
+    cfg_file.write_text("[optimizer]\nhorizon_hours = 12\nstep_minutes = 30\n"
+                        "[safety]\nkill_switch = true\n")
+    daemon.reload(str(cfg_file))
+    assert daemon.gateway.killed and world.settings == owner
+    sent_before = len(world.writes)
+    simulate(daemon, clock, clock.now() + 6 * 3600)
+    assert len(world.writes) == sent_before
+    writes = daemon.store.writes(JULY)
+    assert any(w.result.applied == owner for w in writes)
+    assert writes[-1].result.skipped == "kill switch: writes are off"
+    daemon.close()

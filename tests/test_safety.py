@@ -319,3 +319,62 @@ def test_a_fractional_floor_is_written_as_the_next_whole_percent():
     r.start()
     r.apply(sp(10.0))
     assert gw.settings.reserve_percent == 23.0
+
+
+def test_a_failing_kill_restore_is_retried_with_a_growing_pause_within_the_budget():
+    """The gateway refuses every write. The kill switch's first restore is sent at once
+    (the owner's settings, then the safe default: 4 + 2 field calls, over a budget of 4 an
+    hour — the owner's word wins once). Its retries come after 1, 2, 4, 8 … minutes and
+    only when the hour's budget has room, so three hours of service calls every minute send
+    a handful of restores, not 180, and no hour after the first holds more than 4 calls."""
+    gw = site()
+    results = []
+    r = SafeGateway(gw, Rails(floor_percent=20.0, min_change_interval_s=0,
+                              max_writes_per_hour=4, max_writes_per_day=24), gw.clock,
+                    on_result=lambda kind, res: results.append((kind, res)))
+    r.start()
+    r.apply(sp(40))  # trueup's plan is in force ...
+    gw.clock.advance(3600)
+    gw.set_faults(write_error=1.0)  # ... then the gateway stops taking writes
+    gw.attempts.clear()
+    results.clear()
+    t0 = gw.clock.now()
+    r.kill("owner")
+    first = [a for a in gw.attempts if a[0] == t0]
+    assert [a[1] for a in first] == [OWNER, sp(20.0)]  # owner's settings, then the default
+    for _ in range(180):
+        gw.clock.advance(60)
+        r.service_kill()
+    later = [t for t, _, fields in gw.attempts if t > t0 for _ in fields]
+    for start in later:
+        assert sum(1 for t in later if start <= t < start + 3600) <= 4
+    assert 0 < len({t for t, _, _ in gw.attempts if t > t0}) <= 6
+    # every attempt reached the observer (the daemon's store and metrics)
+    assert sum(1 for kind, _ in results if kind == "kill") == len(
+        {(t, s) for t, s, _ in gw.attempts})
+    assert not r.kill_confirmed
+    gw.set_faults(write_error=0.0)
+    gw.clock.advance(3600)
+    r.service_kill()
+    assert r.kill_confirmed and gw.settings == OWNER
+
+
+def test_every_failed_write_is_logged(caplog):
+    gw = site(Faults(write_error=1.0))
+    r = rails(gw, min_change_interval_s=0, max_writes_per_hour=20,
+              failures_before_fallback=3)
+    with caplog.at_level("WARNING", logger="trueup.safety"):
+        r.apply(sp(30))
+        r.apply(sp(40))
+    failed = [m for m in caplog.messages if "failed" in m]
+    assert len(failed) == 2 and "1 of 3" in failed[0] and "2 of 3" in failed[1]
+
+
+def test_new_rails_with_the_kill_switch_trip_it_and_a_reload_cannot_untrip_it():
+    gw = site()
+    r = rails(gw, min_change_interval_s=0)
+    r.apply(sp(30))
+    r.update_rails(Rails(floor_percent=20.0, min_change_interval_s=0, kill_switch=True))
+    assert r.killed and gw.settings == OWNER
+    r.update_rails(Rails(floor_percent=20.0, min_change_interval_s=0, kill_switch=False))
+    assert r.rails.kill_switch and r.apply(sp(50)).skipped == "kill switch: writes are off"

@@ -74,8 +74,9 @@ class SafetySection(_Section):
     """The safety rails every write passes through (adapters/gateway/safety.py). The
     reserve floor is ``battery.backup_floor_percent``."""
 
-    max_writes_per_hour: Annotated[int, Field(ge=1, le=60)] = 4
-    max_writes_per_day: Annotated[int, Field(ge=1, le=500)] = 24
+    # None: the control path's default (adapters/gateway/safety.py PATH_BUDGETS)
+    max_writes_per_hour: Annotated[int, Field(ge=1, le=60)] | None = None
+    max_writes_per_day: Annotated[int, Field(ge=1, le=500)] | None = None
     min_change_interval_s: Annotated[float, Field(ge=0)] = 900.0
     failures_before_fallback: Annotated[int, Field(ge=1, le=100)] = 3
     kill_switch: bool = False  # restore your own settings at start and never write
@@ -129,14 +130,17 @@ class TrueupConfig(BaseSettings):
 
     def rails(self):
         """The safety rails for this site (the path decides the 80/100 reserve rule)."""
-        from adapters.gateway.safety import Rails
+        from adapters.gateway.safety import PATH_BUDGETS, Rails
 
         s = self.safety
         cloud_path = self.gateway.kind == "powerwall" and self.gateway.mode in (
             "fleetapi", "cloud")
+        path = self.gateway.mode if self.gateway.kind == "powerwall" else "simulated"
+        per_hour, per_day = PATH_BUDGETS.get(path, PATH_BUDGETS["simulated"])
+        per_day = s.max_writes_per_day or per_day
+        per_hour = min(s.max_writes_per_hour or per_hour, per_day)
         return Rails(floor_percent=self.battery.backup_floor_percent,
-                     max_writes_per_hour=s.max_writes_per_hour,
-                     max_writes_per_day=s.max_writes_per_day,
+                     max_writes_per_hour=per_hour, max_writes_per_day=per_day,
                      min_change_interval_s=s.min_change_interval_s,
                      failures_before_fallback=s.failures_before_fallback,
                      cloud_reserve_rule=cloud_path or self.gateway.kind == "simulated",

@@ -89,9 +89,10 @@ class Daemon:
         self.store = store if store is not None else open_store(self.data_dir, clock=self.clock)
         raw = gateway if gateway is not None else build_gateway(cfg, self.clock)
         inner = DryRunGateway(raw, self.clock) if dry_run else raw
-        self.gateway = SafeGateway(inner, cfg.rails(), self.clock,
-                                   owner_file=self.data_dir / "owner-settings.json")
         self.metrics = Metrics()
+        self.gateway = SafeGateway(inner, cfg.rails(), self.clock,
+                                   owner_file=self.data_dir / "owner-settings.json",
+                                   on_result=self._record_write)
         self.metrics.dry_run.set(1.0 if dry_run else 0.0)
         self.state = DaemonState()
         self.forecaster = None
@@ -248,16 +249,20 @@ class Daemon:
         self._observe_plan(result, now)
         if result.schedule and result.schedule.entries:
             entry = _entry_in_force(result, now)
-            applied = self.gateway.apply(entry.settings)
-            self.store.record_write(applied, now)
-            if applied.errors:
-                self.metrics.gateway_errors_total.labels(op="write").inc()
-            self.metrics.observe_write(entry.settings, applied.written)
+            self.gateway.apply(entry.settings)  # recorded by _record_write
         with self._lock:
             self.state.last_plan = result
             self.state.last_plan_at = now
             self.state.plans_made += 1
         return result
+
+    def _record_write(self, kind: str, applied) -> None:
+        """Every result of the rails (plan writes, refusals, kill-switch restores): one
+        row in the store, and the write and error counters."""
+        self.store.record_write(applied, self.clock.now())
+        if applied.errors:
+            self.metrics.gateway_errors_total.labels(op="write").inc()
+        self.metrics.observe_write(applied.requested, applied.written)
 
     def _record_forecasts(self, result: PlanResult, now: float) -> None:
         """Keep the PV and load forecasts the plan used, to score them once metered."""
@@ -347,14 +352,18 @@ class Daemon:
         return plan.to_json() if plan is not None else None
 
     def reload(self, path: str | None) -> None:
-        """SIGHUP: read the configuration again (the gateway and rails keep running)."""
+        """SIGHUP: read the configuration again. The gateway connection keeps running; the
+        safety rails take the new limits, and a kill switch set in the file trips at once
+        (only a restart clears it)."""
         try:
             cfg = load_config(path)
         except Exception as e:  # keep running on the old config, loudly
             log.error("reload failed, keeping the running configuration: %s", e)
             return
         self.cfg = cfg
-        log.info("configuration reloaded from %s", cfg.source)
+        self.gateway.update_rails(cfg.rails())
+        log.info("configuration reloaded from %s%s", cfg.source,
+                 " (kill switch on: writes are off)" if self.gateway.killed else "")
 
 
 def _entry_in_force(result: PlanResult, now: float):
@@ -413,12 +422,18 @@ def run(config: str | None, *, dry_run: bool, data_dir: str | None = None) -> in
     sched.add_job(daemon.forecast_job, "interval", seconds=s.forecast_s, id="forecast",
                   next_run_time=_now_dt())
     stop = threading.Event()
+    reload_asked = threading.Event()
+    # handlers only set flags; the main loop below does the work, never inside a write
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: daemon.reload(config))
+    signal.signal(signal.SIGHUP, lambda *_: reload_asked.set())
     install_kill_signal(daemon.gateway)
     sched.start()
-    stop.wait()
+    while not stop.wait(0.5):
+        if reload_asked.is_set():
+            reload_asked.clear()
+            daemon.reload(config)
+        daemon.gateway.service_kill()  # a SIGUSR1 acts within a second, not a minute
     log.info("stopping: finishing the job in flight")
     sched.shutdown(wait=True)
     http.stop()

@@ -4,10 +4,16 @@ HTTP endpoint: ``/metrics``, ``/healthz`` (503 when telemetry or plans are stale
 
 Units: W for power, % (app) for SOC and reserve, kWh for the cap, $ for money, seconds.
 Nothing secret is ever a label or a value here.
+
+Unknown is never 0: a value that was not read (or not yet computed) is *absent* from its
+gauge, so a dashboard shows "no data" and an alert on ``absent()`` fires. ``setting_known``
+says which settings were read. Labelled series whose labels are known in advance (errors by
+operation, writes by setting, modes, rules, flows) exist from the start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable
@@ -21,11 +27,40 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from adapters.gateway.base import SiteState
 from optimizer.behaviour import ExportRule, Mode, Settings
 
 PREFIX = "trueup_"
+FLOWS = ("solar", "home", "battery", "grid")
+SETTINGS = ("mode", "reserve_percent", "grid_charging", "export_rule")
+ERROR_OPS = ("read", "write", "forecast", "plan")
+
+
+class MaybeGauge(Collector):
+    """An unlabelled gauge that is absent until set, and absent again after
+    :meth:`clear` (prometheus_client's own Gauge starts at 0, which would read as data)."""
+
+    def __init__(self, name: str, doc: str, registry: CollectorRegistry) -> None:
+        self.name, self.doc = name, doc
+        self.value: float | None = None
+        registry.register(self)
+
+    def set(self, value: float | None) -> None:
+        self.value = None if value is None else float(value)
+
+    def clear(self) -> None:
+        self.value = None
+
+    def collect(self):
+        value = self.value
+        if value is not None:
+            yield GaugeMetricFamily(self.name, self.doc, value=value)
+
+    def describe(self):
+        return [GaugeMetricFamily(self.name, self.doc)]
 
 
 class Metrics:
@@ -38,23 +73,33 @@ class Metrics:
         def g(name, doc, labels=()):
             return Gauge(PREFIX + name, doc, labels, registry=r)
 
-        self.battery_soc_percent = g("battery_soc_percent", "Battery state of charge, app %")
+        def maybe(name, doc):
+            return MaybeGauge(PREFIX + name, doc, r)
+
+        self.battery_soc_percent = maybe("battery_soc_percent", "Battery state of charge, "
+                                         "app % (absent when unknown)")
         self.power_watts = g("power_watts", "Power by flow, W (battery + discharging, grid + "
-                             "importing)", ("flow",))
+                             "importing; a flow that was not read is absent)", ("flow",))
+        self.grid_up = maybe("grid_up", "1 when the grid is up, 0 during an outage (absent "
+                             "when unknown)")
         self.plan_solve_seconds = Histogram(
             PREFIX + "plan_solve_seconds", "Plan build + solve time, s", registry=r,
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-        self.plan_objective_dollars = g("plan_objective_dollars", "The plan's objective, $")
-        self.setting_reserve_percent = g("setting_reserve_percent", "Backup reserve, app %")
-        self.setting_mode = g("setting_mode", "Operation mode in force (1 for the mode)",
-                              ("mode",))
-        self.setting_grid_charging = g("setting_grid_charging", "Grid charging allowed (1/0)")
-        self.setting_export_rule = g("setting_export_rule", "Export rule in force (1 for it)",
-                                     ("rule",))
-        self.export_cap_kwh = g("export_cap_kwh", "This month's NEM-PS export cap, kWh")
-        self.export_cap_used_kwh = g("export_cap_used_kwh", "Exports so far this month, kWh")
-        self.true_up_projected_dollars = g("true_up_projected_dollars",
-                                           "Projected true-up due, $")
+        self.plan_objective_dollars = maybe("plan_objective_dollars", "The plan's objective, $")
+        self.setting_reserve_percent = maybe("setting_reserve_percent",
+                                             "Backup reserve, app % (absent when unknown)")
+        self.setting_mode = g("setting_mode", "Operation mode in force (1 for the mode; no "
+                              "series when unknown)", ("mode",))
+        self.setting_grid_charging = maybe("setting_grid_charging", "Grid charging allowed "
+                                           "(1/0; absent when unknown)")
+        self.setting_export_rule = g("setting_export_rule", "Export rule in force (1 for it; "
+                                     "no series when unknown)", ("rule",))
+        self.setting_known = g("setting_known", "1 when the setting was read at the last "
+                               "read, 0 when it is unknown", ("setting",))
+        self.export_cap_kwh = maybe("export_cap_kwh", "This month's NEM-PS export cap, kWh")
+        self.export_cap_used_kwh = maybe("export_cap_used_kwh", "Exports so far this month, kWh")
+        self.true_up_projected_dollars = maybe("true_up_projected_dollars",
+                                               "Projected true-up due, $")
         self.gateway_errors_total = Counter(PREFIX + "gateway_errors_total",
                                             "Gateway failures by operation", ("op",),
                                             registry=r)
@@ -62,9 +107,14 @@ class Metrics:
                                             "Setting writes by field", ("setting",), registry=r)
         self.forecast_age_seconds = g("forecast_age_seconds", "Age of the forecast in use, s",
                                       ("kind",))
-        self.last_plan_timestamp_seconds = g("last_plan_timestamp_seconds",
-                                             "When the last plan was made, UTC epoch s")
+        self.last_plan_timestamp_seconds = maybe("last_plan_timestamp_seconds",
+                                                 "When the last plan was made, UTC epoch s")
         self.dry_run = g("dry_run", "1 when trueup only prints what it would write")
+        for op in ERROR_OPS:
+            self.gateway_errors_total.labels(op=op)
+        for name in SETTINGS:
+            self.gateway_writes_total.labels(setting=name)
+            self.setting_known.labels(setting=name).set(0.0)
         # beyond the contract: forecast accuracy against the metered intervals
         self.forecast_mae_kw = g("forecast_mae_kw", "Forecast mean absolute error, kW",
                                  ("kind", "provider", "horizon"))
@@ -72,25 +122,26 @@ class Metrics:
                                   ("kind", "provider", "horizon"))
 
     def observe_state(self, state: SiteState) -> None:
-        """Gauges from one reading; unknown values are left as they were (never 0)."""
-        if state.soc_percent is not None:
-            self.battery_soc_percent.set(state.soc_percent)
-        for flow, value in (("solar", state.solar_w), ("home", state.home_w),
-                            ("battery", state.battery_w), ("grid", state.grid_w)):
-            if value is not None:
-                self.power_watts.labels(flow=flow).set(value)
+        """Gauges from one reading; what it could not read becomes absent (never 0)."""
+        self.battery_soc_percent.set(state.soc_percent)
+        self.grid_up.set(None if state.grid_status is None
+                         else 1.0 if state.grid_status == "up" else 0.0)
+        for flow, value in zip(FLOWS, (state.solar_w, state.home_w, state.battery_w,
+                                       state.grid_w), strict=True):
+            _set_or_remove(self.power_watts, (flow,), value)
         s = state.settings
-        if s.reserve_percent is not None:
-            self.setting_reserve_percent.set(s.reserve_percent)
-        if s.mode is not None:
-            for m in Mode:
-                self.setting_mode.labels(mode=str(m)).set(1.0 if m == s.mode else 0.0)
-        if s.grid_charging is not None:
-            self.setting_grid_charging.set(1.0 if s.grid_charging else 0.0)
-        if s.export_rule is not None:
-            for rule in ExportRule:
-                self.setting_export_rule.labels(rule=str(rule)).set(
-                    1.0 if rule == s.export_rule else 0.0)
+        self.setting_reserve_percent.set(s.reserve_percent)
+        self.setting_grid_charging.set(None if s.grid_charging is None
+                                       else 1.0 if s.grid_charging else 0.0)
+        for m in Mode:
+            _set_or_remove(self.setting_mode, (str(m),), None if s.mode is None
+                           else 1.0 if m == s.mode else 0.0)
+        for rule in ExportRule:
+            _set_or_remove(self.setting_export_rule, (str(rule),), None if s.export_rule is None
+                           else 1.0 if rule == s.export_rule else 0.0)
+        for name, value in zip(SETTINGS, (s.mode, s.reserve_percent, s.grid_charging,
+                                          s.export_rule), strict=True):
+            self.setting_known.labels(setting=name).set(0.0 if value is None else 1.0)
 
     def observe_write(self, settings: Settings, written: tuple[str, ...]) -> None:
         for name in written:
@@ -98,6 +149,15 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _set_or_remove(gauge: Gauge, labels: tuple[str, ...], value: float | None) -> None:
+    """Set one labelled series, or remove it when the value is unknown."""
+    if value is not None:
+        gauge.labels(*labels).set(value)
+        return
+    with contextlib.suppress(KeyError):  # never set: already absent
+        gauge.remove(*labels)
 
 
 class _Handler(BaseHTTPRequestHandler):

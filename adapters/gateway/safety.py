@@ -5,15 +5,21 @@
 * **reserve**: never below the owner's floor, never 0 (≥ 1 %), and — on the cloud and
   FleetAPI paths — ≤ 80 or exactly 100 (DOMAIN.md §3: 81-99 is rejected or snaps to 80);
 * **budget**: at most ``max_writes_per_hour`` and ``max_writes_per_day`` field writes
-  (FleetAPI bills per command; a loop must never spend the owner's money);
+  (FleetAPI bills per command and limits them; a loop must never spend the owner's money).
+  The defaults depend on the control path (``PATH_BUDGETS``);
 * **pace**: at least ``min_change_interval_s`` between changes;
-* **kill switch** (config or a signal): restore the owner's own settings recorded at
-  start-up, then never write again;
-* **failures**: after ``failures_before_fallback`` failed writes in a row, fall back to
-  Self-Powered at the floor, loudly, and write nothing else until that fallback succeeds.
+* **kill switch** (config, a reload or a signal): restore the owner's own settings recorded
+  at start-up, then never write again. The first restore is sent whatever the budget and
+  the pace say (the owner's word wins); a restore that failed is retried with a growing
+  pause (1, 2, 4 … 60 minutes) and only within the budget;
+* **failures**: every failed write is logged; after ``failures_before_fallback`` failed
+  writes in a row, fall back to Self-Powered at the floor, loudly, and write nothing else
+  until that fallback succeeds.
 
 Each refusal is an :class:`ApplyResult` with ``skipped`` saying why; nothing is raised.
-Times come from the injected clock (UTC epoch seconds).
+Every result (plan writes, refusals, kill-switch restores) is passed to ``on_result``, so
+the daemon keeps one record of everything sent. Times come from the injected clock (UTC
+epoch seconds).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import logging
 import math
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,6 +39,19 @@ from optimizer.behaviour import ExportRule, Mode, Settings, clamp_reserve
 log = logging.getLogger("trueup.safety")
 
 HOUR, DAY = 3600.0, 86400.0
+# Default write budgets per control path: (field writes an hour, a day). Each field written
+# (mode, reserve, grid charging, export rule) is one API command. Tesla's Fleet API bills
+# commands and, by owners' reports (not confirmed by Tesla's documentation), its free plan
+# allows about 5 settings commands per site a day; the Owner-API cloud and v1r (LAN) paths
+# state no limit, so the older 4 an hour / 24 a day stays. Override with [safety].
+PATH_BUDGETS: dict[str, tuple[int, int]] = {
+    "fleetapi": (2, 5),
+    "cloud": (4, 24),
+    "v1r": (4, 24),
+    "none": (4, 24),  # read-only: nothing is ever written
+    "simulated": (4, 24),
+}
+RESTORE_RETRY_S = (60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 3600.0)  # then hourly
 
 
 @dataclass(frozen=True)
@@ -57,8 +77,10 @@ class SafeGateway:
     """
 
     def __init__(self, inner: Gateway, rails: Rails, clock: Clock | None = None, *,
-                 owner_file: str | Path | None = None) -> None:
+                 owner_file: str | Path | None = None,
+                 on_result: Callable[[str, ApplyResult], None] | None = None) -> None:
         self.inner = inner
+        self.on_result = on_result  # (kind: "plan" | "kill", result), for store and metrics
         self.rails = rails
         self.clock = clock or SystemClock()
         self.name = f"safe({inner.name})"
@@ -73,6 +95,8 @@ class SafeGateway:
         self._writes: deque[float] = deque()  # times of write commands in the last day
         self._last_change: float | None = None
         self._last_budget_warning = -HOUR
+        self._restore_attempts = 0
+        self._next_restore_at: float | None = None
         self.log: list[str] = []  # what the rails did, newest last (also logged)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -103,8 +127,22 @@ class SafeGateway:
         if self._kill_reason is None:
             self._kill_reason = reason
 
+    @property
+    def kill_requested(self) -> bool:
+        return self._kill_reason is not None
+
+    def update_rails(self, rails: Rails) -> None:
+        """New limits from a reloaded configuration. A kill switch set there is carried
+        out at once; one already tripped stays tripped (only a restart clears it)."""
+        with self._lock:
+            self.rails = replace(rails, kill_switch=rails.kill_switch or self.rails.kill_switch)
+        if rails.kill_switch:
+            self.request_kill("kill switch set in the reloaded configuration")
+            self.service_kill()
+
     def service_kill(self) -> None:
-        """Carry out a requested kill (once), or retry a restore that failed."""
+        """Carry out a requested kill (once), or retry a restore that failed when its
+        pause is over and the budget allows."""
         if self._kill_reason is None:
             return
         with self._lock:
@@ -120,24 +158,46 @@ class SafeGateway:
                 return None
             return self._restore_owner()
 
-    def _restore_owner(self) -> ApplyResult:
+    def _restore_owner(self) -> ApplyResult | None:
+        """The first call sends the restore whatever the budget says; a retry waits for
+        its pause (``RESTORE_RETRY_S``) and for budget, and returns None while it waits."""
+        now = self.clock.now()
         first = not self.killed
         self.killed = True  # from here on, nothing but the restore is written
         target = self._owner_restorable()
         if first:
             self._say("warning", f"kill switch: {self._kill_reason}; restoring the owner's "
                       f"settings {_fmt(target)} and writing nothing more")
+        else:
+            if self._next_restore_at is not None and now < self._next_restore_at:
+                return None
+            needed = _fields_to_write(self.inner, target)
+            if needed > self._budget_left(now):
+                self._next_restore_at = now + HOUR / 4
+                if now - self._last_budget_warning >= HOUR:
+                    self._last_budget_warning = now
+                    self._say("warning", f"kill switch: the restore needs {needed} write(s) "
+                              "and the write budget has fewer left; retrying when it allows")
+                return None
+        self._restore_attempts += 1
         result = self.inner.apply(target)
         self._count(result)
-        if result.errors:
+        self._report("kill", result)
+        if result.errors and target != self.safe_default() and (
+                first or _fields_to_write(self.inner, self.safe_default())
+                <= self._budget_left(now)):
             self._say("error", "kill switch: restoring the owner's settings failed ("
                       + "; ".join(result.errors) + "): trying Self-Powered at the floor")
             result = self.inner.apply(self.safe_default())
             self._count(result)
+            self._report("kill", result)
         self.kill_confirmed = not result.errors
         if not self.kill_confirmed:
+            pause = RESTORE_RETRY_S[min(self._restore_attempts, len(RESTORE_RETRY_S)) - 1]
+            self._next_restore_at = now + pause
             self._say("error", "kill switch: the gateway took neither the owner's settings "
-                      "nor the safe default; will retry on the next cycle")
+                      f"nor the safe default; retrying in {pause / 60:.0f} min (within the "
+                      "write budget)")
         return result
 
     def _owner_restorable(self) -> Settings:
@@ -202,11 +262,21 @@ class SafeGateway:
             self.service_kill()
         with self._lock:
             if self.killed:
-                return ApplyResult(settings, None, skipped="kill switch: writes are off")
-            result = self._apply_locked(settings)
+                result = ApplyResult(settings, None, skipped="kill switch: writes are off")
+            else:
+                result = self._apply_locked(settings)
+        self._report("plan", result)
         if self._kill_reason is not None:  # requested while the write was in flight
             self.service_kill()
         return result
+
+    def _report(self, kind: str, result: ApplyResult) -> None:
+        if self.on_result is None:
+            return
+        try:
+            self.on_result(kind, result)
+        except Exception as e:  # a full disk must not stop a restore or a fallback
+            log.error("could not record a %s write: %s", kind, e)
 
     def _apply_locked(self, settings: Settings) -> ApplyResult:
         now = self.clock.now()
@@ -248,6 +318,14 @@ class SafeGateway:
                 self._say("error", f"{self.failures} writes failed in a row "
                           f"({'; '.join(result.errors)}): falling back to Self-Powered at the "
                           f"{self.rails.floor_percent:g}% floor until a write succeeds")
+            elif not self.in_fallback:
+                self._say("warning", f"write of {_fmt(safe)} failed ("
+                          f"{'; '.join(result.errors)}); {self.failures} of "
+                          f"{self.rails.failures_before_fallback} failures in a row before "
+                          "falling back to Self-Powered at the floor")
+            else:
+                self._say("warning", "the fallback write failed ("
+                          f"{'; '.join(result.errors)}); trying again on the next plan")
         else:
             if self.in_fallback and safe == self.safe_default() and result.ok:
                 self._say("warning", "fallback applied: Self-Powered at the floor; resuming")
