@@ -129,11 +129,12 @@ class _TLSServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, handler, context: ssl.SSLContext, gateway: FakeGateway) -> None:
+    def __init__(self, handler, context: ssl.SSLContext, gateway: FakeGateway,
+                 port: int = 0) -> None:
         self.context = context
         self.gateway = gateway
         self.connections: set[socket.socket] = set()
-        super().__init__(("127.0.0.1", 0), handler)
+        super().__init__(("127.0.0.1", port), handler)
 
     def get_request(self):
         sock, addr = self.socket.accept()
@@ -190,8 +191,12 @@ class FakeGateway:
     but the login needs a valid session cookie (else 401, and pypowerwall logs in again).
     """
 
-    def __init__(self, state: GatewayState | None = None) -> None:
+    def __init__(self, state: GatewayState | None = None, *, port: int = 0) -> None:
+        """``port``: 0 = any free port; give a stopped gateway's port to replace it (a new
+        gateway, with a new certificate, at the same address)."""
         self.state = state or GatewayState()
+        self.cert_pem = b""  # the certificate it serves (PEM), set by start()
+        self._port = port
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
         self.logins = 0
         self.stall_s = 3.0  # how long a "timeout" failure holds the response
@@ -207,9 +212,11 @@ class FakeGateway:
     def start(self) -> FakeGateway:
         self._tmp = tempfile.TemporaryDirectory(prefix="fake-gateway-")
         cert, key = self_signed_cert(Path(self._tmp.name))
+        self.cert_pem = cert.read_bytes()
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
-        self._server = _TLSServer(_Handler, context, self)
+        self._server = _TLSServer(_Handler, context, self, self._port)
+        self._port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
@@ -234,8 +241,9 @@ class FakeGateway:
 
     @property
     def port(self) -> int:
-        assert self._server is not None, "start() the fake gateway first"
-        return self._server.server_address[1]
+        """The port it listens on (or listened on, once stopped)."""
+        assert self._port, "start() the fake gateway first"
+        return self._port
 
     @property
     def host(self) -> str:

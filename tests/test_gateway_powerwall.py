@@ -12,6 +12,7 @@ unless a name says raw (the local gateway reports raw = app × 0.95 + 5).
 from __future__ import annotations
 
 import logging
+import stat
 
 import pytest
 
@@ -317,6 +318,147 @@ def test_the_local_login_is_never_used_to_write(make, gateway, clock):
     assert "read-only" in result.errors[0] and "mode = fleetapi" in result.errors[0]
     assert gateway.count("/api/operation", "POST") == 0
     assert gateway.count("/api/login/Basic", "POST") == 0  # not even a connection
+
+
+# --------------------------------------------------------------------------------------
+# the gateway's TLS certificate, pinned on first use
+
+
+def _sha256(pem: bytes) -> str:
+    """The certificate's SHA-256 fingerprint, lowercase hex (computed apart from trueup)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    return x509.load_pem_x509_certificate(pem).fingerprint(hashes.SHA256()).hex()
+
+
+def _hex(text: str) -> str:
+    return text.strip().replace(":", "").lower()
+
+
+def _replace_gateway(gateway: FakeGateway) -> FakeGateway:
+    """Stop ``gateway`` and start another, with a new certificate, at the same host:port."""
+    port = gateway.port
+    gateway.stop()
+    return FakeGateway(port=port).start()
+
+
+@pytest.fixture
+def pin(authpath):
+    return authpath / "gateway-cert.sha256"
+
+
+def test_first_connection_pins_the_gateways_certificate(make, gateway, pin):
+    """The first successful connection writes the SHA-256 of the certificate the gateway
+    serves to <authpath>/gateway-cert.sha256, mode 0600; later connections accept it."""
+    assert not pin.exists()
+    gw = make()
+    assert gw.read().ok
+    assert stat.S_IMODE(pin.stat().st_mode) == 0o600
+    assert _hex(pin.read_text()) == _sha256(gateway.cert_pem)
+    gw.close()
+    assert make().read().ok  # a restart: the same certificate is accepted
+    assert _hex(pin.read_text()) == _sha256(gateway.cert_pem)
+
+
+def test_pin_file_can_be_set_and_a_refused_login_pins_nothing(make, tmp_path, pin,
+                                                               password_file):
+    custom = tmp_path / "gw.sha256"
+    password_file.write_text("not-it\n")
+    assert make(tls_pin_file=str(custom)).read().soc_percent is None
+    assert not custom.exists() and not pin.exists()
+    password_file.write_text(PASSWORD + "\n")
+    assert make(tls_pin_file=str(custom)).read().ok
+    assert custom.exists() and not pin.exists()
+
+
+def test_a_new_certificate_is_refused_before_any_password_is_sent(
+        make, gateway, pin, clock, caplog):
+    """Another certificate at host:port: no request at all reaches it, reads are unknown
+    with the reason, the error names the pin file and the fix and is logged once."""
+    assert make().read().ok
+    old = _sha256(gateway.cert_pem)
+    impostor = _replace_gateway(gateway)
+    try:
+        gw = make(host=impostor.host)  # trueup restarts
+        caplog.set_level(logging.DEBUG, logger="trueup.gateway.powerwall")
+        states = []
+        for _ in range(3):  # three reconnect intervals
+            states.append(gw.read())
+            clock.t += 61.0
+        with pytest.raises(InputError) as err:
+            gw.connect()
+        assert impostor.requests == []
+        assert impostor.count("/api/login/Basic", "POST") == 0
+    finally:
+        impostor.stop()
+    for state in states:
+        assert not state.ok and state.soc_percent is None and state.battery_w is None
+        assert state.grid_import_wh is None and state.settings.reserve_percent is None
+        assert "TLS certificate" in state.unknown["soc_percent"]
+    message = str(err.value)
+    assert old in _hex(message) and _sha256(impostor.cert_pem) in _hex(message)
+    assert str(pin) in message and "replaced" in message
+    assert f"delete {pin} and restart" in message
+    assert _hex(pin.read_text()) == old  # the pin is kept
+    logged = [r for r in caplog.records if r.name == "trueup.gateway.powerwall"
+              and r.levelno >= logging.ERROR]
+    assert len(logged) == 1 and "TLS certificate" in logged[0].getMessage()
+
+
+def test_an_edited_pin_is_refused_and_the_gateway_gets_nothing(make, gateway, pin):
+    """A pin that is not this certificate (here in openssl's format) refuses the
+    connection: no login, no request."""
+    pin.write_text("sha256 Fingerprint=" + ":".join(["AB"] * 32) + "\n")
+    state = make().read()
+    assert state.soc_percent is None and "TLS certificate" in state.unknown["soc_percent"]
+    assert gateway.requests == []
+
+
+def test_a_malformed_pin_file_names_the_fix(make, gateway, pin):
+    pin.write_text("not a fingerprint\n")
+    with pytest.raises(InputError, match="does not hold a SHA-256") as err:
+        make().connect()
+    assert f"delete {pin}" in str(err.value)
+    assert gateway.requests == []
+
+
+def test_a_certificate_changed_under_an_open_connection_gets_no_request(make, gateway):
+    """The gateway is swapped while the link is open: pypowerwall's next requests, and its
+    re-login with the password, are refused at the TLS handshake; no data is reported,
+    and the next read says why."""
+    gw = make()
+    assert gw.read().ok
+    impostor = _replace_gateway(gateway)
+    try:
+        first, second = gw.read(), gw.read()
+        assert impostor.requests == []
+    finally:
+        impostor.stop()
+    for state in (first, second):
+        assert not state.ok and state.soc_percent is None and state.battery_w is None
+        assert state.settings.mode is None and state.grid_status is None
+    assert "TLS certificate" in second.unknown["soc_percent"]
+
+
+def test_deleting_the_pin_file_trusts_the_new_certificate(make, gateway, pin, clock):
+    """After the fix (delete the pin file), the new gateway is pinned and read."""
+    assert make().read().ok
+    renewed = _replace_gateway(gateway)
+    try:
+        gw = make(host=renewed.host)
+        assert "TLS certificate" in gw.read().unknown["soc_percent"]
+        pin.unlink()
+        clock.t += 61.0  # the next connection attempt
+        state = gw.read()
+        assert state.ok and state.soc_percent == pytest.approx(50.0)
+        assert renewed.logins == 1
+        assert _hex(pin.read_text()) == _sha256(renewed.cert_pem)
+        assert stat.S_IMODE(pin.stat().st_mode) == 0o600
+        gw.close()
+        assert make(host=renewed.host).read().ok  # and after a restart
+    finally:
+        renewed.stop()
 
 
 # --------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ class GatewaySection(_Section):
     mode: Literal["fleetapi", "cloud", "v1r", "none"] = "fleetapi"
     authpath: str = "/var/lib/trueup/auth"
     password_file: str = "/etc/trueup/gw_password"
+    tls_pin_file: str = ""  # the gateway certificate's pin; "" = <authpath>/gateway-cert.sha256
 
 
 def _offline_solar():

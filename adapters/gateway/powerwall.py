@@ -47,17 +47,33 @@ logged), pypowerwall's token files under ``authpath`` (``.pypowerwall.fleetapi``
 ``.pypowerwall.auth``, ``tedapi_rsa_private.pem``; the local session cookie is cached
 there as ``.powerwall``). A secret readable by every user is reported in
 :attr:`PowerwallGateway.warnings` and logged.
+
+The gateway's TLS certificate is self-signed and pypowerwall accepts any certificate, so
+the local connection (``local`` and ``v1r``) pins it on first use: before pypowerwall is
+given the password, the certificate presented at ``host`` is read (verification off, only
+to hash it) and its SHA-256 fingerprint compared with ``tls_pin_file`` (default
+``<authpath>/gateway-cert.sha256``, mode 0600, written after the first successful login).
+A different certificate refuses the connection with an :class:`InputError` naming the pin
+file and the fix, and reads are unknown with that reason. pypowerwall's sessions to the
+gateway then check the same fingerprint on every new TLS connection (urllib3's
+``assert_fingerprint``), so a later re-login cannot go to another peer either; a TLS error
+on them makes the next use check the certificate again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
+import re
+import socket
+import ssl
 import stat
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -72,8 +88,10 @@ FLEET_CONFIG = ".pypowerwall.fleetapi"  # pypowerwall.fleetapi.fleetapi.CONFIGFI
 CLOUD_AUTH = ".pypowerwall.auth"  # pypowerwall.cloud.pypowerwall_cloud.AUTHFILE
 V1R_KEY = "tedapi_rsa_private.pem"  # where `python -m pypowerwall setup -v1r` puts it
 LOCAL_COOKIE = ".powerwall"  # pypowerwall's local session cache
+PIN_FILE = "gateway-cert.sha256"  # the gateway certificate's SHA-256, pinned on first use
 
 _REMOTE = ("fleetapi", "cloud")
+_LAN = ("local", "v1r")  # the kinds that send the customer password to ``host``
 _FLOWS = {"grid_w": "site", "battery_w": "battery", "home_w": "load", "solar_w": "solar"}
 _COUNTERS = {
     "grid_import_wh": ("site", "energy_imported"),
@@ -122,6 +140,8 @@ class PowerwallGateway:
             request is billed), s. :meth:`apply` always reads fresh.
         reconnect_interval_s: after a failed connection, how long to answer with the same
             error before trying again, s.
+        tls_pin_file: where the gateway certificate's SHA-256 fingerprint is pinned
+            ("" = ``<authpath>/gateway-cert.sha256``).
     """
 
     name = "powerwall"
@@ -131,7 +151,7 @@ class PowerwallGateway:
                  verify_delay_s: float = 5.0, verify_attempts: int = 4, backoff: float = 2.0,
                  write_attempts: int = 2, effect_wait_s: float = 120.0,
                  effect_poll_s: float = 15.0, remote_settings_ttl_s: float = 600.0,
-                 reconnect_interval_s: float = 60.0) -> None:
+                 reconnect_interval_s: float = 60.0, tls_pin_file: str = "") -> None:
         if mode not in MODES:
             raise InputError(f"gateway mode {mode!r} is not one of {', '.join(MODES)}",
                              where="[gateway] mode",
@@ -143,6 +163,8 @@ class PowerwallGateway:
         self.mode = mode
         self.authpath = os.path.expanduser(authpath) if authpath else ""
         self.password_file = os.path.expanduser(password_file) if password_file else ""
+        self.tls_pin_file = (os.path.expanduser(tls_pin_file) if tls_pin_file
+                             else os.path.join(self.authpath or ".", PIN_FILE))
         self.clock = clock or SystemClock()
         self.timeout_s = timeout_s
         self.cache_s = cache_s
@@ -179,6 +201,7 @@ class PowerwallGateway:
         self._remote_cache: dict[str, tuple[float, Any]] = {}
         self._current_cache: tuple[float, dict[str, Any], dict[str, str]] | None = None
         self._last_unknown: dict[str, str] = {}
+        self._tls_recheck = False  # a pinned session met a TLS error: check the cert again
         self._lock = threading.RLock()
 
     @classmethod
@@ -186,7 +209,8 @@ class PowerwallGateway:
                     **options: Any) -> PowerwallGateway:
         """Build from ``[gateway]`` (:class:`trueup.config.GatewaySection`); no I/O."""
         return cls(host=section.host, mode=section.mode, authpath=section.authpath,
-                   password_file=section.password_file, clock=clock, **options)
+                   password_file=section.password_file, clock=clock,
+                   tls_pin_file=getattr(section, "tls_pin_file", ""), **options)
 
     def __repr__(self) -> str:  # never the password
         return (f"PowerwallGateway(host={self.host!r}, mode={self.mode!r}, "
@@ -221,7 +245,12 @@ class PowerwallGateway:
 
     def _link(self, kind: str) -> Any:
         if kind in self._links:
-            return self._links[kind]
+            if not (self._tls_recheck and kind in _LAN):
+                return self._links[kind]
+            self._tls_recheck = False
+            del self._links[kind]
+            log.warning("TLS error on the connection to the gateway at %s: checking its "
+                        "certificate again", self.host)
         failed = self._failed.get(kind)
         if failed and self.clock.now() - failed[0] < self.reconnect_interval_s:
             raise failed[1]
@@ -229,7 +258,10 @@ class PowerwallGateway:
             pw = self._open(kind)
         except InputError as exc:
             self._failed[kind] = (self.clock.now(), exc)
-            log.error("cannot connect to the Powerwall over %s: %s", kind, exc)
+            if failed is None or str(failed[1]) != str(exc):  # the same error: logged once
+                log.error("cannot connect to the Powerwall over %s: %s", kind, exc)
+            else:
+                log.debug("still cannot connect to the Powerwall over %s", kind)
             raise
         self._failed.pop(kind, None)
         self._links[kind] = pw
@@ -243,8 +275,12 @@ class PowerwallGateway:
         self._check_authpath()
         common: dict[str, Any] = {"authpath": self.authpath, "timeout": self.timeout_s,
                                   "pwcacheexpire": self.cache_s, "failover": False}
-        if kind in ("local", "v1r"):
-            common.update(host=self.host, password=self._read_password(),
+        pinned = seen = None
+        if kind in _LAN:
+            password = self._read_password()
+            pinned, seen = self._check_certificate()  # before pypowerwall gets the password
+            self._tls_recheck = False
+            common.update(host=self.host, password=password,
                           cachefile=os.path.join(self.authpath or ".", LOCAL_COOKIE))
         if kind == "v1r":
             common["rsa_key_path"] = self._secret(V1R_KEY, "the v1r RSA key",
@@ -275,9 +311,81 @@ class PowerwallGateway:
             if pw.client is None or failed:
                 raise InputError(f"pypowerwall could not connect over {kind}"
                                  + _because(said), where="[gateway]", fix=self._fix(kind))
-            if kind in ("local", "v1r"):
+            if kind in _LAN:
+                _pin_sessions(pw.client, seen, self._on_tls_error)
                 self._probe(pw, said)
+        if seen and pinned is None:
+            self._write_pin(seen)  # trust on first use: only after a successful login
         return pw
+
+    # -- the gateway's TLS certificate --------------------------------------------------
+
+    def _on_tls_error(self) -> None:
+        self._tls_recheck = True
+
+    def _check_certificate(self) -> tuple[str | None, str]:
+        """(pinned, presented) SHA-256 fingerprints of the certificate at ``host``.
+
+        Raises :class:`InputError` when the gateway cannot be reached or presents another
+        certificate than the pinned one; nothing has been sent to it then."""
+        pinned = self._read_pin()
+        try:
+            host, port = _host_port(self.host)
+            seen = _peer_fingerprint(host, port, self.timeout_s)
+        except (OSError, ValueError) as exc:  # ssl.SSLError and timeouts are OSErrors
+            raise InputError(f"the gateway at {self.host} did not answer: could not read its "
+                             f"TLS certificate ({type(exc).__name__}: {exc})",
+                             where="[gateway] host", fix=self._fix("host")) from None
+        if pinned is not None and seen != pinned:
+            pin = self.tls_pin_file
+            raise InputError(
+                f"the TLS certificate of the gateway at {self.host} changed from sha256 "
+                f"{pinned} to sha256 {seen}: not connecting, the customer password was not "
+                "sent", where=f"[gateway] host = {self.host}; pin file {pin}",
+                fix=f"if the gateway was replaced or its certificate renewed, compare the new "
+                    f"fingerprint with the one your browser shows for https://{self.host}/ "
+                    f"(certificate details, SHA-256), then delete {pin} and restart trueup "
+                    "to trust it; if they differ, something else answers at that address")
+        return pinned, seen
+
+    def _read_pin(self) -> str | None:
+        path = self.tls_pin_file
+        where = f"[gateway] tls_pin_file = {path}"
+        try:
+            with open(path, encoding="ascii") as f:
+                lines = [ln.strip() for ln in f if ln.strip() and not ln.startswith("#")]
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read the gateway certificate pin {path}: {exc}",
+                             where=where, fix=f"chown it to the user trueup runs as and chmod "
+                                              f"600 {path}") from None
+        # also takes openssl's "sha256 Fingerprint=AB:CD:…"
+        digits = lines[0].rsplit("=", 1)[-1].replace(":", "").lower() if lines else ""
+        if not re.fullmatch(r"[0-9a-f]{64}", digits):
+            raise InputError(f"the pin file {path} does not hold a SHA-256 fingerprint",
+                             where=where, fix=f"delete {path}: the gateway's certificate is "
+                                              "pinned again at the next connection")
+        return _colon_hex(digits)
+
+    def _write_pin(self, fingerprint: str) -> None:
+        path = self.tls_pin_file
+        tmp = f"{path}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="ascii") as f:
+                os.fchmod(f.fileno(), 0o600)
+                f.write(fingerprint + "\n")
+            os.replace(tmp, path)
+        except OSError as exc:
+            with suppress(OSError):
+                os.unlink(tmp)
+            raise InputError(f"cannot pin the gateway's TLS certificate in {path}: {exc}",
+                             where=f"[gateway] tls_pin_file = {path}",
+                             fix=f"make {os.path.dirname(path) or '.'} writable by the user "
+                                 "trueup runs as, or set tls_pin_file") from None
+        log.info("pinned the TLS certificate of the gateway at %s (sha256 %s) in %s",
+                 self.host, fingerprint, path)
 
     def _probe(self, pw: Any, said: list[str]) -> None:
         """The local client logs in only on its first request: make one now, so a wrong
@@ -798,6 +906,69 @@ def _pypowerwall_messages() -> Iterator[list[str]]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+def _colon_hex(digits: str) -> str:
+    """``ab12…`` → ``AB:12:…``, as browsers and ``openssl x509 -fingerprint`` show it."""
+    return ":".join(digits[i:i + 2] for i in range(0, len(digits), 2)).upper()
+
+
+def _host_port(host: str) -> tuple[str, int]:
+    """``host``, ``host:port`` or ``[v6]:port`` → (host, port); 443 by default."""
+    parts = urllib.parse.urlsplit(f"//{host}")
+    return parts.hostname or host, parts.port or 443  # .port raises ValueError if bad
+
+
+def _peer_fingerprint(host: str, port: int, timeout: float) -> str:
+    """The SHA-256 fingerprint of the certificate presented at host:port. Verification is
+    off only to read it (it is self-signed): it is compared with the pin; nothing is sent."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection((host, port), timeout=timeout) as sock, \
+            context.wrap_socket(sock, server_hostname=host) as tls:
+        der = tls.getpeercert(binary_form=True)
+    if not der:
+        raise ssl.SSLError("the gateway presented no certificate")
+    return _colon_hex(hashlib.sha256(der).hexdigest())
+
+
+def _pin_sessions(client: Any, fingerprint: str, on_tls_error: Callable[[], None]) -> None:
+    """Make pypowerwall's HTTPS sessions to the gateway check ``fingerprint`` on every new
+    TLS connection (urllib3's ``assert_fingerprint`` is checked even with ``verify=False``),
+    so a re-login after the session expires cannot go to another peer. pypowerwall 0.22's
+    sessions: the local client's ``session``; in v1r, ``tedapi.v1r_transport.session`` and
+    ``tedapi.api_session`` (made here, pinned, before pypowerwall makes it unpinned)."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    class _Pinned(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, assert_fingerprint=fingerprint, **kwargs)
+
+        def send(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return super().send(*args, **kwargs)
+            except requests.exceptions.SSLError:
+                on_tls_error()
+                raise
+
+    tedapi = getattr(client, "tedapi", None)
+    if getattr(tedapi, "v1r", False) and getattr(tedapi, "api_session", False) is None:
+        tedapi.api_session = requests.Session()
+        tedapi.api_session.verify = False
+    transport = getattr(tedapi, "v1r_transport", None)
+    for session in (getattr(client, "session", None), getattr(transport, "session", None),
+                    getattr(tedapi, "api_session", None)):
+        if not isinstance(session, requests.Session):
+            continue  # poolmaxsize=0 uses the requests module itself: not ours to change
+        old = session.get_adapter("https://")
+        session.mount("https://", _Pinned(
+            pool_connections=getattr(old, "_pool_connections", 10),
+            pool_maxsize=getattr(old, "_pool_maxsize", 10),
+            max_retries=getattr(old, "max_retries", 0),
+            pool_block=getattr(old, "_pool_block", False)))
+        old.close()
 
 
 def _because(said: list[str]) -> str:
