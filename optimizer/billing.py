@@ -27,6 +27,15 @@ import numpy as np
 from optimizer.errors import UsageError
 from optimizer.intervals import IntervalData
 from optimizer.localtime import local_midnight_utc
+from optimizer.settlement import (
+    PeriodTotals,
+    closing_month,
+    leftover_credit,
+    net_surplus_compensation,
+    net_surplus_kwh,
+    true_up_anchor,
+    true_up_charges,
+)
 from optimizer.tariff import Classified, Tariff
 
 _WINDOW_S = {"15min": 900, "hourly": 3600, "daily": 86400}
@@ -76,7 +85,7 @@ class MonthStatement:
     accrued_charges: float  # at_true_up: NEM charges accrued in the period so far (ΣCx+ΣNBC)
     kwh_bank: float  # kWh carryover banked after this month (all periods)
     net_kwh_by_period: dict[str, float]  # import − export by TOU period, after the cap
-    settlement_period: int  # index of the settlement period this month belongs to
+    settlement_period: int  # the true-up month (year × 12 + month) that settles this month
     covered_fraction: float  # share of the month's intervals present in the data
     settlement: TrueUp | None = None  # when every month settles alone (period_months = 1)
 
@@ -425,21 +434,17 @@ class _Settlement:
         self.true_up_month = true_up_month
         # the absolute month (year × 12 + month) of one true-up: the tariff's first_true_up,
         # else the first true-up month on or after the data's first billing month
-        first = tariff.spec.settlement.first_true_up
-        if first:
-            self.anchor = int(first[:4]) * 12 + true_up_month
-        else:
-            y0, m0 = prep.months.labels[0]
-            self.anchor = y0 * 12 + true_up_month + (12 if true_up_month < m0 else 0)
+        y0, m0 = prep.months.labels[0]
+        self.anchor = true_up_anchor(y0 * 12 + m0, true_up_month,
+                                     tariff.spec.settlement.first_true_up)
         self.lim, self.rates = _tier_tables(tariff, prep.months, prep.day_share)
         self.nbc = tariff.spec.charges.nbc_per_kwh
         self.shared = tariff.spec.tier_basis == "month"
 
     def period_of(self, y: int, m: int) -> int:
-        """Index of the settlement period holding billing month (y, m): periods close at
-        the anchor true-up month and every ``period_months`` after (and before) it."""
-        k = self.t.spec.settlement.period_months
-        return -((-(y * 12 + m - self.anchor)) // k)
+        """The settlement period holding billing month (y, m), named by the absolute month
+        of the true-up that settles it."""
+        return closing_month(y * 12 + m, self.anchor, self.t.spec.settlement.period_months)
 
     def energy_charges(self, i: int, bank: np.ndarray) -> _MonthEnergy:
         """Month ``i``'s own energy charges (before carried credit) and the kWh bank."""
@@ -516,7 +521,7 @@ class _Settlement:
                 billed = fixed + minimum
                 acc.cx += me.charges
                 acc.nbc += nbc
-                credit = max(0.0, -(acc.cx + acc.carried_in))
+                credit = leftover_credit(acc.cx + acc.carried_in)
                 applied = 0.0
                 annual_basis += fixed
             else:
@@ -556,7 +561,7 @@ class _Settlement:
             statements.append(stmt)
             tu = None
             if closes:
-                complete = (y * 12 + m - self.anchor) % st.period_months == 0
+                complete = pid == y * 12 + m  # the data reaches the true-up month
                 tu, credit, bank = self._close(acc, credit, bank, y, m, complete)
                 if complete:
                     stmt.credit_balance = credit  # after forfeiture / payout
@@ -590,26 +595,20 @@ class _Settlement:
 
     def _close(self, acc: _PeriodAccumulator, credit: float, bank: np.ndarray, y: int,
                m: int, complete: bool) -> tuple[TrueUp, float, np.ndarray]:
-        """Settle a period: charges due, NSC, leftover credit (forfeit/pay out/roll over).
-
-        PG&E NEM2 (charges = at_true_up), DOMAIN.md §2.2::
-
-            X       = ΣNBC + max(0, ΣCx)
-            due     = max(X, ΣMDC) − ΣMDC already billed − NSC
-            surplus = max(0, Σexp − Σimp);  NSC = surplus × surplus_rate
-        """
+        """Settle a period: charges due, NSC, leftover credit (forfeit/pay out/roll over),
+        by the rules of :mod:`optimizer.settlement` (PG&E NEM2 when charges = at_true_up)."""
         st = self.t.spec.settlement
         charges = due = 0.0
         if st.charges == "at_true_up":
-            cx = acc.cx + acc.carried_in
-            charges = max(acc.nbc + max(0.0, cx), acc.minimum)
-            due = charges - acc.minimum
-            credit = max(0.0, -cx)
+            totals = acc.totals()
+            charges = true_up_charges(totals)
+            due = charges - totals.minimum
+            credit = leftover_credit(totals.energy_charges)
         if st.carryover == "kwh":
             surplus_kwh = float(bank.sum())  # banked kWh left at the anniversary
         else:
-            surplus_kwh = max(0.0, acc.exp - acc.imp)
-        surplus_credit = surplus_kwh * st.surplus_rate
+            surplus_kwh = net_surplus_kwh(acc.exp, acc.imp)
+        surplus_credit = net_surplus_compensation(surplus_kwh, st.surplus_rate)
         forfeited = paid_out = rolled = 0.0
         if st.leftover_credit == "forfeit":
             forfeited, credit = credit, 0.0
@@ -677,6 +676,12 @@ class _PeriodAccumulator:
     billed: float = 0.0
     minimum: float = 0.0
     fixed: float = 0.0
+
+    def totals(self) -> PeriodTotals:
+        """The period's sums for the settlement rules (credit rolled in counts as ΣCx)."""
+        return PeriodTotals(energy_charges=self.cx + self.carried_in, nbc=self.nbc,
+                            import_kwh=self.imp, credited_export_kwh=self.exp,
+                            minimum=self.minimum)
 
     def add(self, imp: float, exp: float, billed: float, minimum: float, fixed: float) -> None:
         self.months += 1

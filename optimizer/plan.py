@@ -55,28 +55,44 @@ class CapBudget:
 
 
 @dataclass(frozen=True)
+class TrueUpScenario:
+    """How one scenario of the rest of a settlement period adds up *outside* the plan's
+    horizon ($, kWh, period totals: history, then the expected rest in this scenario)."""
+
+    weight: float  # probability
+    cx: float  # ΣCx outside the plan, $ (< 0: credit)
+    nbc: float  # ΣNBC outside the plan, $
+    surplus_kwh: float  # Σ credited exports − Σ imports outside the plan, kWh
+
+
+@dataclass(frozen=True)
 class TrueUpContext:
     """One settlement period the plan's steps ``[first_step, end_step)`` fall in, for
     tariffs that settle NEM charges at a true-up and forfeit leftover credit (PG&E NEM2).
 
-    All $ or kWh, period totals: ``*_before`` cover the period before the plan (history,
-    and an estimate for any part history does not cover), ``*_after`` the expected rest of
-    the period after the horizon. ``minimum_total`` is the period's ΣMDC. The period that
-    holds the horizon's end also holds the battery's energy left then (``holds_end``).
+    ``scenarios`` say how the rest of the period may add up (:mod:`optimizer.projection`);
+    the plan gives each its own true-up and minimises the expectation, so a credited kWh is
+    worth its credit in the scenarios that end owing, the NSC rate in those that end in
+    surplus, and nothing where the minimum charge covers the period.
+    ``minimum_total`` is the period's ΣMDC. The period that holds the horizon's end also
+    holds the battery's energy left then (``holds_end``).
     """
 
     first_step: int
     end_step: int
     label: str  # the true-up month closing the period, "YYYY-MM"
-    cx_before: float
-    nbc_before: float
-    cx_after: float
-    nbc_after: float
     minimum_total: float
-    surplus_kwh_before: float  # Σ credited exports − Σ imports so far
-    surplus_kwh_after: float
     surplus_rate: float
+    scenarios: tuple[TrueUpScenario, ...]
     holds_end: bool = True
+
+    @classmethod
+    def single(cls, *, first_step: int, end_step: int, label: str, cx: float, nbc: float,
+               minimum_total: float, surplus_kwh: float, surplus_rate: float,
+               holds_end: bool = True) -> TrueUpContext:
+        """A period whose rest is known for sure (one scenario)."""
+        return cls(first_step, end_step, label, minimum_total, surplus_rate,
+                   (TrueUpScenario(1.0, cx, nbc, surplus_kwh),), holds_end)
 
 
 @dataclass(frozen=True)
@@ -93,6 +109,7 @@ class PlanInputs:
     cap_budgets: tuple[CapBudget, ...] = ()
     true_ups: tuple[TrueUpContext, ...] = ()
     grid_import_limit_kw: float = 48.0  # the service's capacity (a 200 A panel ≈ 48 kW)
+    export_limit_kw: float | None = None  # None: no limit (0 during a grid outage)
     # the fastest grid charge the settings can command (Backup: ~3.3 kW per Powerwall,
     # DOMAIN.md §3); None = only the battery's own limit
     grid_charge_limit_kw: float | None = None
@@ -115,10 +132,16 @@ class Plan:
     soc_kwh: np.ndarray  # stored kWh at the END of each step
     excess_kwh: dict[int, float] = field(default_factory=dict)  # cap excess per month key
     binaries: int = 0  # how many binary variables the final solve had
-    true_up_due: float | None = None  # projected true-up charges due ($), first period
-    projected_cx: float | None = None  # projected ΣCx of the first period
+    true_up_due: float | None = None  # expected true-up due beyond the minimum ($), first period
+    projected_cx: float | None = None  # expected ΣCx of the first period
     marginal_credit_value: float | None = None  # $/kWh a peak export is worth at the margin
     true_up_label: str | None = None  # the true-up month of that period
+    # the first period's scenarios as the solver left them: the share (probability) in which
+    # a credited kWh earns its full credit (the period ends owing beyond the minimum), the
+    # share in which it earns only the NSC rate (the period ends in credit with a surplus)
+    p_credit_counts: float | None = None
+    p_nsc_only: float | None = None
+    nsc_rate: float | None = None  # that period's net surplus compensation, $/kWh
     shortfall_kwh: float = 0.0  # load the service limit and battery could not supply
     notes: list[str] = field(default_factory=list)
 
@@ -328,7 +351,8 @@ class _Extras:
 
     excess: dict[int, int]  # month key → column of its cap excess
     binaries: int
-    periods: list[tuple[TrueUpContext, int, int, _Lin]]  # (context, y, z, cx_plan)
+    # (context, [(y, z) per scenario], ΣCx of the plan)
+    periods: list[tuple[TrueUpContext, list[tuple[int, int]], _Lin]]
 
 
 def _variables(lp: _LP, n: int, x: PlanInputs) -> _Vars:
@@ -340,7 +364,8 @@ def _variables(lp: _LP, n: int, x: PlanInputs) -> _Vars:
     curt_ub = x.pv_kwh if x.can_curtail_pv else 0.0
     return _Vars(
         imp=lp.add_cols(n, 0.0, x.grid_import_limit_kw * h, names="imp"),
-        exp=lp.add_cols(n, 0.0, np.inf, names="exp"),
+        exp=lp.add_cols(n, 0.0, np.inf if x.export_limit_kw is None
+                        else x.export_limit_kw * h, names="exp"),
         ch=lp.add_cols(n, 0.0, b.max_charge_kw * h, names="ch"),
         dis=lp.add_cols(n, 0.0, b.max_discharge_kw * h, names="dis"),
         curt=lp.add_cols(n, 0.0, curt_ub, names="curt"),
@@ -416,22 +441,25 @@ def add_export_cap(lp: _LP, v: _Vars, x: PlanInputs) -> dict[int, int]:
     return excess
 
 
-def add_true_up_epigraph(lp: _LP, cx_plan: _Lin, nbc_plan: _Lin,
-                         tu: TrueUpContext) -> tuple[int, int]:
-    """PG&E NEM2 true-up (DOMAIN.md §2.2) as epigraph variables (convex, so an LP):
+def add_true_up_epigraph(lp: _LP, cx_plan: _Lin, nbc_plan: _Lin, tu: TrueUpContext,
+                         s: int) -> tuple[int, int]:
+    """PG&E NEM2 true-up (:mod:`optimizer.settlement`) of scenario ``s`` as epigraph
+    variables (convex, so an LP):
 
-        y ≥ ΣCx, y ≥ 0                      (net energy charges; credit is forfeited)
+        y ≥ ΣCx, y ≥ 0                      (net energy charges: credit is not paid)
         z ≥ ΣNBC + y − ΣMDC, z ≥ 0          (due beyond the minimum already billed)
 
-    Σ are over the whole period: before the plan + the plan + after it ($). Returns the
-    columns (y, z).
+    Σ are over the whole period: the scenario's totals outside the plan + the plan ($).
+    At the optimum ``z = max(ΣNBC + max(0, ΣCx), ΣMDC) − ΣMDC`` (settlement.true_up_due
+    before the NSC). Returns the columns (y, z).
     """
-    y = lp.add_col(0.0, np.inf, f"net_charges_{tu.label}")
-    z = lp.add_col(0.0, np.inf, f"true_up_due_{tu.label}")
-    lp.add_row(tu.cx_before + tu.cx_after, np.inf, _Lin.of(y) - cx_plan,
-               f"net_charges_floor_{tu.label}")
-    lp.add_row(tu.nbc_before + tu.nbc_after - tu.minimum_total, np.inf,
-               _Lin.of(z) - _Lin.of(y) - nbc_plan, f"due_over_minimum_{tu.label}")
+    sc = tu.scenarios[s]
+    tag = f"{tu.label}" if len(tu.scenarios) == 1 else f"{tu.label}_s{s}"
+    y = lp.add_col(0.0, np.inf, f"net_charges_{tag}")
+    z = lp.add_col(0.0, np.inf, f"true_up_due_{tag}")
+    lp.add_row(sc.cx, np.inf, _Lin.of(y) - cx_plan, f"net_charges_floor_{tag}")
+    lp.add_row(sc.nbc - tu.minimum_total, np.inf, _Lin.of(z) - _Lin.of(y) - nbc_plan,
+               f"due_over_minimum_{tag}")
     return y, z
 
 
@@ -543,12 +571,15 @@ def build_lp(x: PlanInputs, *, binary_steps: list[int] | None = None
             nbc_plan -= tv_nbc * end
             imported -= b.discharge_efficiency * end
             lp.add_cost(b.wear_cost_per_kwh * b.discharge_efficiency * end)
-        y, z = add_true_up_epigraph(lp, cx_plan, nbc_plan, tu)
-        # NSC: linear at the regime of the projection without the plan (−max(0, S) is
-        # concave; the rate is small)
-        nsc = tu.surplus_rate if tu.surplus_kwh_before + tu.surplus_kwh_after > 0 else 0.0
-        lp.add_cost(_Lin.of(z) - nsc * (exported - imported))
-        extras.periods.append((tu, y, z, cx_plan))
+        cols = []
+        for s, sc in enumerate(tu.scenarios):
+            y, z = add_true_up_epigraph(lp, cx_plan, nbc_plan, tu, s)
+            # NSC: linear at the scenario's regime without the plan (−max(0, S) is concave;
+            # the rate is small)
+            nsc = tu.surplus_rate if sc.surplus_kwh > 0 else 0.0
+            lp.add_cost(sc.weight * (_Lin.of(z) - nsc * (exported - imported)))
+            cols.append((y, z))
+        extras.periods.append((tu, cols, cx_plan))
     rest = np.flatnonzero(~covered)
     if len(rest):
         lp.add_cost(linear(rest, [k for k, t0 in month_first.items() if not covered[t0]]))
@@ -562,13 +593,13 @@ def build(x: PlanInputs, *, binary_steps: list[int] | None = None
           ) -> tuple[pulp.LpProblem, _Vars, dict]:
     """The same model as a PuLP problem (what CBC solves; handy to write an LP file).
     Returns (problem, variables as lists of LpVariables, extras: ``excess`` month key →
-    LpVariable, ``binaries``, ``periods`` [(context, y, z)])."""
+    LpVariable, ``binaries``, ``periods`` [(context, [(y, z) per scenario])])."""
     lp, v, extras = build_lp(x, binary_steps=binary_steps)
     prob, cols = lp.to_pulp()
     return prob, v.take(cols), {
         "excess": {k: cols[j] for k, j in extras.excess.items()},
         "binaries": extras.binaries,
-        "periods": [(tu, cols[y], cols[z]) for tu, y, z, _ in extras.periods]}
+        "periods": [(tu, [(cols[y], cols[z]) for y, z in yz]) for tu, yz, _ in extras.periods]}
 
 
 _BANNER_SHOWN = False
@@ -749,31 +780,34 @@ def _extract(xval: np.ndarray, lp: _LP, v: _Vars, extras: _Extras, x: PlanInputs
         plan.notes.append(f"{plan.shortfall_kwh:.1f} kWh of forecast load exceed the service "
                           "limit and the battery: not planned for")
     if extras.periods:
-        tu, _y, z, cx_plan = extras.periods[0]
-        cx = tu.cx_before + tu.cx_after + cx_plan.value(xval)
-        plan.projected_cx = cx
-        plan.true_up_due = float(xval[z])
-        plan.true_up_label = tu.label
-        plan.marginal_credit_value = round(_marginal_credit(x, tu, cx, plan), 5)
+        tu, yz, cx_plan = extras.periods[0]
+        _true_up_report(plan, x, tu, yz, cx_plan.value(xval), xval)
     return plan
 
 
-def _marginal_credit(x: PlanInputs, tu: TrueUpContext, projected_cx: float,
-                     plan: Plan) -> float:
-    """$/kWh one more peak-credit kWh is worth at the projected balance (DOMAIN.md §2.2):
-    the full credit while the period ends in net charges above the minimum, only the NSC
-    rate once credit would be forfeited, nothing while the minimum charge covers it all."""
+def _true_up_report(plan: Plan, x: PlanInputs, tu: TrueUpContext,
+                    yz: list[tuple[int, int]], cx_plan: float, xval: np.ndarray) -> None:
+    """The first period's true-up as the solver left it: the expected ΣCx and due, each
+    scenario's regime, and what one more credited peak kWh was worth to the solver
+    (the expectation over the scenarios: full credit where the period ends owing beyond the
+    minimum, the NSC rate where it ends in credit with a surplus, nothing where the minimum
+    covers it)."""
     steps = slice(tu.first_step, tu.end_step)
     full = float(np.max(x.prices.export_credit[steps]))
-    nbc_total = tu.nbc_before + tu.nbc_after + x.prices.nbc * float(
-        plan.import_kwh[steps].sum())
-    if projected_cx <= 0:
-        surplus = tu.surplus_kwh_before + tu.surplus_kwh_after + float(
-            plan.export_kwh[steps].sum() - plan.import_kwh[steps].sum())
-        return tu.surplus_rate if surplus > 0 else 0.0
-    if nbc_total + projected_cx <= tu.minimum_total:
-        return 0.0
-    return full
+    w = np.array([sc.weight for sc in tu.scenarios])
+    cx = np.array([sc.cx for sc in tu.scenarios]) + cx_plan
+    due = np.array([float(xval[z]) for _, z in yz])
+    owing = (cx > EPS) & (due > EPS)
+    surplus = np.array([sc.surplus_kwh for sc in tu.scenarios]) > 0
+    nsc_only = (cx <= EPS) & surplus
+    plan.projected_cx = float(w @ cx)
+    plan.true_up_due = float(w @ due)
+    plan.true_up_label = tu.label
+    plan.p_credit_counts = float(w[owing].sum())
+    plan.p_nsc_only = float(w[nsc_only].sum())
+    plan.nsc_rate = tu.surplus_rate
+    plan.marginal_credit_value = round(full * plan.p_credit_counts
+                                       + tu.surplus_rate * plan.p_nsc_only, 5)
 
 
 def _overlaps(plan: Plan) -> list[int]:

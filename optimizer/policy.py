@@ -203,17 +203,32 @@ def _clock(t: int, tz: str) -> str:
 
 
 def _regime(plan: Plan) -> str:
-    """Why battery energy is worth what it is, from the true-up projection."""
-    v = plan.marginal_credit_value
-    if v is None:
+    """Why battery energy is worth what it is to the solver: the true-up scenarios."""
+    p, q = plan.p_credit_counts, plan.p_nsc_only
+    if p is None or q is None:
         return ""
-    if plan.projected_cx is not None and plan.projected_cx <= 0:
-        if v == 0.0:
-            return "credit is forfeited at the true-up: a kWh more earns nothing"
-        return f"credit is forfeited at the true-up: a kWh more earns only {v:.3f} $/kWh (NSC)"
-    if v == 0.0:
+    v = plan.marginal_credit_value or 0.0
+    if p >= 0.999:
+        return ""  # every likely year ends owing: a credit is worth its face value
+    if p <= 0.001 and q >= 0.999:
+        return (f"credit is forfeited at the true-up in every likely year: a kWh more earns "
+                f"only the NSC, {v:.3f} $/kWh")
+    if p <= 0.001 and q <= 0.001:
         return "the minimum charges cover the true-up: a kWh more changes nothing"
-    return ""
+    return (f"the true-up ends owing in {p:.0%} of the likely years, in credit in {q:.0%}: "
+            f"a peak credit is worth {v:.3f} $/kWh")
+
+
+def _credit_words(plan: Plan, credit: float) -> str:
+    """What exporting a kWh at ``credit`` $/kWh was worth to the solver, in words: the
+    credit itself, or under a true-up its expectation over the scenarios."""
+    p, q = plan.p_credit_counts, plan.p_nsc_only
+    if p is None or q is None or p >= 0.999:
+        return f"for up to {credit:.3f} $/kWh credit"
+    worth = credit * p + (plan.nsc_rate or 0.0) * q
+    return (f"worth up to {worth:.3f} $/kWh at the true-up ({credit:.3f} credit in the "
+            f"{p:.0%} of likely years that end owing, {plan.nsc_rate or 0:.3f} NSC in the "
+            f"{q:.0%} that end in credit)")
 
 
 def _reason(intent: str, a: int, b: int, x: PlanInputs, plan: Plan, tz: str,
@@ -239,8 +254,8 @@ def _reason(intent: str, a: int, b: int, x: PlanInputs, plan: Plan, tz: str,
     if intent == "export":
         deficit = np.maximum(x.load_kwh[a:b] - x.pv_kwh[a:b], 0.0)
         kwh = float(np.maximum(plan.discharge_kwh[a:b] - deficit, 0.0).sum())
-        return (f"export {kwh:.1f} kWh of stored energy {span} for up to "
-                f"{float(np.max(p.export_credit[a:b])):.3f} $/kWh credit{cap}")
+        return (f"export {kwh:.1f} kWh of stored energy {span} "
+                f"{_credit_words(plan, float(np.max(p.export_credit[a:b])))}{cap}")
     regime = _regime(plan)
     if intent == "hold":
         nxt = np.flatnonzero(plan.discharge_kwh[b:] > EPS_KWH)

@@ -106,10 +106,9 @@ def nem2_context(cx_before: float) -> tuple[TrueUpContext]:
     """The four steps inside one NEM2 period with $20 of NBC before and $10 after, a $143
     minimum, 500 kWh of surplus so far. The terminal value is set to 0 by four_steps, and
     with a true-up the end's value goes through the bill: these periods do not hold it."""
-    return (TrueUpContext(first_step=0, end_step=4, label="2025-12", cx_before=cx_before,
-                          nbc_before=20.0, cx_after=0.0, nbc_after=10.0, minimum_total=143.0,
-                          surplus_kwh_before=500.0, surplus_kwh_after=0.0, surplus_rate=0.04,
-                          holds_end=False),)
+    return (TrueUpContext.single(first_step=0, end_step=4, label="2025-12", cx=cx_before,
+                                 nbc=20.0 + 10.0, minimum_total=143.0, surplus_kwh=500.0,
+                                 surplus_rate=0.04, holds_end=False),)
 
 
 def test_when_credit_will_be_forfeited_grid_charging_is_pointless():
@@ -203,10 +202,9 @@ def capped_true_up(**kw) -> PlanInputs:
     rate = np.array([0.30, 0.28, 0.50, 0.55])
     prices = replace(x.prices, import_price=rate, export_credit=rate - 0.03)
     key = int(prices.month_key[0])
-    period = TrueUpContext(first_step=0, end_step=4, label="2025-12", cx_before=2000.0,
-                           nbc_before=20.0, cx_after=0.0, nbc_after=10.0, minimum_total=143.0,
-                           surplus_kwh_before=500.0, surplus_kwh_after=0.0, surplus_rate=0.04,
-                           holds_end=True)
+    period = TrueUpContext.single(first_step=0, end_step=4, label="2025-12", cx=2000.0,
+                                  nbc=30.0, minimum_total=143.0, surplus_kwh=500.0,
+                                  surplus_rate=0.04, holds_end=True)
     args = dict(prices=prices, battery=LOSSY, pv_kwh=np.array([0.0, 0.0, 9.0, 9.0]),
                 cap_budgets=(CapBudget(key, 1.0, decredit_value(NEM2PS, key)),),
                 true_ups=(period,))

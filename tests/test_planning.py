@@ -105,7 +105,11 @@ def test_history_after_the_plan_start_is_ignored_and_the_month_so_far_is_metered
     assert any("history after the plan's start ignored" in n for n in r.notes)
     july = (year.start_utc >= parse_at("2025-07-01T00:00-07:00")) & (year.start_utc < AT)
     assert r.outlook.used_kwh == pytest.approx(float(year.export_kwh[july].sum()))
-    assert not any("estimated" in n for n in r.notes)
+    assert not any("exports for" in n for n in r.notes)  # the month so far is metered
+    # 1 January 00:00 to 15 July 14:00 is metered: 195 days of 24 h, less the hour of the
+    # spring-forward day, plus 14 h, of the year's 8,760 h
+    assert r.true_up_projection().measured_fraction == pytest.approx(
+        (195 * 24 - 1 + 14) / 8760, abs=1e-9)
 
 
 def test_without_history_the_period_so_far_is_estimated_and_said():
@@ -122,17 +126,28 @@ def test_a_horizon_across_the_true_up_gives_each_period_its_own_true_up():
     assert labels == ["2025-12", "2026-12"]
     a, b = r.inputs.true_ups
     assert (a.first_step, a.end_step, b.first_step, b.end_step) == (0, 96, 96, 192)
-    assert b.cx_before == 0 and not a.holds_end and b.holds_end
+    assert not a.holds_end and b.holds_end
+    # nothing of 2026 is known yet: its scenarios spread wider than 2025's, of which the
+    # plan's day is the last
+    assert np.ptp([sc.cx for sc in b.scenarios]) > np.ptp([sc.cx for sc in a.scenarios])
     assert r.to_json()["true_up"]["month"] == "2025-12"
 
 
-def test_when_credit_is_forfeited_the_plan_does_not_buy_peak_energy_to_hoard_it():
-    """July evening, battery empty, credit projected to be forfeited: the only grid charge
-    is back up to the 20 % floor (the owner's rule), never beyond it to end the horizon
-    full."""
+def test_with_no_history_a_credit_is_worth_its_expectation_over_the_scenarios():
+    """July evening, battery empty, no history of this home: whether the period ends owing
+    or in credit is a guess, so a peak credit is worth neither its face value (0.625) nor the
+    NSC (0.04) but the blend over the nine scenarios — and the export reasons quote the
+    value the solver used. The only grid charge is back up to the 20 % floor."""
     r = make_plan(load_config(), at_utc=parse_at("2025-07-15T19:00-07:00"), soc_percent=0)
     x, p = r.inputs, r.plan
-    assert p.marginal_credit_value == pytest.approx(0.04)
+    assert 0 < p.p_credit_counts < 1 and 0 < p.p_nsc_only < 1
+    peak = float(np.max(x.prices.export_credit))
+    assert p.marginal_credit_value == pytest.approx(
+        peak * p.p_credit_counts + 0.04 * p.p_nsc_only, abs=1e-5)
+    assert 0.04 < p.marginal_credit_value < peak
+    exports = [e.reason for e in r.schedule.entries if e.intent == "export"]
+    assert exports and all(f"worth up to {p.marginal_credit_value:.3f} $/kWh" in e
+                           for e in exports)
     surplus = np.maximum(x.pv_kwh - x.load_kwh, 0.0)
     grid_charge = np.maximum(p.charge_kwh - surplus, 0.0)
     floor = x.battery.floor_kwh

@@ -1,17 +1,31 @@
-"""Assemble one plan: config + state + forecasts + billing state → plan → settings.
+"""The planner: state + forecasts + history → plan → settings. It exists once.
 
-The daemon and `trueup plan` both call :func:`make_plan`. It owns the *time* decisions
-(the horizon's steps, the month's end, the true-up), reads the offline forecasts, builds
-the billing state from history, runs the month outlook for the export cap and the
-projection for the true-up, solves, and turns the plan into a checked schedule. The
-fallback chain: the plan (LP, MILP where needed) → the other solver → the last good plan
-→ safe default settings (Self-Powered at the floor).
+The daemon's plan job, `trueup plan` and every rolling strategy of the backtest call
+:func:`make_plan` with the same inputs — the battery's SOC, the grid's state, the forecast
+of the horizon (or none: the offline one is made here), the metered history, the clock
+(``at_utc``) — and a :class:`PlanMemo` that keeps what need not be recomputed between
+plans. A backtest supplies only a clock, history and forecasts.
+
+It owns the *time* decisions (the horizon's steps, the month's end, the settlement
+periods), and assembles the tariff's view of the horizon:
+
+* the **export cap** (NEM-PS): the month outlook (:mod:`optimizer.outlook`) budgets the
+  month in progress, re-solved daily and re-read against the exports so far every plan;
+  months that start inside the horizon get their cap pro rata;
+* the **true-up** (NEM1/NEM2): for every settlement period the horizon touches, the
+  projection (:mod:`optimizer.projection`) bills the period — metered history, the expected
+  rest in nine scenarios — without the horizon, and the plan gives each scenario its own
+  true-up (:mod:`optimizer.plan`). After the solve the projection bills the plan's own flows
+  too: the figure `trueup plan`, ``/plan`` and the metrics show.
+
+The fallback chain: the plan (LP, MILP where needed) → the other solver → the last good plan
+→ safe default settings (Self-Powered at the floor). Times UTC epoch seconds; kWh; app %.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -20,15 +34,79 @@ import numpy as np
 from forecasts.clearsky import expected_pv_kwh
 from forecasts.last_year import same_weeks_last_year
 from forecasts.load import expected_load_kwh
-from optimizer.billing import BillingState, billing_state
 from optimizer.intervals import IntervalData
 from optimizer.localtime import local_fields
 from optimizer.outlook import Outlook, month_outlook
-from optimizer.plan import CapBudget, Plan, PlanInputs, TrueUpContext, failed_plan, solve
+from optimizer.plan import (
+    CapBudget,
+    Plan,
+    PlanInputs,
+    TrueUpContext,
+    TrueUpScenario,
+    failed_plan,
+    solve,
+)
 from optimizer.policy import Schedule, battery_spec, safe_default, schedule
 from optimizer.prices import decredit_value, step_prices
+from optimizer.projection import (
+    PeriodProjection,
+    ProjectionMemo,
+    RestBook,
+    SettlementPeriod,
+    periods_between,
+    project_period,
+    rest_book,
+    scenario_grid,
+)
+from optimizer.settlement import settles_at_true_up
 from optimizer.tariff import Tariff, load_tariff
 from trueup.config import TrueupConfig
+
+OUTLOOK_REUSE_S = 86400  # the month outlook is re-solved daily, re-read every plan
+# How far the unseen rest of a settlement period may stray from its expectation (σ of a
+# log-normal, per year-long stretch): the same weeks last year of this home (PV: weather
+# from year to year; load: habits), a profile fitted to its recent weeks (the season's
+# own loads, air conditioning, are not in it yet), or a generic model (nothing of this
+# home's size, shading or EVs is known). Our judgement, documented in the README.
+SPREAD_PV = {"last_year": 0.06, "model": 0.15}
+SPREAD_LOAD = {"last_year": 0.12, "profile": 0.25, "typical": 0.40}
+PROFILE_MIN_DAYS = 14  # forecasts/load.py fits this home's profile from 14 days on
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """PV and load, kWh per plan step, and where each came from."""
+
+    pv_kwh: np.ndarray
+    load_kwh: np.ndarray
+    sources: dict[str, str]
+
+
+@dataclass
+class PlanMemo:
+    """What one planner keeps between its plans (the daemon keeps one, each backtest
+    strategy its own): month bills and expected rests that did not change, the month
+    outlook, the far expectation of each settlement period (recomputed daily)."""
+
+    projection: ProjectionMemo = field(default_factory=ProjectionMemo)
+    outlook: Outlook | None = None
+    outlook_at: int | None = None
+    far: dict = field(default_factory=dict)
+
+
+@dataclass
+class _TrueUpBasis:
+    """What the true-up part of a plan was built from (to bill the plan's flows after)."""
+
+    period: SettlementPeriod
+    book: RestBook
+    history: IntervalData | None
+    horizon: tuple[int, int]
+    tariff: Tariff
+    true_up_month: int
+    caps: list[float] | None
+    memo: ProjectionMemo
+    sources: str
 
 
 @dataclass
@@ -43,12 +121,31 @@ class PlanResult:
     tz: str
     outlook: Outlook | None = None
     cap_budget_kwh: float | None = None
-    state: BillingState | None = None
     forecast_sources: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    basis: _TrueUpBasis | None = None
+    _projection: PeriodProjection | None = None
+
+    def true_up_projection(self) -> PeriodProjection | None:
+        """The settlement period in progress billed with this plan's own flows over its
+        horizon (history and the expected rest around them), in every scenario. Computed
+        on first use."""
+        b = self.basis
+        if b is None or not self.plan.ok:
+            return None
+        if self._projection is None:
+            x, p = self.inputs, self.plan
+            step_s = round(x.step_hours * 3600)
+            planned = IntervalData(start_utc=x.prices.start_utc, interval_s=step_s,
+                                   import_kwh=p.import_kwh, export_kwh=p.export_kwh)
+            self._projection = project_period(
+                b.tariff, b.period, b.book, history=b.history, horizon=b.horizon,
+                planned=planned, true_up_month=b.true_up_month, export_cap_kwh=b.caps,
+                memo=b.memo)
+        return self._projection
 
     def to_json(self) -> dict:
-        """The ``plan`` JSON contract (ARCHITECTURE.md), with extra keys."""
+        """The ``plan`` JSON contract, with extra keys."""
         x, p = self.inputs, self.plan
         iso = _iso_factory(self.tz)
         step_s = round(x.step_hours * 3600)
@@ -81,9 +178,14 @@ class PlanResult:
                    "horizon_budget_kwh": round(self.cap_budget_kwh or 0.0, 2)}
         true_up = None
         if p.true_up_due is not None:
-            true_up = {"projected_balance": round(p.projected_cx or 0.0, 2),
-                       "projected_due": round(p.true_up_due, 2),
-                       "marginal_credit_value": p.marginal_credit_value}
+            true_up = {"month": p.true_up_label,
+                       "projected_balance": round(p.projected_cx or 0.0, 2),
+                       "marginal_credit_value": p.marginal_credit_value,
+                       "p_credit_counts": p.p_credit_counts, "p_nsc_only": p.p_nsc_only}
+            proj = self.true_up_projection()
+            if proj is not None:
+                true_up.update(proj.to_json())
+                true_up["projected_due"] = true_up.pop("due")
         out = {
             "generated_at": iso(self.generated_at),
             "horizon_hours": round(len(x.pv_kwh) * x.step_hours, 2),
@@ -100,8 +202,6 @@ class PlanResult:
         if self.schedule:
             out["value"] = {"plan_dollars": _finite(self.schedule.plan_value),
                             "settings_dollars": _finite(self.schedule.settings_value)}
-        if p.true_up_label:
-            out["true_up"]["month"] = p.true_up_label
         return out
 
 
@@ -127,6 +227,10 @@ def _month_bounds_utc(key: int, tz: str, read_day: int) -> tuple[int, int]:
     return int(start.timestamp()), int(end.timestamp())
 
 
+# --------------------------------------------------------------------------------------
+# Forecasts: the horizon, and weeks ahead
+
+
 def _from_forecast(solar, starts: np.ndarray, step_s: int) -> tuple[np.ndarray, np.ndarray]:
     """The solar forecast's kWh on the plan's steps (sums or even splits of its 15-minute
     steps) and a mask of the steps it covers."""
@@ -149,10 +253,11 @@ def _from_forecast(solar, starts: np.ndarray, step_s: int) -> tuple[np.ndarray, 
 
 def _expected(cfg: TrueupConfig, starts: np.ndarray, step_s: int, tz: str,
               history: IntervalData | None, solar=None, *, far: bool = False
-              ) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
-    """Expected PV and load kWh per step. ``far``: for the month outlook and the true-up
-    projection (weeks ahead), the same weeks of last year wherever the history has them
-    (forecasts/last_year.py), else the offline expectation."""
+              ) -> tuple[np.ndarray, np.ndarray, dict[str, str], np.ndarray]:
+    """Expected PV and load kWh per step, their sources, and which steps came from last
+    year. ``far``: for the month outlook and the true-up projection (weeks ahead), the same
+    weeks of last year wherever the history has them (forecasts/last_year.py), else the
+    offline expectation."""
     site = cfg.site
     month = local_fields(starts, tz).month
     pv = expected_pv_kwh(starts, step_s, site.latitude, site.longitude, cfg.pv, month)
@@ -165,162 +270,116 @@ def _expected(cfg: TrueupConfig, starts: np.ndarray, step_s: int, tz: str,
                       "rest clear-sky × clearness)") if not covered.all() else solar.provider
     load, load_src = expected_load_kwh(starts, step_s, tz, history,
                                        known_loads=cfg.forecast.load.known)
+    covered = np.zeros(len(starts), dtype=bool)
     if far:
         ly_pv, ly_load, covered = same_weeks_last_year(starts, step_s, history)
         if covered.any():
             pv, load = np.where(covered, ly_pv, pv), np.where(covered, ly_load, load)
             pv_src = load_src = f"the same weeks last year ({int(covered.sum())} of " \
                 f"{len(starts)} steps)"
-    return pv, load, {"pv": pv_src, "load": load_src}
+    return pv, load, {"pv": pv_src, "load": load_src}, covered
+
+
+def horizon_forecast(cfg: TrueupConfig, starts: np.ndarray, step_s: int,
+                     history: IntervalData | None, solar=None) -> Forecast:
+    """The daemon's own forecast of the horizon: the solar providers' forecast (else clear
+    sky × clearness) and the load from the home's history (else a typical profile)."""
+    pv, load, sources, _ = _expected(cfg, starts, step_s, cfg.site.timezone, history, solar)
+    return Forecast(pv, load, sources)
 
 
 @dataclass(frozen=True)
-class _Projection:
-    """Expected bill figures of a span with no data (Self-Powered at the floor)."""
-
-    cx: float = 0.0  # NEM energy charges excl. NBC, $
-    nbc: float = 0.0  # $
-    imports_kwh: float = 0.0
-    exports_kwh: float = 0.0
+class _Far:
+    pv: np.ndarray  # kWh per hour of the period
+    load: np.ndarray
+    last_year: float  # share of the hours ahead known from last year
+    sources: str
 
 
-_SPAN_CACHE: dict[tuple, _Projection] = {}
-_SPAN_CACHE_MAX = 64
+def _far_expectation(cfg: TrueupConfig, period: SettlementPeriod, now: int,
+                     history: IntervalData | None, memo: PlanMemo) -> _Far:
+    """Expected PV and load for every hour of ``period`` (weeks ahead: last year's same
+    weeks where the history has them), kept for the local day."""
+    tz = cfg.site.timezone
+    day = int(local_fields(np.array([now], dtype=np.int64), tz).day[0])
+    key = (period.closing, period.start_utc, day)
+    if key not in memo.far:
+        hours = np.arange(period.start_utc, period.end_utc, 3600, dtype=np.int64)
+        pv, load, sources, covered = _expected(cfg, hours, 3600, tz, history, far=True)
+        ahead = hours >= now
+        share = float(covered[ahead].mean()) if ahead.any() else 1.0
+        memo.far = {k: v for k, v in memo.far.items() if k[2] == day}  # today's only
+        memo.far[key] = _Far(pv, load, share, f"PV {sources['pv']}; load {sources['load']}")
+    return memo.far[key]
 
 
-def _project(cfg: TrueupConfig, tariff: Tariff, t0: int, t1: int, tz: str,
-             history: IntervalData | None) -> _Projection:
-    """Expected PV and load over [t0, t1) (UTC s), run through a Self-Powered battery
-    at the floor, priced with the tariff (hourly; the cap is not applied).
-
-    Kept per whole hour of both ends: a daemon re-plans every 15 minutes, and the months
-    of hourly battery simulation behind a true-up projection would otherwise be most of
-    each plan's time."""
-    h0, h1 = t0 - t0 % 3600, t1 - t1 % 3600
-    key = (cfg.model_dump_json(include={"site", "battery", "pv"}), tariff.id, tariff.source,
-           tz, history.end_utc // 86400 if history is not None else None, h0, h1)
-    if key not in _SPAN_CACHE:
-        if len(_SPAN_CACHE) >= _SPAN_CACHE_MAX:
-            _SPAN_CACHE.clear()
-        _SPAN_CACHE[key] = _project_span(cfg, tariff, h0, h1, tz, history)
-    return _SPAN_CACHE[key]
+def _spread(far: _Far, history: IntervalData | None) -> tuple[float, float]:
+    """σ of the PV and load scenarios for the unseen rest (``SPREAD_PV``, ``SPREAD_LOAD``)."""
+    days = 0.0
+    if history is not None and history.load_kwh is not None and len(history):
+        days = float(np.isfinite(history.load_kwh).sum()) * history.interval_s / 86400
+    f = far.last_year
+    other = SPREAD_LOAD["profile"] if days >= PROFILE_MIN_DAYS else SPREAD_LOAD["typical"]
+    return (f * SPREAD_PV["last_year"] + (1 - f) * SPREAD_PV["model"],
+            f * SPREAD_LOAD["last_year"] + (1 - f) * other)
 
 
-def _project_span(cfg: TrueupConfig, tariff: Tariff, t0: int, t1: int, tz: str,
-                  history: IntervalData | None) -> _Projection:
-    n = max(0, (t1 - t0) // 3600)
-    if n == 0:
-        return _Projection()
-    starts = t0 + 3600 * np.arange(n, dtype=np.int64)
-    pv, load, _ = _expected(cfg, starts, 3600, tz, history, far=True)
-    imp, exp = _self_powered(pv, load, cfg)
-    prices = step_prices(tariff, starts)
-    return _Projection(
-        cx=float(np.sum(imp * (prices.import_price - prices.nbc))
-                 - np.sum(exp * prices.export_credit)),
-        nbc=float(prices.nbc * imp.sum()), imports_kwh=float(imp.sum()),
-        exports_kwh=float(exp.sum()))
+# --------------------------------------------------------------------------------------
+# The true-up
 
 
-def _settlement_periods(tariff: Tariff, true_up_month: int, starts: np.ndarray, step_s: int,
-                        tz: str) -> list[tuple[int, int, int, int, str]]:
-    """The settlement periods the horizon's steps fall in: (first step, end step, period
-    start UTC, period end UTC, true-up month label). Periods end with their true-up month
-    (calendar months) and last ``period_months`` months."""
-    zone = ZoneInfo(tz)
-    k = tariff.spec.settlement.period_months
-    f = local_fields(starts, tz)
-    absm = f.year * 12 + f.month  # 1-based absolute month of each step
-    close = absm + (true_up_month - absm) % k  # the month that closes each step's period
-
-    def first_of(abs_month: int) -> int:  # UTC of local midnight starting month abs+1
-        y, m = divmod(abs_month, 12)  # abs = y*12 + m with m in 1..12 → next month
-        return int(datetime(y, m + 1, 1, tzinfo=zone).timestamp())
-
-    out = []
-    for c in np.unique(close):
-        steps = np.flatnonzero(close == c)
-        end = first_of(int(c))
-        start = first_of(int(c) - k)
-        label = f"{(int(c) - 1) // 12:04d}-{(int(c) - 1) % 12 + 1:02d}"
-        out.append((int(steps[0]), int(steps[-1]) + 1, start, end, label))
-    return out
-
-
-def _true_ups(cfg: TrueupConfig, tariff: Tariff, history: IntervalData | None, start: int,
-              horizon_end: int, starts: np.ndarray, step_s: int, true_up_month: int,
-              tz: str, notes: list[str]) -> tuple[TrueUpContext, ...]:
-    """NEM with charges settled at a true-up that forfeits leftover credit (PG&E NEM2):
-    for each settlement period in the horizon, the figures before the plan (history, and
-    an estimate for any part history does not cover) and the expected rest after it."""
+def _true_up_contexts(cfg: TrueupConfig, tariff: Tariff, history: IntervalData | None,
+                      starts: np.ndarray, step_s: int, horizon: tuple[int, int],
+                      true_up_month: int, caps: list[float] | None, memo: PlanMemo,
+                      notes: list[str]) -> tuple[tuple[TrueUpContext, ...], _TrueUpBasis | None]:
+    """For each settlement period the horizon touches (tariffs that settle NEM charges at a
+    true-up and forfeit leftover credit): the period billed without the horizon, per
+    scenario, as the plan's true-up context."""
     st = tariff.spec.settlement
-    if (tariff.spec.export.scheme != "nem" or st.charges != "at_true_up"
-            or st.leftover_credit != "forfeit"):
-        return ()
-    ch = tariff.spec.charges
-    out = []
-    periods = _settlement_periods(tariff, true_up_month, starts, step_s, tz)
-    for i, (a, b, p_start, p_end, label) in enumerate(periods):
-        days = (p_end - p_start) / 86400  # local-midnight to local-midnight: round it
-        minimum = ch.minimum_per_day * round(days) + ch.minimum_per_month * st.period_months
-        before = _Projection()
-        if i == 0:
-            before = _period_so_far(cfg, tariff, history, p_start, start, true_up_month, tz,
-                                    notes)
-        after = _project(cfg, tariff, horizon_end, p_end, tz, history) \
-            if p_end > horizon_end else _Projection()
+    if not settles_at_true_up(tariff.spec.export.scheme, st.charges, st.leftover_credit):
+        return (), None
+    spec = battery_spec(cfg.battery)
+    floor = max(1.0, cfg.battery.backup_floor_percent)
+    out, basis = [], None
+    periods = periods_between(tariff, horizon[0], horizon[1], true_up_month)
+    for i, period in enumerate(periods):
+        far = _far_expectation(cfg, period, horizon[0], history, memo)
+        pv_sigma, load_sigma = _spread(far, history)
+        book = rest_book(period, far.pv, far.load, scenario_grid(pv_sigma, load_sigma), spec,
+                         floor, memo.projection)
+        proj = project_period(tariff, period, book, history=history, horizon=horizon,
+                              true_up_month=true_up_month, export_cap_kwh=caps,
+                              memo=memo.projection)
+        inside = np.flatnonzero((starts >= period.start_utc) & (starts < period.end_utc))
         out.append(TrueUpContext(
-            first_step=a, end_step=b, label=label, cx_before=before.cx,
-            nbc_before=before.nbc, cx_after=after.cx, nbc_after=after.nbc,
-            minimum_total=minimum,
-            surplus_kwh_before=before.exports_kwh - before.imports_kwh,
-            surplus_kwh_after=after.exports_kwh - after.imports_kwh,
-            surplus_rate=st.surplus_rate, holds_end=(i == len(periods) - 1)))
-    return tuple(out)
+            first_step=int(inside[0]), end_step=int(inside[-1]) + 1, label=period.label,
+            minimum_total=proj.totals[proj.central].minimum, surplus_rate=st.surplus_rate,
+            scenarios=tuple(TrueUpScenario(s.weight, t.energy_charges, t.nbc,
+                                           t.credited_export_kwh - t.import_kwh)
+                            for s, t in zip(proj.scenarios, proj.totals, strict=True)),
+            holds_end=i == len(periods) - 1))
+        if i == 0:
+            basis = _TrueUpBasis(period, book, history, horizon, tariff, true_up_month, caps,
+                                 memo.projection, far.sources)
+            measured = proj.measured_fraction
+            if measured < 0.999:
+                days = (period.end_utc - period.start_utc) / 86400
+                notes.append(
+                    f"true-up {period.label}: {measured:.0%} of the settlement period is "
+                    f"metered, {proj.planned_fraction:.0%} is this plan, the rest "
+                    f"({(1 - measured - proj.planned_fraction) * days:.0f} days) is estimated "
+                    f"in {len(book.scenarios)} scenarios (PV ±{pv_sigma:.0%}, load "
+                    f"±{load_sigma:.0%}; {far.sources})")
+            if (history is None or not len(history)) and horizon[0] - period.start_utc > 86400:
+                notes.append(f"no history for the {(horizon[0] - period.start_utc) / 86400:.0f}"
+                             " days of this settlement period so far: import your meter's "
+                             "interval data (`trueup import`, or `trueup plan --usage`) to "
+                             "narrow the projection")
+    return tuple(out), basis
 
 
-def _period_so_far(cfg: TrueupConfig, tariff: Tariff, history: IntervalData | None,
-                   p_start: int, start: int, true_up_month: int, tz: str,
-                   notes: list[str]) -> _Projection:
-    """The settlement period from its start to the plan: metered history where there is
-    some (billed by the engine, cap included), expected values for the rest."""
-    covered = None
-    if history is not None and len(history):
-        inside = history.select((history.start_utc >= p_start) & (history.start_utc < start))
-        if len(inside):
-            covered = inside
-    if covered is None:
-        days = (start - p_start) / 86400
-        if days > 1:
-            notes.append(f"no history for the {days:.0f} days of this settlement period so "
-                         "far: the true-up projection estimates them (give --usage)")
-        return _project(cfg, tariff, p_start, start, tz, history)
-    state = billing_state(tariff, covered, true_up_month=true_up_month,
-                          export_cap_kwh=cfg.optimizer.export_cap_kwh)
-    head = _project(cfg, tariff, p_start, int(covered.start_utc[0]), tz, history)
-    tail = _project(cfg, tariff, covered.end_utc, start, tz, history)
-    gap_days = ((int(covered.start_utc[0]) - p_start) + (start - covered.end_utc)) / 86400
-    if gap_days > 1:
-        notes.append(f"history covers this settlement period only in part: {gap_days:.0f} "
-                     "days of it are estimated for the true-up projection")
-    return _Projection(
-        cx=state.period_energy_charges + head.cx + tail.cx,
-        nbc=state.period_nbc + head.nbc + tail.nbc,
-        imports_kwh=state.period_import_kwh + head.imports_kwh + tail.imports_kwh,
-        exports_kwh=state.period_export_kwh + head.exports_kwh + tail.exports_kwh)
-
-
-def _self_powered(pv: np.ndarray, load: np.ndarray, cfg: TrueupConfig
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Hourly imports and exports of a Self-Powered battery at the floor (expected rest of
-    the period): the behaviour model's rule, vectorised per day would be overkill here."""
-    from optimizer.behaviour import ExportRule, Mode, Settings, simulate
-
-    b = cfg.battery
-    s = Settings(Mode.SELF_POWERED, max(1.0, b.backup_floor_percent), False,
-                 ExportRule.PV_ONLY)
-    sim = simulate(s, b.usable_kwh * 0.5, load, pv, 1.0, battery_spec(b))
-    return sim.import_kwh, sim.export_kwh
+# --------------------------------------------------------------------------------------
+# The export cap
 
 
 def _estimated_caps(cfg: TrueupConfig, notes: list[str]) -> list[float]:
@@ -335,52 +394,102 @@ def _estimated_caps(cfg: TrueupConfig, notes: list[str]) -> list[float]:
     return list(est.monthly_kwh)
 
 
-def _month_exports_so_far(cfg: TrueupConfig, tariff: Tariff, history: IntervalData | None,
-                          state: BillingState | None, key: int, m_start: int, start: int,
-                          tz: str, notes: list[str]) -> float:
-    """This month's exports before the plan, kWh: metered where history has them, expected
-    for the rest of the month so far (with a note)."""
+def _month_exports_so_far(cfg: TrueupConfig, history: IntervalData | None, m_start: int,
+                          start: int, notes: list[str]) -> float:
+    """This billing month's gross exports before the plan, kWh: metered where the history
+    has them, expected (Self-Powered on the expected PV and load) for the rest."""
     metered, covered_to = 0.0, m_start
-    if state is not None and state.month == _month_label(key):
-        metered, covered_to = state.month_export_kwh, history.end_utc
+    if history is not None and len(history):
+        inside = (history.start_utc >= m_start) & (history.start_utc < start)
+        if inside.any():
+            metered = float(history.export_kwh[inside].sum())
+            covered_to = int(history.start_utc[inside][-1]) + history.interval_s
     if start - covered_to > 3600:
-        guess = _project(cfg, tariff, covered_to, start, tz, history).exports_kwh
-        days = (start - covered_to) / 86400
-        notes.append(f"this month's exports for {days:.1f} days before the plan are not in "
-                     f"the history: estimated {guess:.0f} kWh against the cap")
+        from optimizer.behaviour import simulate_self_powered
+
+        hours = np.arange(covered_to - covered_to % 3600, start, 3600, dtype=np.int64)
+        pv, load, _, _ = _expected(cfg, hours, 3600, cfg.site.timezone, history, far=True)
+        _, exp = simulate_self_powered(pv, load, 0.5 * cfg.battery.usable_kwh,
+                                       max(1.0, cfg.battery.backup_floor_percent), 1.0,
+                                       battery_spec(cfg.battery))
+        guess = float(exp.sum())
+        notes.append(f"this month's exports for {(start - covered_to) / 86400:.1f} days "
+                     f"before the plan are not in the history: estimated {guess:.0f} kWh "
+                     "against the cap")
         metered += guess
     return metered
 
 
-OUTLOOK_REUSE_S = 3600  # the month outlook is re-solved at most hourly
-outlook_at: dict[int, int] = {}  # id(Outlook) → when it was solved (UTC s)
+def _cap_budgets(cfg: TrueupConfig, tariff: Tariff, history: IntervalData | None,
+                 prices, fc: Forecast, soc_kwh: float, start: int, horizon_end: int,
+                 caps: list[float] | None, memo: PlanMemo, notes: list[str]
+                 ) -> tuple[list[CapBudget], Outlook | None]:
+    """NEM-PS: the month in progress budgeted by the month outlook (re-solved daily, read
+    against the exports so far every plan); months starting inside the horizon pro rata."""
+    tz, opt, b = cfg.site.timezone, cfg.optimizer, cfg.battery
+    read_day = tariff.spec.calendar.meter_read_day
+    step_s = round((horizon_end - start) / len(fc.pv_kwh))
+    n = len(fc.pv_kwh)
+    budgets: list[CapBudget] = []
+    outlook = None
+    grid_limit = battery_spec(b).grid_charge_kw(_backup_mode())
+    for key in np.unique(prices.month_key):
+        key = int(key)
+        cap = caps[key % 12] if caps else tariff.export_cap_kwh(key % 12 + 1)
+        m_start, m_end = _month_bounds_utc(key, tz, read_day)
+        if key != int(prices.month_key[0]):
+            share = (horizon_end - m_start) / (m_end - m_start)
+            budgets.append(CapBudget(key, cap * min(1.0, share), decredit_value(tariff, key)))
+            continue
+        used = _month_exports_so_far(cfg, history, m_start, start, notes)
+        o = memo.outlook
+        if (o is None or o.month_key != key or o.cap_kwh != cap or memo.outlook_at is None
+                or not 0 <= start - memo.outlook_at < OUTLOOK_REUSE_S):
+            hours = np.arange(start - start % 3600, m_end, 3600, dtype=np.int64)
+            opv, oload, _, _ = _expected(cfg, hours, 3600, tz, history, far=True)
+            per = max(1, 3600 // step_s)
+            k = min(len(hours), n // per)  # the forecast hours first
+            opv[:k] = np.add.reduceat(fc.pv_kwh, np.arange(0, n, per))[:k]
+            oload[:k] = np.add.reduceat(fc.load_kwh, np.arange(0, n, per))[:k]
+            o = month_outlook(tariff, int(hours[0]), m_end, opv, oload, soc_kwh, b, cap, used,
+                              horizon_end, can_curtail_pv=cfg.site.can_curtail_pv,
+                              solver=opt.solver, time_limit=opt.time_limit_s,
+                              grid_charge_limit_kw=grid_limit)
+            memo.outlook, memo.outlook_at = o, start
+        outlook = replace(o, used_kwh=used)
+        kwh = o.budget(start, horizon_end, used)
+        outlook = replace(outlook, horizon_budget_kwh=kwh)
+        budgets.append(CapBudget(key, kwh, decredit_value(tariff, key)))
+    return budgets, outlook
 
 
-def _recent_outlook(previous: PlanResult | None, key: int, start: int, cap: float,
-                    used: float) -> Outlook | None:
-    """The previous plan's month outlook, if it is for this month and under an hour old,
-    with its budget trimmed to the cap left now."""
-    if previous is None or previous.outlook is None or previous.outlook.month_key != key:
-        return None
-    solved = outlook_at.get(id(previous.outlook))
-    if solved is None or start - solved >= OUTLOOK_REUSE_S:
-        return None
-    o = previous.outlook
-    budget = min(o.horizon_budget_kwh, max(0.0, cap - used))
-    reused = Outlook(o.month_key, cap, used, o.planned_kwh, budget, o.status)
-    outlook_at[id(reused)] = solved
-    return reused
+# --------------------------------------------------------------------------------------
+# The plan
 
 
 def make_plan(cfg: TrueupConfig, *, at_utc: int | None = None, soc_percent: float | None = None,
-              history: IntervalData | None = None, last_good: PlanResult | None = None,
-              previous: PlanResult | None = None, solar=None) -> PlanResult:
-    """One plan from the configuration, the battery's SOC and the history so far.
+              history: IntervalData | None = None, forecast: Forecast | None = None,
+              solar=None, grid_up: bool | None = None, billing_aware: bool = True,
+              memo: PlanMemo | None = None, tariff: Tariff | None = None,
+              last_good: PlanResult | None = None) -> PlanResult:
+    """One plan from the battery's SOC, the grid's state, the forecasts and the history.
 
-    ``previous`` (the daemon's last plan) lets the month outlook be reused for an hour.
-    ``solar`` (a forecasts.solar.SolarForecast) replaces the offline PV estimate where it
-    covers the horizon's steps."""
-    tariff = load_tariff(cfg.tariff)
+    Args:
+        cfg: the site (``[optimizer]`` sets the horizon and step).
+        at_utc: the clock, UTC epoch s (default: now); the plan starts at the step it is in.
+        soc_percent: the battery's SOC now, app % (None: 50 %, with a note).
+        history: metered intervals so far (only what lies before the plan is used).
+        forecast: PV and load per plan step (a backtest's); None: the daemon's own
+            (``solar``, a forecasts.solar.SolarForecast, else clear sky; load from history).
+        grid_up: False during an outage: the plan neither imports nor exports.
+        billing_aware: False plans on linear prices alone, without the export cap and the
+            true-up (the backtest's ``tou_lp`` reference, as EMHASS-style tools plan).
+        memo: what this planner keeps between plans (the daemon's, a backtest strategy's).
+        tariff: the tariff (default: ``cfg.tariff``).
+        last_good: the plan to keep if this one cannot be solved.
+    """
+    tariff = tariff or load_tariff(cfg.tariff)
+    memo = memo if memo is not None else PlanMemo()
     tz = cfg.site.timezone
     opt = cfg.optimizer
     step_s = opt.step_minutes * 60
@@ -393,7 +502,7 @@ def make_plan(cfg: TrueupConfig, *, at_utc: int | None = None, soc_percent: floa
     soc_kwh = b.usable_kwh * (50.0 if soc_percent is None else soc_percent) / 100.0
     notes: list[str] = []
     if soc_percent is None:
-        notes.append("no --soc given: planning from 50 %")
+        notes.append("no SOC given: planning from 50 %")
 
     if history is not None and len(history) and history.end_utc > start:
         later = int(np.sum(history.start_utc >= start))
@@ -401,66 +510,47 @@ def make_plan(cfg: TrueupConfig, *, at_utc: int | None = None, soc_percent: floa
         notes.append(f"history after the plan's start ignored ({later} intervals)")
     if history is not None and not len(history):
         history = None
-    pv, load, sources = _expected(cfg, starts, step_s, tz, history, solar)
+    if forecast is None:
+        forecast = horizon_forecast(cfg, starts, step_s, history, solar)
+    elif len(forecast.pv_kwh) != n or len(forecast.load_kwh) != n:
+        raise ValueError(f"the forecast has {len(forecast.pv_kwh)} steps, the horizon {n}")
     prices = step_prices(tariff, starts)
     true_up_month = opt.true_up_month or tariff.spec.settlement.true_up_month
     caps = opt.export_cap_kwh
     cap_spec = tariff.spec.export_cap
     if caps is None and cap_spec is not None and cap_spec.estimate == "pv":
         caps = _estimated_caps(cfg, notes)
-    state = None
-    if history is not None:
-        state = billing_state(tariff, history, true_up_month=true_up_month,
-                              export_cap_kwh=caps)
 
-    # the export cap: the outlook budgets the month in progress; later months pro rata
     budgets: list[CapBudget] = []
     outlook = None
-    if tariff.spec.export_cap is not None and tariff.spec.export.scheme == "nem":
-        read_day = tariff.spec.calendar.meter_read_day
-        for key in np.unique(prices.month_key):
-            key = int(key)
-            cap = caps[key % 12] if caps else tariff.export_cap_kwh(key % 12 + 1)
-            m_start, m_end = _month_bounds_utc(key, tz, read_day)
-            used = 0.0
-            if key == int(prices.month_key[0]):
-                used = _month_exports_so_far(cfg, tariff, history, state, key, m_start,
-                                             start, tz, notes)
-                hours = np.arange(start, m_end, 3600, dtype=np.int64)
-                opv, oload, _ = _expected(cfg, hours, 3600, tz, history, far=True)
-                k = min(len(hours), (horizon_end - start) // 3600)  # forecast hours first
-                opv[:k] = np.add.reduceat(pv, np.arange(0, n, 3600 // step_s))[:k]
-                oload[:k] = np.add.reduceat(load, np.arange(0, n, 3600 // step_s))[:k]
-                outlook = _recent_outlook(previous, key, start, cap, used)
-                if outlook is None:
-                    outlook = month_outlook(
-                        tariff, start, m_end, opv, oload, soc_kwh, b, cap, used, horizon_end,
-                        can_curtail_pv=cfg.site.can_curtail_pv, solver=opt.solver,
-                        time_limit=opt.time_limit_s,
-                        grid_charge_limit_kw=battery_spec(b).grid_charge_kw(_backup_mode()))
-                    outlook_at[id(outlook)] = start
-                kwh = outlook.horizon_budget_kwh
-            else:
-                share = (horizon_end - m_start) / (m_end - m_start)
-                kwh = cap * min(1.0, share)
-            budgets.append(CapBudget(key, kwh, decredit_value(tariff, key)))
-
+    true_ups: tuple[TrueUpContext, ...] = ()
+    basis = None
+    if billing_aware:
+        if cap_spec is not None and tariff.spec.export.scheme == "nem":
+            budgets, outlook = _cap_budgets(cfg, tariff, history, prices, forecast, soc_kwh,
+                                            start, horizon_end, caps, memo, notes)
+        true_ups, basis = _true_up_contexts(cfg, tariff, history, starts, step_s,
+                                            (start, horizon_end), true_up_month, caps, memo,
+                                            notes)
+    grid_limit = battery_spec(b).grid_charge_kw(_backup_mode())
+    import_limit, export_limit = opt.service_limit_kw, None
+    if grid_up is False:
+        import_limit, export_limit, grid_limit = 0.0, 0.0, 0.0
+        notes.append("the grid is down: planning without it (no grid charging, no export) "
+                     "until it is back")
     x = PlanInputs(
-        prices=prices, pv_kwh=pv, load_kwh=load, soc_kwh=soc_kwh, battery=b,
-        step_hours=step_s / 3600.0, can_curtail_pv=cfg.site.can_curtail_pv,
-        cap_budgets=tuple(budgets),
-        true_ups=_true_ups(cfg, tariff, history, start, horizon_end, starts, step_s,
-                           true_up_month, tz, notes),
-        grid_charge_limit_kw=battery_spec(b).grid_charge_kw(_backup_mode()),
-        grid_import_limit_kw=opt.service_limit_kw,
+        prices=prices, pv_kwh=forecast.pv_kwh, load_kwh=forecast.load_kwh, soc_kwh=soc_kwh,
+        battery=b, step_hours=step_s / 3600.0, can_curtail_pv=cfg.site.can_curtail_pv,
+        cap_budgets=tuple(budgets), true_ups=true_ups, grid_charge_limit_kw=grid_limit,
+        grid_import_limit_kw=import_limit, export_limit_kw=export_limit,
     )
     cap_left = None
     if outlook is not None:
         cap_left = max(0.0, outlook.cap_kwh - outlook.used_kwh)
     result = PlanResult(generated_at=now, inputs=x, plan=failed_plan(x, "failed", "", 0.0),
-                        schedule=None, tariff=tariff, tz=tz, outlook=outlook, state=state,
-                        forecast_sources=sources, notes=notes,
-                        cap_budget_kwh=budgets[0].kwh if budgets else None)
+                        schedule=None, tariff=tariff, tz=tz, outlook=outlook,
+                        forecast_sources=dict(forecast.sources), notes=notes,
+                        cap_budget_kwh=budgets[0].kwh if budgets else None, basis=basis)
     return solve_with_fallback(result, cfg, last_good=last_good, cap_left_kwh=cap_left)
 
 

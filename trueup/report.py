@@ -204,10 +204,16 @@ def plan_report(result, cfg) -> str:
                    f"{o.cap_kwh:,.0f} kWh, used {o.used_kwh:,.1f}; the month outlook plans "
                    f"{o.planned_kwh:,.1f} kWh more, {result.cap_budget_kwh or 0:,.1f} of them "
                    f"in this horizon; this plan exports {planned:,.1f}.")
-    if p.true_up_due is not None:
-        out.append(f"True-up projection: net energy charges {money(p.projected_cx or 0)}, "
-                   f"due beyond the minimum {money(p.true_up_due)}; a peak credit is worth "
-                   f"{p.marginal_credit_value:.3f} $/kWh at the margin.")
+    proj = result.true_up_projection() if p.true_up_due is not None else None
+    if proj is not None:
+        est = 1 - proj.measured_fraction - proj.planned_fraction
+        out.append(
+            f"True-up {proj.period.label} projected (the bill engine over the period: "
+            f"{proj.measured_fraction:.0%} metered, {proj.planned_fraction:.0%} this plan, "
+            f"{est:.0%} estimated): due {money(proj.due)}; P10 {money(proj.quantile(0.1))}, "
+            f"P50 {money(proj.quantile(0.5))}, P90 {money(proj.quantile(0.9))} (negative: "
+            f"paid to you). It ends in credit in {proj.p_in_credit:.0%} of the likely years; "
+            f"a peak credit is worth {p.marginal_credit_value:.3f} $/kWh to this plan.")
     if result.schedule and np.isfinite(result.schedule.plan_value):
         out.append(f"Value over the horizon (import − export credit + wear): plan "
                    f"{money(result.schedule.plan_value)}, the settings as the Powerwall would "

@@ -1,0 +1,405 @@
+"""The projection of a settlement period: what the true-up will be, and how sure that is.
+
+A projection is the bill engine (:func:`optimizer.billing.bill`) run over the whole period:
+
+* **metered history** where there is some;
+* the **plan's own flows** over its horizon (or nothing there, when the planner asks what
+  the rest of the period adds up to without its own decisions);
+* for every other hour, an **expected year**: expected PV and load (the caller's far
+  expectation — the same weeks last year where the history has them) run through a
+  Self-Powered battery at the owner's floor by the behaviour model, in several
+  **scenarios**: how much the unseen part can differ from the expectation.
+
+Each month is billed as the bill engine bills it (the NEM-PS cap, tiers, baseline,
+minimums), and the months' sums are settled by :mod:`optimizer.settlement`. With nothing
+left to forecast (history covers the period) the projection *is* the bill: the same
+figure as ``trueup bill`` to the cent.
+
+Scenarios: nine equally likely years, PV and load each at the 1/6, 1/2 and 5/6 quantiles of
+a log-normal spread around the expectation (independent): the median year and its
+neighbours, each standing for a ninth of the probability. The spread is the caller's: wide
+when the expectation is a generic model (no history of this home), narrow when it is this
+home's own last year. The planner gives each scenario its own true-up (see
+:mod:`optimizer.plan`), so a credited kWh is worth the expectation over the scenarios, never
+one guessed regime.
+
+Pure: arrays in, figures out; a :class:`ProjectionMemo` (owned by the caller) keeps month
+bills that cannot change (past months, months of an unchanged expectation). Units: kWh, $;
+times UTC epoch seconds; months absolute (``year × 12 + month``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from optimizer.behaviour import BatterySpec, simulate_self_powered
+from optimizer.billing import bill
+from optimizer.intervals import IntervalData
+from optimizer.settlement import (
+    PeriodTotals,
+    closing_month,
+    leftover_credit,
+    month_label,
+    net_surplus_kwh,
+    true_up_anchor,
+    true_up_due,
+)
+from optimizer.tariff import Tariff
+
+HOUR = 3600
+# the 5/6 quantile of the standard normal: nine cells of probability 1/9 each
+_Z = 0.967421566101701
+
+
+# --------------------------------------------------------------------------------------
+# Scenarios
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One possible course of the unseen part of a period: PV and load × their scales."""
+
+    label: str
+    pv_scale: float
+    load_scale: float
+    weight: float
+
+
+def scenario_grid(pv_sigma: float, load_sigma: float) -> tuple[Scenario, ...]:
+    """Nine equally likely scenarios: PV and load each × exp(σ·z) at z = −0.97, 0, +0.97
+    (the 1/6, 1/2 and 5/6 quantiles of a log-normal with ``σ``), all combinations. σ = 0
+    gives one scenario (the expectation itself)."""
+    if pv_sigma <= 0 and load_sigma <= 0:
+        return (Scenario("expected", 1.0, 1.0, 1.0),)
+    names = ("low", "typical", "high")
+    out = []
+    for i, zp in enumerate((-_Z, 0.0, _Z)):
+        for j, zl in enumerate((-_Z, 0.0, _Z)):
+            out.append(Scenario(f"PV {names[i]}, load {names[j]}",
+                                math.exp(pv_sigma * zp), math.exp(load_sigma * zl), 1 / 9))
+    return tuple(out)
+
+
+def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
+    """The ``q`` quantile of a discrete distribution (values with probabilities), each value
+    standing for the middle of its probability mass, linear in between."""
+    order = np.argsort(values)
+    v, w = np.asarray(values, float)[order], np.asarray(weights, float)[order]
+    mid = np.cumsum(w) - w / 2
+    return float(np.interp(q * w.sum(), mid, v))
+
+
+# --------------------------------------------------------------------------------------
+# Periods
+
+
+@dataclass(frozen=True)
+class SettlementPeriod:
+    """One settlement period: the billing months a true-up settles, [start, end) in UTC."""
+
+    closing: int  # the true-up month, absolute
+    start_utc: int
+    end_utc: int
+
+    @property
+    def label(self) -> str:
+        return month_label(self.closing)
+
+
+def _read_day_utc(month: int, tz: str, read_day: int) -> int:
+    """UTC of local midnight on the meter-read day of absolute month ``month``."""
+    y, m = divmod(month - 1, 12)
+    return int(datetime(y, m + 1, read_day, tzinfo=ZoneInfo(tz)).timestamp())
+
+
+def billing_month(tariff: Tariff, t_utc: int) -> int:
+    """The absolute billing month holding instant ``t_utc``."""
+    c = tariff.classify(np.array([int(t_utc)], dtype=np.int64))
+    f = c.fields
+    return int(f.year[0] * 12 + f.month[0] - (f.dom[0] < tariff.spec.calendar.meter_read_day))
+
+
+def settlement_period(tariff: Tariff, t_utc: int, true_up_month: int) -> SettlementPeriod:
+    """The settlement period holding instant ``t_utc`` (as the bill engine groups months)."""
+    st = tariff.spec.settlement
+    month = billing_month(tariff, t_utc)
+    close = closing_month(month, true_up_anchor(month, true_up_month, st.first_true_up),
+                          st.period_months)
+    read_day = tariff.spec.calendar.meter_read_day
+    return SettlementPeriod(close, _read_day_utc(close - st.period_months + 1, tariff.tz,
+                                                 read_day),
+                            _read_day_utc(close + 1, tariff.tz, read_day))
+
+
+def periods_between(tariff: Tariff, a_utc: int, z_utc: int, true_up_month: int
+                    ) -> list[SettlementPeriod]:
+    """The settlement periods that [a_utc, z_utc) touches, in order."""
+    out = [settlement_period(tariff, a_utc, true_up_month)]
+    while out[-1].end_utc < z_utc:
+        out.append(settlement_period(tariff, out[-1].end_utc, true_up_month))
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# The expected rest
+
+
+@dataclass(frozen=True)
+class RestBook:
+    """Hourly imports and exports [scenario, hour] over a period: the expected PV and load
+    × each scenario's scales, through a Self-Powered battery at the floor."""
+
+    key: str  # identifies the inputs (for the memo)
+    start_utc: int
+    scenarios: tuple[Scenario, ...]
+    import_kwh: np.ndarray
+    export_kwh: np.ndarray
+
+
+def rest_book(period: SettlementPeriod, pv_kwh: np.ndarray, load_kwh: np.ndarray,
+              scenarios: tuple[Scenario, ...], spec: BatterySpec, floor_percent: float,
+              memo: ProjectionMemo | None = None) -> RestBook:
+    """The expected rest of ``period`` per scenario. ``pv_kwh`` and ``load_kwh`` hold the
+    expectation for every hour of the period (kWh per hour)."""
+    n = (period.end_utc - period.start_utc) // HOUR
+    pv, load = np.asarray(pv_kwh, float)[:n], np.asarray(load_kwh, float)[:n]
+    if len(pv) != n or len(load) != n:
+        raise ValueError(f"the expectation has {len(pv)}/{len(load)} hours, the period {n}")
+    key = _digest(pv, load, np.array([s.pv_scale for s in scenarios]),
+                  np.array([s.load_scale for s in scenarios]),
+                  np.array([spec.capacity_kwh, spec.max_charge_kw, spec.max_discharge_kw,
+                            spec.charge_efficiency, spec.discharge_efficiency, floor_percent,
+                            period.start_utc]))
+    if memo is not None and key in memo.books:
+        return memo.books[key]
+    scale_pv = np.array([s.pv_scale for s in scenarios])[:, None]
+    scale_load = np.array([s.load_scale for s in scenarios])[:, None]
+    imp, exp = simulate_self_powered(pv[None, :] * scale_pv, load[None, :] * scale_load,
+                                     0.5 * spec.capacity_kwh, floor_percent, 1.0, spec)
+    book = RestBook(key, period.start_utc, scenarios, imp, exp)
+    if memo is not None:
+        memo.books[key] = book
+        while len(memo.books) > 4:
+            memo.books.pop(next(iter(memo.books)))
+    return book
+
+
+# --------------------------------------------------------------------------------------
+# The projection
+
+
+@dataclass
+class ProjectionMemo:
+    """Month bills and books that cannot change until their inputs do. One per planner."""
+
+    months: OrderedDict = field(default_factory=OrderedDict)
+    books: dict = field(default_factory=dict)
+    max_months: int = 400
+
+    def month(self, key: tuple, compute) -> PeriodTotals:
+        if key in self.months:
+            self.months.move_to_end(key)
+            return self.months[key]
+        value = compute()
+        self.months[key] = value
+        if len(self.months) > self.max_months:
+            self.months.popitem(last=False)
+        return value
+
+
+@dataclass(frozen=True)
+class PeriodProjection:
+    """What a settlement period adds up to in each scenario, and the true-up it makes."""
+
+    period: SettlementPeriod
+    scenarios: tuple[Scenario, ...]
+    totals: tuple[PeriodTotals, ...]  # one per scenario
+    surplus_rate: float
+    measured_fraction: float  # share of the period's time with metered history
+    planned_fraction: float  # share inside the plan's horizon
+
+    @property
+    def weights(self) -> np.ndarray:
+        return np.array([s.weight for s in self.scenarios])
+
+    @property
+    def dues(self) -> np.ndarray:
+        """$ due at the true-up per scenario (< 0: paid to the customer)."""
+        return np.array([true_up_due(t, self.surplus_rate) for t in self.totals])
+
+    @property
+    def forfeited(self) -> np.ndarray:
+        """$ credit forfeited at the true-up per scenario."""
+        return np.array([leftover_credit(t.energy_charges) for t in self.totals])
+
+    @property
+    def central(self) -> int:
+        """The scenario of typical PV and load (the expectation itself)."""
+        return int(np.argmin([abs(math.log(s.pv_scale)) + abs(math.log(s.load_scale))
+                              for s in self.scenarios]))
+
+    @property
+    def due(self) -> float:
+        """The central figure: the true-up due in the typical scenario, $."""
+        return float(self.dues[self.central])
+
+    def quantile(self, q: float) -> float:
+        """The ``q`` quantile of the true-up due, $."""
+        return weighted_quantile(self.dues, self.weights, q)
+
+    @property
+    def p_in_credit(self) -> float:
+        """Probability that the period ends with its energy charges in credit (ΣCx ≤ 0)."""
+        return float(sum(s.weight for s, t in zip(self.scenarios, self.totals, strict=True)
+                         if t.energy_charges <= 0))
+
+    def surplus_kwh(self, i: int) -> float:
+        t = self.totals[i]
+        return net_surplus_kwh(t.credited_export_kwh, t.import_kwh)
+
+    def to_json(self) -> dict:
+        return {"true_up_month": self.period.label, "due": round(self.due, 2),
+                "p10": round(self.quantile(0.1), 2), "p50": round(self.quantile(0.5), 2),
+                "p90": round(self.quantile(0.9), 2),
+                "forfeited_credit": round(float(self.forfeited[self.central]), 2),
+                "p_in_credit": round(self.p_in_credit, 3),
+                "measured_fraction": round(self.measured_fraction, 4),
+                "planned_fraction": round(self.planned_fraction, 4),
+                "estimated_fraction": round(1 - self.measured_fraction
+                                            - self.planned_fraction, 4),
+                "scenarios": [{"label": s.label, "weight": round(s.weight, 4),
+                               "due": round(float(d), 2)}
+                              for s, d in zip(self.scenarios, self.dues, strict=True)]}
+
+
+def project_period(tariff: Tariff, period: SettlementPeriod, book: RestBook | None, *,
+                   history: IntervalData | None = None, horizon: tuple[int, int] | None = None,
+                   planned: IntervalData | None = None, true_up_month: int | None = None,
+                   export_cap_kwh: list[float] | None = None,
+                   memo: ProjectionMemo | None = None) -> PeriodProjection:
+    """Bill ``period`` in every scenario of ``book``: history where it has intervals, inside
+    ``horizon`` (UTC [start, end)) the ``planned`` flows (none given: zero), the book
+    everywhere else.
+
+    ``book`` may be None only when history (and the plan) cover the whole period. The
+    period's months are billed one by one as :func:`optimizer.billing.bill` bills them and
+    settled by :mod:`optimizer.settlement`; with ``memo`` a month whose inputs did not change
+    is not billed again.
+    """
+    res = _resolution(history, planned, book)
+    a, z = period.start_utc, period.end_utc
+    n = (z - a) // res
+    if (z - a) % res:
+        raise ValueError(f"period {period.label} is not on a {res}-second grid")
+    measured = np.zeros(n, dtype=bool)
+    hist_imp, hist_exp = np.zeros(n), np.zeros(n)
+    if history is not None and len(history):
+        _place(history, a, res, n, hist_imp, hist_exp, measured)
+    in_horizon = np.zeros(n, dtype=bool)
+    plan_imp, plan_exp = np.zeros(n), np.zeros(n)
+    if horizon is not None:
+        h0 = max(0, (horizon[0] - a) // res)
+        h1 = min(n, max(0, -(-(horizon[1] - a) // res)))
+        in_horizon[h0:h1] = True
+        in_horizon &= ~measured
+        if planned is not None and len(planned):
+            got = np.zeros(n, dtype=bool)
+            _place(planned, a, res, n, plan_imp, plan_exp, got)
+    rest = ~(measured | in_horizon)
+    if rest.any() and book is None:
+        raise ValueError(f"no expected rest for the {int(rest.sum())} unmetered intervals "
+                         f"of period {period.label}")
+    scenarios = book.scenarios if book is not None else (Scenario("metered", 1, 1, 1.0),)
+    months = _month_edges(tariff, a, z, res)
+    per = HOUR // res if book is not None else 1
+    totals = [PeriodTotals() for _ in scenarios]
+    tum = true_up_month or tariff.spec.settlement.true_up_month
+    caps = tuple(export_cap_kwh) if export_cap_kwh else None
+    for mi, (i0, i1) in enumerate(months):
+        hist_key = _digest(hist_imp[i0:i1], hist_exp[i0:i1], measured[i0:i1])
+        plan_key = _digest(plan_imp[i0:i1], plan_exp[i0:i1], in_horizon[i0:i1])
+        uses_book = bool(rest[i0:i1].any())
+        for s in range(len(scenarios)):
+            key = (tariff.id, tariff.source, tum, caps, period.closing, mi, res, hist_key,
+                   plan_key, (book.key, s) if uses_book else None)
+
+            def compute(s=s, i0=i0, i1=i1, uses_book=uses_book) -> PeriodTotals:
+                imp = np.where(measured[i0:i1], hist_imp[i0:i1], plan_imp[i0:i1])
+                exp = np.where(measured[i0:i1], hist_exp[i0:i1], plan_exp[i0:i1])
+                if uses_book:
+                    r = rest[i0:i1]
+                    hours = (a + res * np.arange(i0, i1)[r] - book.start_utc) // HOUR
+                    imp[r] = book.import_kwh[s, hours] / per
+                    exp[r] = book.export_kwh[s, hours] / per
+                return _month_totals(tariff, a + res * i0, res, imp, exp, tum,
+                                     export_cap_kwh)
+
+            t = memo.month(key, compute) if memo is not None else compute()
+            totals[s] = totals[s] + t
+    return PeriodProjection(period, scenarios, tuple(totals),
+                            tariff.spec.settlement.surplus_rate,
+                            measured_fraction=float(measured.mean()),
+                            planned_fraction=float(in_horizon.mean()))
+
+
+def _month_totals(tariff: Tariff, start_utc: int, res: int, imp: np.ndarray, exp: np.ndarray,
+                  true_up_month: int, caps: list[float] | None) -> PeriodTotals:
+    """One whole billing month billed by the engine, as the period's sums need it."""
+    data = IntervalData.regular(start_utc, res, imp, exp, source="projection")
+    m = bill(tariff, data, true_up_month=true_up_month, export_cap_kwh=caps).months[0]
+    return PeriodTotals(energy_charges=m.energy_charges, nbc=m.nbc, import_kwh=m.import_kwh,
+                        credited_export_kwh=m.credited_export_kwh, minimum=m.minimum)
+
+
+def _resolution(history: IntervalData | None, planned: IntervalData | None,
+                book: RestBook | None) -> int:
+    steps = [d.interval_s for d in (history, planned) if d is not None and len(d)]
+    if book is not None:
+        steps.append(HOUR)
+    res = HOUR if not steps else steps[0]
+    for s in steps[1:]:
+        res = math.gcd(res, s)
+    return res
+
+
+def _place(data: IntervalData, a: int, res: int, n: int, imp: np.ndarray, exp: np.ndarray,
+           mask: np.ndarray) -> None:
+    """Put ``data``'s intervals on the period's grid (split evenly when coarser)."""
+    k = data.interval_s // res
+    idx = (data.start_utc - a) // res
+    for j in range(k):
+        pos = idx + j
+        ok = (pos >= 0) & (pos < n)
+        imp[pos[ok]] = data.import_kwh[ok] / k
+        exp[pos[ok]] = data.export_kwh[ok] / k
+        mask[pos[ok]] = True
+
+
+def _month_edges(tariff: Tariff, a: int, z: int, res: int) -> list[tuple[int, int]]:
+    """[first, end) grid indices of each billing month in [a, z)."""
+    edges = [0]
+    month = billing_month(tariff, a)
+    read_day = tariff.spec.calendar.meter_read_day
+    while True:
+        month += 1
+        t = _read_day_utc(month, tariff.tz, read_day)
+        if t >= z:
+            break
+        edges.append((t - a) // res)
+    edges.append((z - a) // res)
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def _digest(*arrays: np.ndarray) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for arr in arrays:
+        h.update(np.ascontiguousarray(arr).tobytes())
+        h.update(b"|")
+    return h.hexdigest()
