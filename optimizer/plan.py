@@ -63,6 +63,10 @@ class TrueUpScenario:
     cx: float  # ΣCx outside the plan, $ (< 0: credit)
     nbc: float  # ΣNBC outside the plan, $
     surplus_kwh: float  # Σ credited exports − Σ imports outside the plan, kWh
+    # the NSC's regime: None = as the scenario stands without the plan (the planner's
+    # linearisation); "surplus" / "deficit" = the period's net surplus is held ≥ 0 / ≤ 0
+    # and the NSC is exact there (the perfect-foresight bound solves both)
+    regime: str | None = None
 
 
 @dataclass(frozen=True)
@@ -574,10 +578,16 @@ def build_lp(x: PlanInputs, *, binary_steps: list[int] | None = None
         cols = []
         for s, sc in enumerate(tu.scenarios):
             y, z = add_true_up_epigraph(lp, cx_plan, nbc_plan, tu, s)
-            # NSC: linear at the scenario's regime without the plan (−max(0, S) is concave;
-            # the rate is small)
-            nsc = tu.surplus_rate if sc.surplus_kwh > 0 else 0.0
-            lp.add_cost(sc.weight * (_Lin.of(z) - nsc * (exported - imported)))
+            # NSC: −rate × max(0, surplus) is concave, so it is linear at a regime: the
+            # scenario's own without the plan, or one imposed (see TrueUpScenario.regime)
+            net = exported - imported
+            if sc.regime == "surplus":
+                lp.add_row(-sc.surplus_kwh, np.inf, net, f"surplus_{tu.label}_s{s}")
+            elif sc.regime == "deficit":
+                lp.add_row(-np.inf, -sc.surplus_kwh, net, f"deficit_{tu.label}_s{s}")
+            in_surplus = sc.regime == "surplus" or (sc.regime is None and sc.surplus_kwh > 0)
+            nsc = tu.surplus_rate if in_surplus else 0.0
+            lp.add_cost(sc.weight * (_Lin.of(z) - nsc * net))
             cols.append((y, z))
         extras.periods.append((tu, cols, cx_plan))
     rest = np.flatnonzero(~covered)
@@ -817,10 +827,11 @@ def _overlaps(plan: Plan) -> list[int]:
 
 
 def solve(x: PlanInputs, *, solver: str = "highs", time_limit: float = 10.0,
-          gap: float = 0.001) -> Plan:
+          gap: float = 0.001, binaries: bool = True) -> Plan:
     """Solve the plan: the LP first; if it charges and discharges (or imports and exports)
-    in one step, re-solve with binaries on those steps (DOMAIN.md §6: with positive prices
-    the binaries never bind, so most plans stay LPs). Never reads values of a failed solve.
+    in one step, re-solve with binaries on those steps (with positive prices the binaries
+    never bind, so most plans stay LPs); ``binaries=False`` keeps the LP (a relaxation, as
+    the perfect-foresight bound needs). Never reads values of a failed solve.
     """
     t0 = time.perf_counter()
     lp, v, extras = build_lp(x)
@@ -828,7 +839,7 @@ def solve(x: PlanInputs, *, solver: str = "highs", time_limit: float = 10.0,
     if xval is None:
         return failed_plan(x, status, solver, time.perf_counter() - t0)
     plan = _extract(xval, lp, v, extras, x, status, solver, time.perf_counter() - t0)
-    overlap = _overlaps(plan)
+    overlap = _overlaps(plan) if binaries else []
     if overlap:
         left = max(0.5, time_limit - (time.perf_counter() - t0))
         lp, v, extras = build_lp(x, binary_steps=overlap)

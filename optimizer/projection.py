@@ -31,6 +31,7 @@ times UTC epoch seconds; months absolute (``year × 12 + month``).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -293,28 +294,26 @@ def project_period(tariff: Tariff, period: SettlementPeriod, book: RestBook | No
     settled by :mod:`optimizer.settlement`; with ``memo`` a month whose inputs did not change
     is not billed again.
     """
-    res = _resolution(history, planned, book)
+    res = _resolution(tariff, history, planned)
     a, z = period.start_utc, period.end_utc
     n = (z - a) // res
     if (z - a) % res:
         raise ValueError(f"period {period.label} is not on a {res}-second grid")
-    measured = np.zeros(n, dtype=bool)
-    hist_imp, hist_exp = np.zeros(n), np.zeros(n)
-    if history is not None and len(history):
-        _place(history, a, res, n, hist_imp, hist_exp, measured)
-    in_horizon = np.zeros(n, dtype=bool)
-    plan_imp, plan_exp = np.zeros(n), np.zeros(n)
+    # on the period's grid: metered and planned kWh, and the share of each step they cover
+    hist_imp, hist_exp, hist_cov = _on_grid(history, a, res, n)
+    plan_imp, plan_exp, plan_cov = np.zeros(n), np.zeros(n), np.zeros(n)
     if horizon is not None:
-        h0 = max(0, (horizon[0] - a) // res)
-        h1 = min(n, max(0, -(-(horizon[1] - a) // res)))
-        in_horizon[h0:h1] = True
-        in_horizon &= ~measured
-        if planned is not None and len(planned):
-            got = np.zeros(n, dtype=bool)
-            _place(planned, a, res, n, plan_imp, plan_exp, got)
-    rest = ~(measured | in_horizon)
+        lo, hi = max(horizon[0], a), min(horizon[1], z)
+        if hi > lo:
+            edges = a + res * np.arange(n + 1)
+            inside = np.clip(np.minimum(edges[1:], hi) - np.maximum(edges[:-1], lo), 0, res)
+            plan_cov = np.maximum(0.0, inside / res - hist_cov)
+            if planned is not None and len(planned):
+                plan_imp, plan_exp, _ = _on_grid(planned, a, res, n)
+    rest = np.clip(1.0 - hist_cov - plan_cov, 0.0, 1.0)
+    rest[rest < 1e-9] = 0.0
     if rest.any() and book is None:
-        raise ValueError(f"no expected rest for the {int(rest.sum())} unmetered intervals "
+        raise ValueError(f"no expected rest for {rest.sum() * res / 3600:.1f} unmetered hours "
                          f"of period {period.label}")
     scenarios = book.scenarios if book is not None else (Scenario("metered", 1, 1, 1.0),)
     months = _month_edges(tariff, a, z, res)
@@ -322,22 +321,21 @@ def project_period(tariff: Tariff, period: SettlementPeriod, book: RestBook | No
     totals = [PeriodTotals() for _ in scenarios]
     tum = true_up_month or tariff.spec.settlement.true_up_month
     caps = tuple(export_cap_kwh) if export_cap_kwh else None
+    known_imp, known_exp = hist_imp + plan_imp, hist_exp + plan_exp
     for mi, (i0, i1) in enumerate(months):
-        hist_key = _digest(hist_imp[i0:i1], hist_exp[i0:i1], measured[i0:i1])
-        plan_key = _digest(plan_imp[i0:i1], plan_exp[i0:i1], in_horizon[i0:i1])
+        known_key = _digest(known_imp[i0:i1], known_exp[i0:i1], rest[i0:i1])
         uses_book = bool(rest[i0:i1].any())
         for s in range(len(scenarios)):
-            key = (tariff.id, tariff.source, tum, caps, period.closing, mi, res, hist_key,
-                   plan_key, (book.key, s) if uses_book else None)
+            key = (tariff.id, tariff.source, tum, caps, period.closing, mi, res, known_key,
+                   (book.key, s) if uses_book else None)
 
             def compute(s=s, i0=i0, i1=i1, uses_book=uses_book) -> PeriodTotals:
-                imp = np.where(measured[i0:i1], hist_imp[i0:i1], plan_imp[i0:i1])
-                exp = np.where(measured[i0:i1], hist_exp[i0:i1], plan_exp[i0:i1])
+                imp, exp = known_imp[i0:i1].copy(), known_exp[i0:i1].copy()
                 if uses_book:
+                    hours = (a + res * np.arange(i0, i1) - book.start_utc) // HOUR
                     r = rest[i0:i1]
-                    hours = (a + res * np.arange(i0, i1)[r] - book.start_utc) // HOUR
-                    imp[r] = book.import_kwh[s, hours] / per
-                    exp[r] = book.export_kwh[s, hours] / per
+                    imp += r * book.import_kwh[s, hours] / per
+                    exp += r * book.export_kwh[s, hours] / per
                 return _month_totals(tariff, a + res * i0, res, imp, exp, tum,
                                      export_cap_kwh)
 
@@ -345,8 +343,8 @@ def project_period(tariff: Tariff, period: SettlementPeriod, book: RestBook | No
             totals[s] = totals[s] + t
     return PeriodProjection(period, scenarios, tuple(totals),
                             tariff.spec.settlement.surplus_rate,
-                            measured_fraction=float(measured.mean()),
-                            planned_fraction=float(in_horizon.mean()))
+                            measured_fraction=float(hist_cov.mean()),
+                            planned_fraction=float(plan_cov.mean()))
 
 
 def _month_totals(tariff: Tariff, start_utc: int, res: int, imp: np.ndarray, exp: np.ndarray,
@@ -358,28 +356,37 @@ def _month_totals(tariff: Tariff, start_utc: int, res: int, imp: np.ndarray, exp
                         credited_export_kwh=m.credited_export_kwh, minimum=m.minimum)
 
 
-def _resolution(history: IntervalData | None, planned: IntervalData | None,
-                book: RestBook | None) -> int:
-    steps = [d.interval_s for d in (history, planned) if d is not None and len(d)]
-    if book is not None:
-        steps.append(HOUR)
-    res = HOUR if not steps else steps[0]
-    for s in steps[1:]:
-        res = math.gcd(res, s)
+def _resolution(tariff: Tariff, history: IntervalData | None,
+                planned: IntervalData | None) -> int:
+    """The grid the period is billed on: hours, which bill exactly as the finer intervals
+    do whenever the tariff does not net over windows shorter than an hour (prices change
+    on the hour; gross imports and exports add up); else the finest interval given."""
+    if tariff.netting != "15min":
+        return HOUR
+    res = 900
+    for d in (history, planned):
+        if d is not None and len(d):
+            res = math.gcd(res, d.interval_s)
     return res
 
 
-def _place(data: IntervalData, a: int, res: int, n: int, imp: np.ndarray, exp: np.ndarray,
-           mask: np.ndarray) -> None:
-    """Put ``data``'s intervals on the period's grid (split evenly when coarser)."""
-    k = data.interval_s // res
-    idx = (data.start_utc - a) // res
+def _on_grid(data: IntervalData | None, a: int, res: int, n: int
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``data``'s kWh summed onto the grid of ``n`` steps of ``res`` seconds from ``a``
+    (coarser intervals split evenly), and the share of each step it covers."""
+    imp, exp, cov = np.zeros(n), np.zeros(n), np.zeros(n)
+    if data is None or not len(data):
+        return imp, exp, cov
+    step = data.interval_s
+    k = max(1, step // res)  # grid steps per interval (coarser data)
+    sub = max(1, res // step)  # intervals per grid step (finer data)
     for j in range(k):
-        pos = idx + j
+        pos = (data.start_utc - a) // res + j
         ok = (pos >= 0) & (pos < n)
-        imp[pos[ok]] = data.import_kwh[ok] / k
-        exp[pos[ok]] = data.export_kwh[ok] / k
-        mask[pos[ok]] = True
+        np.add.at(imp, pos[ok], data.import_kwh[ok] / k)
+        np.add.at(exp, pos[ok], data.export_kwh[ok] / k)
+        np.add.at(cov, pos[ok], 1.0 / sub)
+    return imp, exp, np.minimum(cov, 1.0)
 
 
 def _month_edges(tariff: Tariff, a: int, z: int, res: int) -> list[tuple[int, int]]:
@@ -394,7 +401,7 @@ def _month_edges(tariff: Tariff, a: int, z: int, res: int) -> list[tuple[int, in
             break
         edges.append((t - a) // res)
     edges.append((z - a) // res)
-    return list(zip(edges[:-1], edges[1:], strict=True))
+    return list(itertools.pairwise(edges))
 
 
 def _digest(*arrays: np.ndarray) -> str:

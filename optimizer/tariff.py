@@ -234,6 +234,7 @@ class Tariff:
         self.spec = spec
         self.source = source
         self._text = text
+        self._classified: dict[tuple[int, int, int], Classified] = {}
         self.base_dir = base_dir
         self.season_names: list[str] = list(spec.calendar.seasons)
         self.period_names: list[str] = []
@@ -563,7 +564,30 @@ class Tariff:
         return np.array(sorted(days), dtype=np.int64)
 
     def classify(self, start_utc: np.ndarray) -> Classified:
-        """Season, day type and TOU period of each interval start (UTC epoch seconds)."""
+        """Season, day type and TOU period of each interval start (UTC epoch seconds).
+
+        A regular series (one step apart) is classified once and kept (read-only): the
+        projection bills the same month many times over."""
+        starts = np.asarray(start_utc)
+        key = None
+        if starts.ndim == 1 and len(starts) > 2:
+            d = np.diff(starts)
+            if d[0] > 0 and np.all(d == d[0]):
+                key = (int(starts[0]), int(d[0]), len(starts))
+                hit = self._classified.get(key)
+                if hit is not None:
+                    return hit
+        c = self._classify(starts)
+        if key is not None:
+            for a in (c.season, c.daytype, c.period, *vars(c.fields).values()):
+                if isinstance(a, np.ndarray):
+                    a.setflags(write=False)
+            if len(self._classified) >= 256:
+                self._classified.pop(next(iter(self._classified)))
+            self._classified[key] = c
+        return c
+
+    def _classify(self, start_utc: np.ndarray) -> Classified:
         f = local_fields(start_utc, self.tz)
         daytype = (f.weekday >= 5).astype(np.int64)
         hol = self.holiday_days(f.year)

@@ -20,7 +20,7 @@ import pytest
 from optimizer.errors import InputError, UsageError
 from optimizer.tariff import load_tariff
 from tests.test_backtest import _monthly_nem2ps
-from trueup.backtest import Replay, run_backtest, select_period
+from trueup.backtest import Replay, context_of, run_backtest, select_period
 from trueup.backtest_plot import (
     NO_BATTERY,
     NO_CAP_NOTE,
@@ -48,7 +48,7 @@ WIDTH_PX, HEIGHT_PX = 1100, 1300  # 11 × 13 inches at 100 dpi
 def cap_bt():
     tariff = _monthly_nem2ps()
     data = select_period(example_year(2025), date(2025, 6, 24), 14, tariff.tz)
-    r = Replay(data=data, tariff=tariff, battery=load_config(None).battery, tz=tariff.tz)
+    r = Replay(data=data, tariff=tariff, cfg=load_config(None))
     return run_backtest(r, ["self_powered", "tbc_like", "trueup"])
 
 
@@ -56,8 +56,11 @@ def cap_bt():
 def nocap_bt():
     tariff = load_tariff("pge-ev2a-nem2-2024")
     assert tariff.spec.export_cap is None
-    data = select_period(example_year(2025), date(2025, 1, 31), 2, tariff.tz)
-    r = Replay(data=data, tariff=tariff, battery=load_config(None).battery, tz=tariff.tz)
+    year = example_year(2025)
+    data = select_period(year, date(2025, 1, 31), 2, tariff.tz)
+    # the rest of the year is billed as the example has it: the true-up is the year's
+    r = Replay(data=data, tariff=tariff, cfg=load_config(None),
+               context=context_of(year, data, None))
     return run_backtest(r, ["self_powered", "tbc_like"])
 
 
@@ -238,7 +241,7 @@ def test_monthly_exports_and_caps_come_from_the_bills(cap_bt):
 def test_a_tariff_without_a_cap_gets_the_no_cap_note(nocap_bt, tmp_path):
     months, exports, cap = monthly_exports(nocap_bt)
     assert cap is None
-    assert months == ["2025-01", "2025-02"]
+    assert months == [f"2025-{m:02d}" for m in range(1, 13)]  # the whole settlement period
     assert exports["tbc_like"].sum() > 0
     fig = backtest_figure(nocap_bt)
     assert NO_CAP_NOTE in [t.get_text() for t in fig.axes[2].texts]

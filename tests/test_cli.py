@@ -166,7 +166,8 @@ def test_plan_table_reads_like_a_plan(capsys):
     assert main(["plan", "--at", "2025-07-15T14:00-07:00"]) == 0
     out = capsys.readouterr().out
     assert "dry run: nothing is written to the gateway" in out
-    assert "Export cap 2025-07" in out and "True-up projection" in out
+    assert "Export cap 2025-07" in out and "True-up 2025-12 projected" in out
+    assert "P10" in out and "P90" in out and "estimated" in out
     assert "hour        SOC %" in out
 
 

@@ -86,10 +86,10 @@ def test_the_planner_takes_weeks_ahead_from_last_year_and_the_near_term_from_its
     starts = T0 + 52 * WEEK_S + 86400 * 30 + 3600 * np.arange(48, dtype=np.int64)
     ly_pv, ly_load, covered = same_weeks_last_year(starts, 3600, h)
     assert covered.all()
-    pv, load, src = _expected(cfg, starts, 3600, cfg.site.timezone, h, far=True)
+    pv, load, src, _ = _expected(cfg, starts, 3600, cfg.site.timezone, h, far=True)
     np.testing.assert_allclose(pv, ly_pv)
     np.testing.assert_allclose(load, ly_load)
     assert "last year" in src["load"]
-    _, load_near, src_near = _expected(cfg, starts, 3600, cfg.site.timezone, h)
+    _, load_near, src_near, _ = _expected(cfg, starts, 3600, cfg.site.timezone, h)
     assert "last year" not in src_near["load"]
     assert not np.allclose(load_near, ly_load)

@@ -1,43 +1,43 @@
 """The backtest: replay PV and load through the Powerwall behaviour model, bill the result.
 
-A period of 15-minute PV and load (the example year, or a site's CSV with ``load_kwh`` and
+A window of 15-minute PV and load (the example year, or a site's CSV with ``load_kwh`` and
 ``pv_kwh``) is replayed under each *strategy*: a function that returns the gateway settings
 (and Time-Based Control's price signal) for every step, decided causally — from the tariff,
-the forecasts a daemon would have had and the simulated past — except ``perfect_foresight``,
-which sees the whole period by design. The settings go through
-:func:`optimizer.behaviour.simulate` (the same model the policy and the simulated gateway
-use), and the *simulated* imports and exports are billed by :func:`optimizer.billing.bill`.
-No strategy is ever billed on a plan.
+the forecasts a daemon would have had and the simulated past. The settings go through
+:func:`optimizer.behaviour.simulate` (the model the policy and the simulated gateway use),
+and the *simulated* imports and exports are billed by :func:`optimizer.billing.bill`.
 
 Strategies:
 
 * ``self_powered`` — Tesla's default: Self-Powered at the owner's backup floor.
 * ``tbc_like`` — Time-Based Control with grid charging on and export "Everything": charge
-  toward 100 % in the tariff's cheapest TOU period, export at full power in its dearest
-  (peak = the period with the highest import rate, off-peak = the lowest), hold otherwise.
-* ``tou_lp`` — re-plans every hour over the next 24 hours (hourly steps) with
-  :func:`optimizer.plan.solve` on linear prices, export cap and true-up ignored (what
-  EMHASS-style tools do); the first hour of each plan is carried out as settings through
-  the policy, then the next decision is taken from the simulated SOC.
-* ``trueup`` — the same cadence with the daemon's billing logic: the NEM-PS export cap
-  budgeted by the month outlook (:mod:`optimizer.outlook`, re-solved daily, re-read every
-  hour against the simulated exports so far) and, on NEM2, the true-up (the period so far
-  — expected before the replay began, simulated since — the plan, and the expected rest).
-* ``perfect_foresight`` — one LP over the whole period (hourly steps) with the true PV and
-  load, the tariff's step prices, the export cap and the true-up; its flows become settings
-  through :func:`optimizer.policy.schedule` and are replayed like every other strategy. Its
-  LP objective is reported as the bound.
+  toward 100 % in the tariff's cheapest TOU period, export at full power in its dearest.
+* ``trueup`` — **the daemon's planner** (:func:`trueup.planning.make_plan`, the same
+  function the daemon's plan job and ``trueup plan`` call) every hour over the next 24 hours
+  in hourly steps, given only the clock, the history (what happened before the window, then
+  the simulated window so far) and the forecast; the first hour of each plan's settings is
+  carried out, then the next decision is taken from the simulated SOC.
+* ``tou_lp`` — the same planner with the billing rules off (linear prices, no export cap,
+  no true-up): what EMHASS-style tools do.
+* ``perfect_foresight`` — the bound: one LP over the whole window (hourly) with the true PV
+  and load, minimising exactly what is billed (no wear term, no binaries, no grid-charge-rate
+  limit: a relaxation of every strategy's flows; the true-up settled exactly by solving its
+  two NSC regimes). Its own flows are billed, not replayed, so it is ≤ every strategy.
 
-Forecasts (what ``tou_lp`` and ``trueup`` are told; :class:`_Forecaster`): ``noisy`` (the
-default: the actuals with documented bias and a lead-growing AR(1) error,
+**Scored on whole settlement periods.** A true-up settles a period (12 billing months on
+PG&E NEM2 and NBT), and a window rarely matches one. The months of the periods the window
+touches that lie outside it are billed as the data has them — the usage outside the window
+and the year before (``context``), or failing that the same weeks 52 or 104 weeks earlier —
+the same for every strategy; a month that cannot be filled is refused with what to pass. No
+window is trued up at the end of its data. The planner sees the months before the window as
+history, never those after it.
+
+Forecasts (what ``tou_lp`` and ``trueup`` are told of the next 24 h; :class:`_Forecaster`):
+``noisy`` (the default: the actuals with documented bias and a lead-growing AR(1) error,
 :class:`ForecastNoise`), ``persistence`` (the same hour yesterday), ``clear_sky`` (the
-daemon's offline PV model; load the mean of the hour over the last 7 days), ``perfect``
-(a reference only). Weeks ahead — the month outlook and the true-up projection — come from
-the same weeks of the prior year (:mod:`forecasts.last_year`), as a daemon with a year of
-history has them; without a prior year, the clear-sky model and the typical load profile.
-
-Speed: the rolling strategies solve ~8,760 LPs a year each (~7-9 ms per re-plan with the
-schedule and the replay); ``run_backtest(jobs=2)`` runs strategies in forked processes.
+daemon's own offline forecast: clear sky × monthly clearness, load from the history),
+``perfect`` (a reference only). Weeks ahead are the planner's own: the same weeks of the
+year before, from the history.
 
 Units: kWh per step, $; times UTC epoch seconds.
 """
@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
@@ -56,37 +56,69 @@ from optimizer.behaviour import ExportRule, Mode, PriceSignal, Settings, clamp_r
 from optimizer.billing import Bill, bill
 from optimizer.errors import InputError
 from optimizer.intervals import IntervalData
-from optimizer.plan import CapBudget, Plan, PlanInputs, TrueUpContext, solve
-from optimizer.policy import battery_spec, schedule
+from optimizer.plan import CapBudget, Plan, PlanInputs, TrueUpContext, TrueUpScenario, solve
+from optimizer.policy import battery_spec
 from optimizer.prices import StepPrices, decredit_value, step_prices
+from optimizer.projection import periods_between, project_period
+from optimizer.settlement import settles_at_true_up
 from optimizer.site import Battery
 from optimizer.tariff import Tariff
 
 STRATEGIES = ("self_powered", "tbc_like", "tou_lp", "trueup", "perfect_foresight")
-SOC0_FRACTION = 0.5  # the battery starts the period half full
-SCHEDULE_CHUNK_H = 24 * 7  # the policy turns the annual plan into settings a week at a time
+SOC0_FRACTION = 0.5  # the battery starts the window half full
+REPLAN_EVERY_H = 1  # rolling strategies re-plan every hour ...
+HORIZON_H = 24  # ... over the next 24 hours, in hourly steps
+FORECASTS = ("noisy", "persistence", "clear_sky", "perfect")
+YEAR_S = 364 * 86400  # 52 weeks: the same weekday a year earlier
+
+
+@dataclass(frozen=True)
+class ForecastNoise:
+    """The ``noisy`` forecast: the actual hourly PV and load times ``1 + bias + σ(lead)·e``
+    (clipped at 0), σ growing linearly from the first to the 24th hour ahead, ``e`` an AR(1)
+    series over the lead hours (correlation ``rho``: errors persist, as a wrong cloud or
+    a guest's evening do), drawn anew at every re-plan from a seeded generator. The default
+    is a decent day-ahead provider: PV 10 % → 30 % error and 5 % optimistic, load 15 % →
+    25 % error and 5 % low."""
+
+    pv_bias: float = 0.05
+    pv_sigma: tuple[float, float] = (0.10, 0.30)
+    load_bias: float = -0.05
+    load_sigma: tuple[float, float] = (0.15, 0.25)
+    rho: float = 0.8
+    seed: int = 2025
+
+    def describe(self) -> str:
+        return (f"PV ×(1{self.pv_bias:+.0%} ± {self.pv_sigma[0]:.0%}→{self.pv_sigma[1]:.0%}), "
+                f"load ×(1{self.load_bias:+.0%} ± {self.load_sigma[0]:.0%}→"
+                f"{self.load_sigma[1]:.0%}) over 1→24 h ahead, AR(1) ρ={self.rho}, "
+                f"seed {self.seed}")
 
 
 @dataclass(frozen=True)
 class Replay:
-    """What every strategy replays: the period's actual PV and load, the tariff, the site."""
+    """What every strategy replays: the window's actual PV and load, the tariff, the site.
+
+    ``cfg`` is the owner's configuration (site, battery, arrays, ``[optimizer]``
+    true_up_month and export caps); the planner runs on it with a 24-hour horizon in hourly
+    steps. ``context`` is every other interval known (the year before, the usage outside
+    the window): history for the planner before the window, and the months of the window's
+    settlement periods outside it."""
 
     data: IntervalData  # start_utc, interval_s, load_kwh, pv_kwh (import/export ignored)
     tariff: Tariff
-    battery: Battery
-    tz: str
-    export_cap_kwh: list[float] | None = None  # 12 monthly caps overriding the tariff's
-    true_up_month: int | None = None
-    can_curtail_pv: bool = False
-    # the site, for the expected (not actual) PV of the rest of a settlement period
-    latitude: float = 37.77
-    longitude: float = -122.42
-    pv: tuple = ()
-    # what the rolling strategies are told: the forecast kind and its noise, and the prior
-    # year (load_kwh, pv_kwh) a daemon with history would know the far future from
+    cfg: object  # trueup.config.TrueupConfig
     forecast: str = "noisy"
-    noise: ForecastNoise = field(default_factory=lambda: ForecastNoise())
-    prior: IntervalData | None = None
+    noise: ForecastNoise = field(default_factory=ForecastNoise)
+    context: IntervalData | None = None
+
+    @property
+    def battery(self) -> Battery:
+        return self.cfg.battery
+
+    @property
+    def tz(self) -> str:
+        return self.tariff.tz
 
     @property
     def hours(self) -> float:
@@ -96,22 +128,31 @@ class Replay:
     def soc0_kwh(self) -> float:
         return SOC0_FRACTION * self.battery.usable_kwh
 
+    @property
+    def true_up_month(self) -> int:
+        return self.cfg.optimizer.true_up_month or self.tariff.spec.settlement.true_up_month
+
+    @property
+    def export_cap_kwh(self) -> list[float] | None:
+        caps = self.cfg.optimizer.export_cap_kwh
+        return list(caps) if caps else None
+
 
 @dataclass
 class Directive:
-    """A strategy's answer: settings and TBC signals for every step of the period."""
+    """A strategy's answer: settings and TBC signals for every step of the window."""
 
     settings: list[Settings]
     signals: list[PriceSignal]
     plans: int = 0  # how many optimisations it solved
-    plan: Plan | None = None  # perfect_foresight: the LP it solved
+    plan: Plan | None = None  # perfect_foresight: the LP it solved (its flows are billed)
 
 
 @dataclass
 class StrategyResult:
     name: str
-    intervals: IntervalData  # the simulated import/export, billed
-    bill: Bill
+    intervals: IntervalData  # the window's simulated import/export (PF: the LP's flows)
+    bill: Bill  # the whole settlement periods the window touches
     plans: int
     wall_seconds: float
     soc_kwh: np.ndarray
@@ -158,7 +199,7 @@ class Backtest:
                 "vs_self_powered": share(sp.bill.annual_total) if sp else None}
 
     def to_json(self) -> dict:
-        """The backtest JSON contract (ARCHITECTURE.md), with extra keys."""
+        """The backtest JSON contract, with extra keys."""
         base = self.no_battery.annual_total
         sp = self.result("self_powered")
         out = []
@@ -180,6 +221,7 @@ class Backtest:
                 "energy_cost": round(energy_cost(self.replay, r.intervals,
                                                  r.intervals.battery_kwh), 2),
                 "true_up": (r.bill.to_json()["true_up"]),
+                "true_ups": r.bill.to_json()["true_ups"],
                 "exports_vs_cap": [{"month": m["month"], "export_kwh": m["export_kwh"],
                                     "cap_kwh": m["export_cap_kwh"],
                                     "excess_kwh": m["export_cap_excess_kwh"]} for m in months],
@@ -189,8 +231,9 @@ class Backtest:
         if pf is not None and pf.lp is not None:
             bound = {"lp_objective": round(pf.lp.objective, 2), "status": pf.lp.status,
                      "solve_seconds": round(pf.lp.solve_seconds, 3),
-                     "definition": "Σ import × price − Σ export × credit + wear + de-credited "
-                                   "cap excess, hourly, no value for energy left at the end",
+                     "definition": "one LP over the window, hourly, minimising the bill: "
+                                   "import × price − export × credit, the cap's de-credits, "
+                                   "the true-up; no wear, no binaries; its flows billed",
                      "annual_total": round(pf.bill.annual_total, 2)}
         d = self.replay.data
         return {
@@ -198,11 +241,123 @@ class Backtest:
             "period": {"start_utc": int(d.start_utc[0]), "end_utc": d.end_utc,
                        "intervals": len(d), "load_kwh": round(float(d.load_kwh.sum()), 2),
                        "pv_kwh": round(float(d.pv_kwh.sum()), 2), "source": d.source},
+            "billed_span": _span_json(self.replay),
             "no_battery": {"annual_total": round(base, 2)},
             "strategies": out,
             "perfect_foresight": bound,
             "notes": self.notes,
         }
+
+
+# --------------------------------------------------------------------------------------
+# Whole settlement periods
+
+
+def _concat(*parts: IntervalData | None) -> IntervalData | None:
+    """Intervals of several series (same length) as one, sorted; the first wins a start
+    they share."""
+    parts = tuple(p for p in parts if p is not None and len(p))
+    if not parts:
+        return None
+    step = parts[0].interval_s
+    if any(p.interval_s != step for p in parts):
+        raise InputError("the window and the other data have different interval lengths "
+                         f"({sorted({p.interval_s for p in parts})} s)", where="--prior",
+                         fix="give the year before in the same interval length as --usage")
+    starts = np.concatenate([p.start_utc for p in parts])
+    _, first = np.unique(starts, return_index=True)
+
+    def col(name: str) -> np.ndarray | None:
+        arrs = [getattr(p, name) for p in parts]
+        if any(a is None for a in arrs):
+            return None
+        return np.concatenate(arrs)[first]
+
+    return IntervalData(start_utc=starts[first], interval_s=step,
+                        import_kwh=col("import_kwh"), export_kwh=col("export_kwh"),
+                        load_kwh=col("load_kwh"), pv_kwh=col("pv_kwh"),
+                        source=parts[0].source)
+
+
+def billed_span(r: Replay) -> tuple[int, int] | None:
+    """[start, end) UTC of the settlement periods the window touches, when they are longer
+    than a month (a true-up settles them); None when every month settles alone."""
+    if r.tariff.spec.settlement.period_months <= 1:
+        return None
+    d = r.data
+    periods = periods_between(r.tariff, int(d.start_utc[0]), d.end_utc, r.true_up_month)
+    return periods[0].start_utc, periods[-1].end_utc
+
+
+def _span_json(r: Replay) -> dict | None:
+    span = billed_span(r)
+    if span is None:
+        return None
+    return {"start_utc": span[0], "end_utc": span[1],
+            "outside_window_from": "the data outside the window, else 52/104 weeks earlier"}
+
+
+def outside_window(r: Replay) -> IntervalData | None:
+    """The intervals of the billed span outside the window, as the data has them: the
+    context at the same time, else the context or the window 52 (then 104) weeks earlier.
+    Raises InputError naming what to pass when some cannot be filled."""
+    span = billed_span(r)
+    if span is None:
+        return None
+    d, step = r.data, r.data.interval_s
+    grid = np.arange(span[0], span[1], step, dtype=np.int64)
+    grid = grid[(grid < int(d.start_utc[0])) | (grid >= d.end_utc)]
+    if not len(grid):
+        return None
+    window = IntervalData(start_utc=d.start_utc, interval_s=step, import_kwh=d.import_kwh,
+                          export_kwh=d.export_kwh, load_kwh=d.load_kwh, pv_kwh=d.pv_kwh)
+    source = _concat(r.context, window)
+    imp, exp = np.full(len(grid), np.nan), np.full(len(grid), np.nan)
+    load, pv = np.full(len(grid), np.nan), np.full(len(grid), np.nan)
+    pos = {int(t): i for i, t in enumerate(source.start_utc)}
+    for shift in (0, YEAR_S, 2 * YEAR_S):
+        todo = np.flatnonzero(np.isnan(imp))
+        if not len(todo):
+            break
+        for i in todo:
+            j = pos.get(int(grid[i]) - shift)
+            if j is None:
+                continue
+            # the planner reads months before the window as history: never fill them from
+            # later data (shift ≥ 0 only looks back)
+            imp[i], exp[i] = source.import_kwh[j], source.export_kwh[j]
+            if source.load_kwh is not None:
+                load[i], pv[i] = source.load_kwh[j], source.pv_kwh[j]
+    missing = np.isnan(imp)
+    if missing.any():
+        zone = ZoneInfo(r.tz)
+
+        def day(t: int) -> str:
+            return datetime.fromtimestamp(int(t), zone).date().isoformat()
+
+        first, last = int(grid[missing][0]), int(grid[missing][-1])
+        raise InputError(
+            f"the replay ({day(d.start_utc[0])} – {day(d.end_utc - 1)}) is scored on its whole "
+            f"settlement periods ({day(span[0])} – {day(span[1] - 1)}, true-up month "
+            f"{r.true_up_month}), but {day(first)} – {day(last)} has no data, neither then "
+            "nor a year or two earlier", where="backtest",
+            fix="give --prior with the year before --usage (load_kwh,pv_kwh with "
+                f"import_kwh,export_kwh), or replay whole settlement periods (--start "
+                f"{day(span[0])} --days {round((span[1] - span[0]) / 86400)})")
+    has_lp = not np.isnan(load).any()
+    return IntervalData(start_utc=grid, interval_s=step, import_kwh=imp, export_kwh=exp,
+                        load_kwh=load if has_lp else None, pv_kwh=pv if has_lp else None,
+                        source="outside the replay")
+
+
+def history_before(r: Replay) -> IntervalData | None:
+    """What the planner knows at the window's start: the context and the filled months
+    before the window (never anything after it)."""
+    t0 = int(r.data.start_utc[0])
+    out = outside_window(r)
+    before = out.select(out.start_utc < t0) if out is not None else None
+    ctx = r.context.select(r.context.start_utc < t0) if r.context is not None else None
+    return _concat(before, ctx)
 
 
 # --------------------------------------------------------------------------------------
@@ -245,202 +400,13 @@ def _hourly(r: Replay) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     per = round(3600 / r.data.interval_s)
     n = len(r.data) // per
     if n == 0 or int(r.data.start_utc[0]) % 3600:
-        raise InputError("perfect_foresight plans in whole hours: the period must start on "
-                         "an hour and last at least one", where="backtest")
+        raise InputError("the planning strategies plan in whole hours: the window must "
+                         "start on an hour and last at least one", where="backtest")
     m = n * per
     starts = r.data.start_utc[:m:per]
     pv = r.data.pv_kwh[:m].reshape(n, per).sum(axis=1)
     load = r.data.load_kwh[:m].reshape(n, per).sum(axis=1)
     return starts, pv, load, per
-
-
-def _caps(r: Replay) -> list[float] | None:
-    t = r.tariff
-    if t.spec.export_cap is None or t.spec.export.scheme != "nem":
-        return None
-    if r.export_cap_kwh is not None:
-        return list(r.export_cap_kwh)
-    return [t.export_cap_kwh(m) for m in range(1, 13)]
-
-
-def period_cap_budgets(r: Replay, prices: StepPrices) -> tuple[CapBudget, ...]:
-    """Each billing month's cap for the replayed period, pro-rated to the share of the month
-    the period covers (as the billing engine pro-rates it for a partly covered month)."""
-    caps = _caps(r)
-    if caps is None:
-        return ()
-    read_day = r.tariff.spec.calendar.meter_read_day
-    zone = ZoneInfo(r.tariff.tz)
-    out = []
-    for key in np.unique(prices.month_key):
-        key = int(key)
-        y, m = key // 12, key % 12 + 1
-        a = datetime(y, m, read_day, tzinfo=zone).timestamp()
-        z = datetime(y + (m == 12), m % 12 + 1, read_day, tzinfo=zone).timestamp()
-        share = min(1.0, float(np.sum(prices.month_key == key)) * 3600 / (z - a))
-        out.append(CapBudget(key, caps[m - 1] * share, decredit_value(r.tariff, key)))
-    return tuple(out)
-
-
-def _slice_inputs(x: PlanInputs, plan: Plan, a: int, z: int) -> tuple[PlanInputs, Plan]:
-    p = x.prices
-    prices = replace(p, start_utc=p.start_utc[a:z], import_price=p.import_price[a:z],
-                     export_credit=p.export_credit[a:z], period=p.period[a:z],
-                     month_key=p.month_key[a:z])
-    soc = x.soc_kwh if a == 0 else float(plan.soc_kwh[a - 1])
-    xs = replace(x, prices=prices, pv_kwh=x.pv_kwh[a:z], load_kwh=x.load_kwh[a:z],
-                 soc_kwh=soc, cap_budgets=())
-    ps = replace(plan, import_kwh=plan.import_kwh[a:z], export_kwh=plan.export_kwh[a:z],
-                 charge_kwh=plan.charge_kwh[a:z], discharge_kwh=plan.discharge_kwh[a:z],
-                 curtail_kwh=plan.curtail_kwh[a:z], soc_kwh=plan.soc_kwh[a:z])
-    return xs, ps
-
-
-def _settles_at_true_up(r: Replay) -> bool:
-    st = r.tariff.spec.settlement
-    return (r.tariff.spec.export.scheme == "nem" and st.charges == "at_true_up"
-            and st.leftover_credit == "forfeit")
-
-
-@dataclass
-class _TrueUpBook:
-    """Hour by hour, for every hour of the settlement periods the replay touches: the
-    period each hour is in, the period's minimum charges, and the *expected* energy
-    charges (Cx), NBC and net surplus of each hour (expected PV and load, Self-Powered):
-    what a controller may assume about the rest of a period without seeing it."""
-
-    starts: np.ndarray  # hour starts, UTC, from the first period's start
-    period: np.ndarray  # period index per hour
-    minimum: dict[int, float]
-    label: dict[int, str]
-    exp_cx: np.ndarray
-    exp_nbc: np.ndarray
-    exp_surplus: np.ndarray
-
-    def index(self, t: int) -> int:
-        return int((t - self.starts[0]) // 3600)
-
-
-def _true_up_book(r: Replay, starts_h: np.ndarray) -> _TrueUpBook:
-    from trueup.planning import _settlement_periods
-
-    tum = r.true_up_month or r.tariff.spec.settlement.true_up_month
-    periods = _settlement_periods(r.tariff, tum, starts_h, 3600, r.tz)
-    first, last = periods[0][2], periods[-1][3]
-    hours = np.arange(first, last, 3600, dtype=np.int64)
-    spans = _settlement_periods(r.tariff, tum, hours, 3600, r.tz)
-    period = np.zeros(len(hours), dtype=np.int64)
-    minimum, label = {}, {}
-    ch, st = r.tariff.spec.charges, r.tariff.spec.settlement
-    for i, (a, b, p0, p1, lab) in enumerate(spans):
-        period[a:b] = i
-        minimum[i] = ch.minimum_per_day * round((p1 - p0) / 86400) + \
-            ch.minimum_per_month * st.period_months
-        label[i] = lab
-    pv, load, _ = _far_expectation(r, hours)
-    sp = [_floor_settings(r.battery)] * len(hours)
-    sim = simulate(sp, r.soc0_kwh, load, pv, 1.0, battery_spec(r.battery))
-    prices = step_prices(r.tariff, hours)
-    return _TrueUpBook(
-        starts=hours, period=period, minimum=minimum, label=label,
-        exp_cx=sim.import_kwh * (prices.import_price - prices.nbc)
-        - sim.export_kwh * prices.export_credit,
-        exp_nbc=prices.nbc * sim.import_kwh, exp_surplus=sim.export_kwh - sim.import_kwh)
-
-
-def _contexts(book: _TrueUpBook, k0: int, z0: int, before_cx: float, before_nbc: float,
-              before_surplus: float, surplus_rate: float, *, holds_end: bool,
-              count_after: bool = True) -> tuple[TrueUpContext, ...]:
-    """True-up contexts for plan steps [0, z0 − k0) starting at book hour k0: the first
-    period gets what happened before (simulated), the last the expected rest."""
-    out = []
-    idx = np.arange(k0, z0)
-    pids = book.period[idx]
-    for n, pid in enumerate(np.unique(pids)):
-        steps = np.flatnonzero(pids == pid)
-        a, b = int(steps[0]), int(steps[-1]) + 1
-        end_hour = int(np.flatnonzero(book.period == pid)[-1]) + 1
-        after = slice(z0, end_hour) if count_after else slice(0, 0)
-        first = n == 0
-        out.append(TrueUpContext(
-            first_step=a, end_step=b, label=book.label[int(pid)],
-            cx_before=before_cx if first else 0.0,
-            nbc_before=before_nbc if first else 0.0,
-            cx_after=float(book.exp_cx[after].sum()),
-            nbc_after=float(book.exp_nbc[after].sum()),
-            minimum_total=book.minimum[int(pid)],
-            surplus_kwh_before=before_surplus if first else 0.0,
-            surplus_kwh_after=float(book.exp_surplus[after].sum()),
-            surplus_rate=surplus_rate, holds_end=holds_end and b == z0 - k0))
-    return tuple(out)
-
-
-def perfect_foresight(r: Replay, progress: Callable[[float], None] | None = None
-                      ) -> Directive:
-    """One LP over the whole period with the true PV and load (hourly), carried out as
-    settings through the policy, a week of the plan at a time."""
-    starts, pv, load, per = _hourly(r)
-    prices = step_prices(r.tariff, starts)
-    true_ups: tuple[TrueUpContext, ...] = ()
-    if _settles_at_true_up(r):
-        # the true bill's settlement in the objective: the periods' parts outside the replay
-        # at their expected values, the replayed hours exact (the LP's own flows)
-        book = _true_up_book(r, starts)
-        k0 = book.index(int(starts[0]))
-        head = slice(int(np.flatnonzero(book.period == book.period[k0])[0]), k0)
-        true_ups = _contexts(book, k0, k0 + len(starts), float(book.exp_cx[head].sum()),
-                             float(book.exp_nbc[head].sum()),
-                             float(book.exp_surplus[head].sum()),
-                             r.tariff.spec.settlement.surplus_rate, holds_end=False)
-    x = PlanInputs(prices=prices, pv_kwh=pv, load_kwh=load, soc_kwh=r.soc0_kwh,
-                   battery=r.battery, step_hours=1.0, can_curtail_pv=r.can_curtail_pv,
-                   cap_budgets=period_cap_budgets(r, prices), terminal_value=0.0,
-                   true_ups=true_ups)
-    plan = solve(x, time_limit=300.0)
-    if not plan.ok:
-        raise RuntimeError(f"the perfect-foresight LP did not solve ({plan.status})")
-    settings: list[Settings] = []
-    signals: list[PriceSignal] = []
-    for a in range(0, len(starts), SCHEDULE_CHUNK_H):
-        xs, ps = _slice_inputs(x, plan, a, min(a + SCHEDULE_CHUNK_H, len(starts)))
-        sched = schedule(ps, xs, r.tz)
-        for s, g in zip(sched.per_step, sched.signals, strict=True):
-            settings += [s] * per
-            signals += [g] * per
-    # a tail shorter than an hour: the owner's default
-    tail = len(r.data) - len(settings)
-    settings += [_floor_settings(r.battery)] * tail
-    signals += [PriceSignal.HOLD] * tail
-    return Directive(settings, signals, plans=1, plan=plan)
-
-
-REPLAN_EVERY_H = 1  # rolling strategies re-plan every hour ...
-HORIZON_H = 24  # ... over the next 24 hours, in hourly steps
-OUTLOOK_EVERY_H = 24  # trueup re-solves the month outlook for the export cap daily
-FORECASTS = ("noisy", "persistence", "clear_sky", "perfect")
-
-
-@dataclass(frozen=True)
-class ForecastNoise:
-    """The ``noisy`` forecast: the actual hourly PV and load times ``1 + bias + σ(lead)·e``
-    (clipped at 0), σ growing linearly from the first to the 24th hour ahead, ``e`` an AR(1)
-    series over the lead hours (correlation ``rho``: errors persist, as a wrong cloud or
-    a guest's evening do), drawn anew at every re-plan from a seeded generator. The default
-    is a decent day-ahead provider: PV 10 % → 30 % error and 5 % optimistic, load 15 % →
-    25 % error and 5 % low."""
-
-    pv_bias: float = 0.05
-    pv_sigma: tuple[float, float] = (0.10, 0.30)
-    load_bias: float = -0.05
-    load_sigma: tuple[float, float] = (0.15, 0.25)
-    rho: float = 0.8
-    seed: int = 2025
-
-    def describe(self) -> str:
-        return (f"PV ×(1{self.pv_bias:+.0%} ± {self.pv_sigma[0]:.0%}→{self.pv_sigma[1]:.0%}), "
-                f"load ×(1{self.load_bias:+.0%} ± {self.load_sigma[0]:.0%}→"
-                f"{self.load_sigma[1]:.0%}) over 1→24 h ahead, AR(1) ρ={self.rho}, "
-                f"seed {self.seed}")
 
 
 class _Forecaster:
@@ -451,21 +417,15 @@ class _Forecaster:
     def __init__(self, r: Replay, starts: np.ndarray, pv_h: np.ndarray, load_h: np.ndarray):
         self.kind = r.forecast
         self.noise = r.noise
+        self.cfg = r.cfg
+        self.starts = starts
         self.pv, self.load = pv_h, load_h
         self.rng = np.random.default_rng(r.noise.seed)
-        self.clear = None
-        if self.kind == "clear_sky":
-            from forecasts.clearsky import expected_pv_kwh
-            from optimizer.localtime import local_fields
-
-            self.clear = expected_pv_kwh(starts, 3600, r.latitude, r.longitude, list(r.pv),
-                                         local_fields(starts, r.tz).month) \
-                if r.pv else np.zeros(len(starts))
 
     @property
     def needs_history_h(self) -> int:
         """Hours of replayed data the forecast needs before its first plan."""
-        return 24 if self.kind in ("persistence", "clear_sky") else 0
+        return 24 if self.kind == "persistence" else 0
 
     def _errors(self, n: int, sigma: tuple[float, float], bias: float) -> np.ndarray:
         rho = self.noise.rho
@@ -476,90 +436,67 @@ class _Forecaster:
         lead = np.linspace(sigma[0], sigma[1], HORIZON_H)[:n]
         return np.maximum(0.0, 1.0 + bias + lead * e)
 
-    def __call__(self, k: int, z: int) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, k: int, z: int, history: IntervalData | None = None):
+        """(PV, load, sources) for hours [k, z)."""
+        from trueup.planning import horizon_forecast
+
         idx = np.arange(k, z)
         if self.kind == "perfect":
-            return self.pv[idx], self.load[idx]
+            return self.pv[idx], self.load[idx], "the actuals (perfect, a reference)"
         if self.kind == "noisy":
             n, nz = z - k, self.noise
             return (self.pv[idx] * self._errors(n, nz.pv_sigma, nz.pv_bias),
-                    self.load[idx] * self._errors(n, nz.load_sigma, nz.load_bias))
-        # persistence: the same hour yesterday; clear_sky: PV from the clear-sky model ×
-        # the month's clearness, load the mean of the same hour over the last 7 days
+                    self.load[idx] * self._errors(n, nz.load_sigma, nz.load_bias),
+                    f"noisy: {nz.describe()}")
         if self.kind == "persistence":
-            return self.pv[idx - 24], self.load[idx - 24]
-        days = [d for d in range(1, 8) if k - 24 * d >= 0]
-        load = np.mean([self.load[idx - 24 * d] for d in days], axis=0)
-        return self.clear[idx], load
+            return self.pv[idx - 24], self.load[idx - 24], "persistence (the same hour " \
+                "yesterday)"
+        # clear_sky: exactly what the daemon forecasts offline from the same history
+        f = horizon_forecast(self.cfg, self.starts[idx], 3600, history)
+        return f.pv_kwh, f.load_kwh, f"the daemon's offline forecast (PV {f.sources['pv']}; " \
+            f"load {f.sources['load']})"
 
 
-def _far_expectation(r: Replay, hours: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
-    """PV and load kWh expected weeks ahead, per hour of ``hours``: the same weeks of the
-    prior year where ``r.prior`` has them (what a daemon with a year of history knows),
-    else the offline clear-sky × clearness PV and the typical load profile."""
-    from forecasts.clearsky import expected_pv_kwh
-    from forecasts.last_year import same_weeks_last_year
-    from forecasts.load import expected_load_kwh
-    from optimizer.localtime import local_fields
-
-    pv = expected_pv_kwh(hours, 3600, r.latitude, r.longitude, list(r.pv),
-                         local_fields(hours, r.tz).month) if r.pv else np.zeros(len(hours))
-    load, _ = expected_load_kwh(hours, 3600, r.tz)
-    ly_pv, ly_load, covered = same_weeks_last_year(hours, 3600, r.prior)
-    if covered.all():
-        return ly_pv, ly_load, "the same weeks of the prior year"
-    if covered.any():
-        return (np.where(covered, ly_pv, pv), np.where(covered, ly_load, load),
-                f"the prior year where it reaches ({int(covered.sum())} of {len(hours)} h), "
-                "else clear-sky × clearness and the typical profile")
-    return pv, load, "clear-sky × clearness PV and the typical load profile (no prior year)"
+def planner_config(r: Replay, hours: int = HORIZON_H):
+    """The owner's configuration with the backtest's planning grid: ``hours`` ahead in
+    hourly steps."""
+    opt = r.cfg.optimizer.model_copy(update={"horizon_hours": hours, "step_minutes": 60})
+    return r.cfg.model_copy(update={"optimizer": opt})
 
 
-def _rolling(r: Replay, *, cap_aware: bool, true_up_aware: bool = False,
-             progress: Callable[[float], None] | None = None) -> Directive:
-    """Re-plan every REPLAN_EVERY_H hours over HORIZON_H hourly steps with
-    :func:`optimizer.plan.solve`, from the simulated SOC at the decision time and the
-    replay's forecast (:class:`_Forecaster`); carry out the first REPLAN_EVERY_H hours of
-    each plan as settings through the policy, replayed by the behaviour model on the actual
-    15-minute PV and load before the next decision. A forecast that needs yesterday
-    (persistence, clear_sky) runs Self-Powered on the first day.
-
-    ``cap_aware``: the NEM-PS export cap as the daemon budgets it — the month outlook (an
-    hourly LP to the month's end on the forecast, then the far expectation), re-solved
-    daily and re-read hourly against the exports so far; months starting inside the
-    horizon pro rata. ``true_up_aware``: the NEM2 true-up — the period so far (expected
-    before the replay, simulated since), the plan, and the expected rest. Both off, the LP
-    sees linear prices only (EMHASS-style).
-    """
-    from optimizer.outlook import Outlook, month_outlook
+def rolling(r: Replay, *, billing_aware: bool, progress: Callable[[float], None] | None = None,
+            on_plan: Callable | None = None) -> Directive:
+    """Every REPLAN_EVERY_H hours, the planner (:func:`trueup.planning.make_plan`) over the
+    next HORIZON_H hours in hourly steps, from the simulated SOC, the history so far (before
+    the window, then the simulated window) and the replay's forecast; the first hours of
+    each plan's settings are carried out on the actual 15-minute PV and load by the
+    behaviour model before the next decision. ``on_plan(k, kwargs, result)`` sees every call
+    (for tests). A forecast that needs yesterday (persistence) runs Self-Powered first."""
+    from trueup.planning import Forecast, PlanMemo, make_plan
 
     starts, pv_h, load_h, per = _hourly(r)
     n_h = len(starts)
     spec = battery_spec(r.battery)
-    prices_all = step_prices(r.tariff, starts)
-    caps = _caps(r) if cap_aware else None
-    budgets_full = {cb.month_key: cb for cb in period_cap_budgets(r, prices_all)} \
-        if caps else {}
-    month_first = {k: int(np.flatnonzero(prices_all.month_key == k)[0]) for k in budgets_full}
-    month_end = {k: int(np.flatnonzero(prices_all.month_key == k)[-1]) + 1
-                 for k in budgets_full}
     forecast = _Forecaster(r, starts, pv_h, load_h)
-    far_pv = far_load = None
-    if budgets_full:
-        far_pv, far_load, _ = _far_expectation(r, starts)
-    outlook: Outlook | None = None
-    outlook_at = -OUTLOOK_EVERY_H
-    exported_by_month: dict[int, float] = {}
+    before = history_before(r)
+    nb = len(before) if before is not None else 0
+    d = r.data
+    step = d.interval_s
+    cat = (lambda a, b: np.concatenate([a, b])) if before is not None else (lambda a, b: b)
+    h_start = cat(before.start_utc if before else None, d.start_utc)
+    h_imp = cat(before.import_kwh if before else None, np.zeros(len(d)))
+    h_exp = cat(before.export_kwh if before else None, np.zeros(len(d)))
+    h_load = h_pv = None
+    if before is None or before.load_kwh is not None:
+        h_load = cat(before.load_kwh if before else None, d.load_kwh)
+        h_pv = cat(before.pv_kwh if before else None, d.pv_kwh)
+    memo = PlanMemo()
+    cfg_full = planner_config(r)
     floor_s = _floor_settings(r.battery)
     settings: list[Settings] = []
     signals: list[PriceSignal] = []
     soc = r.soc0_kwh
     plans = 0
-    grid_limit = spec.grid_charge_kw(Mode.BACKUP)
-    book = _true_up_book(r, starts) if true_up_aware and _settles_at_true_up(r) else None
-    done_cx = np.zeros(n_h)  # simulated Cx, NBC and surplus per replayed hour
-    done_nbc = np.zeros(n_h)
-    done_surplus = np.zeros(n_h)
     tick = max(1, n_h // 100)
     for k in range(0, n_h, REPLAN_EVERY_H):
         if progress and k % tick == 0:
@@ -568,100 +505,128 @@ def _rolling(r: Replay, *, cap_aware: bool, true_up_aware: bool = False,
         if k < forecast.needs_history_h:
             block_s, block_g = [floor_s] * todo, [PriceSignal.HOLD] * todo
         else:
+            m = nb + k * per
+            history = IntervalData(start_utc=h_start[:m], interval_s=step,
+                                   import_kwh=h_imp[:m], export_kwh=h_exp[:m],
+                                   load_kwh=None if h_load is None else h_load[:m],
+                                   pv_kwh=None if h_pv is None else h_pv[:m]) if m else None
             z = min(k + HORIZON_H, n_h)
-            pv_f, load_f = forecast(k, z)
-            prices = replace(prices_all, start_utc=starts[k:z],
-                             import_price=prices_all.import_price[k:z],
-                             export_credit=prices_all.export_credit[k:z],
-                             period=prices_all.period[k:z],
-                             month_key=prices_all.month_key[k:z])
-            budgets = []
-            for key, cb in budgets_full.items():
-                if not np.any(prices.month_key == key):
-                    continue
-                used = exported_by_month.get(key, 0.0)
-                if month_first[key] > k:  # the month starts inside the horizon
-                    in_h = int(np.sum(prices.month_key == key))
-                    share = min(1.0, in_h / max(month_end[key] - month_first[key], 1))
-                    budgets.append(CapBudget(key, cb.kwh * share, cb.decredit_value))
-                    continue
-                if (outlook is None or outlook.month_key != key
-                        or k - outlook_at >= OUTLOOK_EVERY_H):
-                    m_end = month_end[key]
-                    opv, oload = far_pv[k:m_end].copy(), far_load[k:m_end].copy()
-                    n_f = min(z, m_end) - k  # the forecast first, then the far expectation
-                    opv[:n_f], oload[:n_f] = pv_f[:n_f], load_f[:n_f]
-                    outlook = month_outlook(
-                        r.tariff, int(starts[k]), int(starts[m_end - 1]) + 3600, opv, oload,
-                        soc, r.battery, cb.kwh, used, int(starts[z - 1]) + 3600,
-                        can_curtail_pv=r.can_curtail_pv, grid_charge_limit_kw=grid_limit)
-                    outlook_at = k
-                    plans += 1
-                budgets.append(CapBudget(key, outlook.budget(
-                    int(starts[k]), int(starts[z - 1]) + 3600, used), cb.decredit_value))
-            true_ups: tuple[TrueUpContext, ...] = ()
-            if book is not None:
-                k0 = book.index(int(starts[k]))
-                pid = book.period[k0]
-                p_first = int(np.flatnonzero(book.period == pid)[0])
-                # the period so far: expected before the replay began, simulated since
-                pre = slice(p_first, book.index(int(starts[0])))
-                mine = (book.period[book.index(int(starts[0])) + np.arange(k)] == pid) \
-                    if k else np.zeros(0, dtype=bool)
-                true_ups = _contexts(
-                    book, k0, k0 + (z - k),
-                    float(book.exp_cx[pre].sum() + done_cx[:k][mine].sum()),
-                    float(book.exp_nbc[pre].sum() + done_nbc[:k][mine].sum()),
-                    float(book.exp_surplus[pre].sum() + done_surplus[:k][mine].sum()),
-                    r.tariff.spec.settlement.surplus_rate, holds_end=True)
-            x = PlanInputs(prices=prices, pv_kwh=pv_f, load_kwh=load_f,
-                           soc_kwh=soc, battery=r.battery, step_hours=1.0,
-                           can_curtail_pv=r.can_curtail_pv, cap_budgets=tuple(budgets),
-                           grid_charge_limit_kw=grid_limit, true_ups=true_ups)
-            plan = solve(x, time_limit=10.0)
+            cfg = cfg_full if z - k == HORIZON_H else planner_config(r, z - k)
+            pv_f, load_f, said = forecast(k, z, history)
+            kwargs = dict(at_utc=int(starts[k]), soc_percent=100 * soc / r.battery.usable_kwh,
+                          history=history,
+                          forecast=Forecast(pv_f, load_f, {"pv": said, "load": said}),
+                          grid_up=True, billing_aware=billing_aware, tariff=r.tariff)
+            result = make_plan(cfg, memo=memo, **kwargs)
+            if on_plan is not None:
+                on_plan(k, kwargs, result)
             plans += 1
-            if plan.ok:
-                sched = schedule(plan, x, r.tz)
-                block_s = list(sched.per_step[:todo])
-                block_g = list(sched.signals[:todo])
-            else:
-                block_s, block_g = [floor_s] * todo, [PriceSignal.HOLD] * todo
+            block_s = list(result.schedule.per_step[:todo])
+            block_g = list(result.schedule.signals[:todo])
         # carry the block out on the actual PV and load (15-minute steps)
         q_s = [s for s in block_s for _ in range(per)]
         q_g = [g for g in block_g for _ in range(per)]
         a, b = k * per, (k + todo) * per
-        sim = simulate(q_s, soc, r.data.load_kwh[a:b], r.data.pv_kwh[a:b], r.hours, spec,
+        sim = simulate(q_s, soc, d.load_kwh[a:b], d.pv_kwh[a:b], r.hours, spec,
                        price_signals=q_g)
         soc = float(sim.soc_kwh[-1])
-        imp_h = sim.import_kwh.reshape(todo, per).sum(axis=1)
-        exp_h = sim.export_kwh.reshape(todo, per).sum(axis=1)
-        hs = np.arange(k, k + todo)
-        nbc = prices_all.nbc
-        for h, e in zip(hs, exp_h, strict=True):
-            key = int(prices_all.month_key[h])
-            exported_by_month[key] = exported_by_month.get(key, 0.0) + float(e)
-        done_cx[hs] = imp_h * (prices_all.import_price[hs] - nbc) \
-            - exp_h * prices_all.export_credit[hs]
-        done_nbc[hs] = nbc * imp_h
-        done_surplus[hs] = exp_h - imp_h
+        h_imp[nb + a:nb + b] = sim.import_kwh
+        h_exp[nb + a:nb + b] = sim.export_kwh
         settings += q_s
         signals += q_g
-    tail = len(r.data) - len(settings)
+    tail = len(d) - len(settings)
     settings += [floor_s] * tail
     signals += [PriceSignal.HOLD] * tail
     return Directive(settings, signals, plans=plans)
 
 
 def tou_lp(r: Replay, progress: Callable[[float], None] | None = None) -> Directive:
-    """Rolling LP re-planning on linear prices, export cap ignored (EMHASS-style)."""
-    return _rolling(r, cap_aware=False, progress=progress)
+    """The planner on linear prices alone: no export cap, no true-up (EMHASS-style)."""
+    return rolling(r, billing_aware=False, progress=progress)
 
 
 def trueup(r: Replay, progress: Callable[[float], None] | None = None) -> Directive:
-    """Rolling LP re-planning with the export cap budgeted by the month outlook and, on
-    NEM2, the true-up: the period so far (simulated) + the plan + the expected rest, as the
-    daemon plans."""
-    return _rolling(r, cap_aware=True, true_up_aware=True, progress=progress)
+    """The daemon's planner, hour by hour."""
+    return rolling(r, billing_aware=True, progress=progress)
+
+
+def _pf_cap_budgets(r: Replay, prices: StepPrices, outside: IntervalData | None
+                    ) -> tuple[CapBudget, ...]:
+    """Each billing month's cap for the window's hours: the cap less the month's exports
+    outside the window (when whole periods are billed), or pro rata to the share of the
+    month the window covers (months settled alone, billed partly)."""
+    t = r.tariff
+    if t.spec.export_cap is None or t.spec.export.scheme != "nem":
+        return ()
+    caps = r.export_cap_kwh or [t.export_cap_kwh(m) for m in range(1, 13)]
+    read_day = t.spec.calendar.meter_read_day
+    zone = ZoneInfo(r.tz)
+    out = []
+    for key in np.unique(prices.month_key):
+        key = int(key)
+        y, m = key // 12, key % 12 + 1
+        a = int(datetime(y, m, read_day, tzinfo=zone).timestamp())
+        z = int(datetime(y + (m == 12), m % 12 + 1, read_day, tzinfo=zone).timestamp())
+        if outside is not None:
+            inside = (outside.start_utc >= a) & (outside.start_utc < z)
+            kwh = caps[m - 1] - float(outside.export_kwh[inside].sum())
+        else:
+            share = min(1.0, float(np.sum(prices.month_key == key)) * 3600 / (z - a))
+            kwh = caps[m - 1] * share
+        out.append(CapBudget(key, kwh, decredit_value(t, key)))
+    return tuple(out)
+
+
+def _pf_true_ups(r: Replay, starts: np.ndarray, outside: IntervalData | None,
+                 regime: str | None) -> tuple[TrueUpContext, ...]:
+    """The true-up of each settlement period the window touches, with the months outside
+    the window exactly as billed (one certain scenario)."""
+    st = r.tariff.spec.settlement
+    if outside is None or not settles_at_true_up(r.tariff.spec.export.scheme, st.charges,
+                                                 st.leftover_credit):
+        return ()
+    horizon = (int(starts[0]), int(starts[-1]) + 3600)
+    out = []
+    for period in periods_between(r.tariff, horizon[0], horizon[1], r.true_up_month):
+        proj = project_period(r.tariff, period, None, history=outside, horizon=horizon,
+                              true_up_month=r.true_up_month, export_cap_kwh=r.export_cap_kwh)
+        t = proj.totals[0]
+        inside = np.flatnonzero((starts >= period.start_utc) & (starts < period.end_utc))
+        out.append(TrueUpContext(
+            int(inside[0]), int(inside[-1]) + 1, period.label, t.minimum, st.surplus_rate,
+            (TrueUpScenario(1.0, t.energy_charges, t.nbc,
+                            t.credited_export_kwh - t.import_kwh, regime),),
+            holds_end=False))
+    return tuple(out)
+
+
+def perfect_foresight(r: Replay, progress: Callable[[float], None] | None = None
+                      ) -> Directive:
+    """The bound: one LP over the window (hourly) with the true PV and load, minimising
+    exactly what is billed. Its own flows are billed (not carried out as settings): a
+    relaxation of every strategy's flows, so no strategy can bill less. A true-up whose
+    net surplus could go either way is solved in both NSC regimes; the lower bill wins."""
+    starts, pv, load, _ = _hourly(r)
+    prices = step_prices(r.tariff, starts)
+    outside = outside_window(r)
+    battery = r.battery.model_copy(update={"wear_cost_per_kwh": 0.0})
+    best = None
+    regimes = ("surplus", "deficit") if _pf_true_ups(r, starts, outside, None) else (None,)
+    for regime in regimes:
+        x = PlanInputs(prices=prices, pv_kwh=pv, load_kwh=load, soc_kwh=r.soc0_kwh,
+                       battery=battery, step_hours=1.0, can_curtail_pv=r.cfg.site.can_curtail_pv,
+                       cap_budgets=_pf_cap_budgets(r, prices, outside), terminal_value=0.0,
+                       true_ups=_pf_true_ups(r, starts, outside, regime),
+                       grid_charge_limit_kw=None,
+                       grid_import_limit_kw=r.cfg.optimizer.service_limit_kw)
+        plan = solve(x, time_limit=300.0, binaries=False)
+        if plan.ok and (best is None or plan.objective < best.objective):
+            best = plan
+    if best is None:
+        raise RuntimeError("the perfect-foresight LP did not solve")
+    n = len(r.data)
+    return Directive([_floor_settings(r.battery)] * n, [PriceSignal.HOLD] * n, plans=len(regimes),
+                     plan=best)
 
 
 STRATEGY_FUNCS: dict[str, Callable[..., Directive]] = {
@@ -677,9 +642,16 @@ STRATEGY_FUNCS: dict[str, Callable[..., Directive]] = {
 # Replay and bill
 
 
-def _bill(r: Replay, data: IntervalData) -> Bill:
-    return bill(r.tariff, data, true_up_month=r.true_up_month, export_cap_kwh=_caps(r),
-                allow_gaps=True)
+def bill_window(r: Replay, data: IntervalData) -> Bill:
+    """The bill of the window's flows within its whole settlement periods (the months
+    outside the window as the data has them), or of the window alone when every month
+    settles by itself (partial months billed in part)."""
+    outside = outside_window(r)
+    whole = _concat(outside, IntervalData(start_utc=data.start_utc, interval_s=data.interval_s,
+                                          import_kwh=data.import_kwh,
+                                          export_kwh=data.export_kwh))
+    return bill(r.tariff, whole, true_up_month=r.true_up_month,
+                export_cap_kwh=r.export_cap_kwh, allow_gaps=outside is None)
 
 
 def no_battery_intervals(r: Replay) -> IntervalData:
@@ -694,40 +666,69 @@ def no_battery_intervals(r: Replay) -> IntervalData:
 
 
 def energy_cost(r: Replay, data: IntervalData, battery_kwh: np.ndarray) -> float:
-    """Σ import × price − Σ export × credit + wear × Σ discharge, at the tariff's step
-    prices (the perfect-foresight LP's cost, without the cap's de-crediting)."""
+    """Σ import × price − Σ export × credit + wear × Σ discharge over the window, at the
+    tariff's step prices (without the cap's de-crediting and the true-up)."""
     p = step_prices(r.tariff, data.start_utc)
     dis = np.maximum(battery_kwh, 0.0)
     return float(np.sum(data.import_kwh * p.import_price) - np.sum(data.export_kwh
                  * p.export_credit) + r.battery.wear_cost_per_kwh * np.sum(dis))
 
 
+def _lp_intervals(r: Replay, plan: Plan, per: int) -> tuple[IntervalData, np.ndarray]:
+    """The LP's hourly flows on the window's intervals (each hour split evenly), and the
+    SOC at each interval's end."""
+    d = r.data
+    n = len(plan.import_kwh) * per
+
+    def spread(a: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(d))
+        out[:n] = np.repeat(a, per) / per
+        return out
+
+    soc_h = np.concatenate([[r.soc0_kwh], plan.soc_kwh])
+    frac = (np.arange(n) % per + 1) / per
+    soc = np.full(len(d), float(plan.soc_kwh[-1]))
+    soc[:n] = np.repeat(soc_h[:-1], per) + np.repeat(np.diff(soc_h), per) * frac
+    tail_imp = np.maximum(d.load_kwh[n:] - d.pv_kwh[n:], 0.0)  # a tail shorter than an hour
+    tail_exp = np.maximum(d.pv_kwh[n:] - d.load_kwh[n:], 0.0)
+    imp, exp = spread(plan.import_kwh), spread(plan.export_kwh)
+    imp[n:], exp[n:] = tail_imp, tail_exp
+    battery = spread(plan.discharge_kwh - plan.charge_kwh)
+    return IntervalData(start_utc=d.start_utc, interval_s=d.interval_s, import_kwh=imp,
+                        export_kwh=exp, load_kwh=d.load_kwh, pv_kwh=d.pv_kwh,
+                        battery_kwh=battery, source=f"{d.source} (perfect_foresight, the LP)"), soc
+
+
 def run_strategy(r: Replay, name: str, progress: Callable[[float], None] | None = None
                  ) -> StrategyResult:
-    """Decide, replay through the behaviour model, and bill the simulated intervals."""
+    """Decide, replay through the behaviour model (the bound: take the LP's flows), and
+    bill the window within its whole settlement periods."""
     if name not in STRATEGY_FUNCS:
         raise InputError(f"unknown strategy {name!r}", where="--strategy",
                          fix=f"use one of {', '.join(STRATEGY_FUNCS)}")
     t0 = time.perf_counter()
     d = STRATEGY_FUNCS[name](r, progress=progress)
     data = r.data
-    sim = simulate(d.settings, r.soc0_kwh, data.load_kwh, data.pv_kwh, r.hours,
-                   battery_spec(r.battery), price_signals=d.signals)
-    intervals = IntervalData(start_utc=data.start_utc, interval_s=data.interval_s,
-                             import_kwh=sim.import_kwh, export_kwh=sim.export_kwh,
-                             load_kwh=data.load_kwh, pv_kwh=data.pv_kwh,
-                             battery_kwh=sim.discharge_kwh - sim.charge_kwh,
-                             source=f"{data.source} ({name}, simulated)")
-    b = _bill(r, intervals)
+    if d.plan is not None:
+        intervals, soc = _lp_intervals(r, d.plan, round(3600 / data.interval_s))
+    else:
+        sim = simulate(d.settings, r.soc0_kwh, data.load_kwh, data.pv_kwh, r.hours,
+                       battery_spec(r.battery), price_signals=d.signals)
+        intervals = IntervalData(start_utc=data.start_utc, interval_s=data.interval_s,
+                                 import_kwh=sim.import_kwh, export_kwh=sim.export_kwh,
+                                 load_kwh=data.load_kwh, pv_kwh=data.pv_kwh,
+                                 battery_kwh=sim.discharge_kwh - sim.charge_kwh,
+                                 source=f"{data.source} ({name}, simulated)")
+        soc = sim.soc_kwh
+    b = bill_window(r, intervals)
     if progress:
         progress(1.0)
     return StrategyResult(name=name, intervals=intervals, bill=b, plans=d.plans,
-                          wall_seconds=time.perf_counter() - t0, soc_kwh=sim.soc_kwh,
-                          lp=d.plan)
+                          wall_seconds=time.perf_counter() - t0, soc_kwh=soc, lp=d.plan)
 
 
 Progress = Callable[[str, float], None]  # (strategy, fraction done)
-_JOB: dict = {}  # the replay and progress queue handed to forked workers
+_JOB: dict = {}  # the replay and progress queue handed to worker processes
 
 
 def _job(name: str) -> StrategyResult:
@@ -735,10 +736,14 @@ def _job(name: str) -> StrategyResult:
     return run_strategy(_JOB["replay"], name, progress=lambda f: q.put((name, f)))
 
 
+def _init_worker(replay: Replay, queue) -> None:
+    _JOB["replay"], _JOB["queue"] = replay, queue
+
+
 def run_backtest(r: Replay, strategies: list[str] | tuple[str, ...] = STRATEGIES,
                  progress: Progress | None = None, jobs: int = 1) -> Backtest:
     """Run ``strategies`` (self_powered is always added: savings are measured against it)
-    and the no-battery reference. ``jobs`` > 1 runs strategies in that many forked worker
+    and the no-battery reference. ``jobs`` > 1 runs strategies in that many worker
     processes (the rolling ones take most of the time)."""
     names = list(dict.fromkeys(strategies))
     for name in names:
@@ -750,47 +755,47 @@ def run_backtest(r: Replay, strategies: list[str] | tuple[str, ...] = STRATEGIES
     if r.forecast not in FORECASTS:
         raise InputError(f"unknown forecast {r.forecast!r}", where="--forecast",
                          fix=f"use one of {', '.join(FORECASTS)}")
+    no_battery = bill_window(r, no_battery_intervals(r))  # refuses an unfillable span first
     if jobs <= 1 or len(names) == 1:
         results = [run_strategy(r, n, progress=(lambda f, n=n: progress(n, f))
                                 if progress else None) for n in names]
     else:
         results = _run_parallel(r, names, progress, jobs)
-    notes = [f"rolling strategies: re-plan every {REPLAN_EVERY_H} h over {HORIZON_H} h "
-             f"(hourly steps), forecast {r.forecast}"
+    notes = [f"trueup and tou_lp: the daemon's planner every {REPLAN_EVERY_H} h over "
+             f"{HORIZON_H} h (hourly steps), forecast {r.forecast}"
              + (f": {r.noise.describe()}" if r.forecast == "noisy" else "")]
-    if any(n in ("trueup", "perfect_foresight") for n in names) and (
-            _settles_at_true_up(r) or _caps(r)):
-        notes.append("weeks ahead (month outlook, true-up projection): "
-                     + _far_expectation(r, _hourly(r)[0][:1])[2])
-    if "perfect_foresight" in names and _settles_at_true_up(r):
-        notes.append("the perfect-foresight LP has the true-up in its objective (the NSC "
-                     "at the regime of the Self-Powered projection); parts of a settlement "
-                     "period outside the replay enter at their expected values")
-    return Backtest(replay=r, results=results, no_battery=_bill(r, no_battery_intervals(r)),
-                    notes=notes)
+    span = billed_span(r)
+    if span is not None and outside_window(r) is not None:
+        zone = ZoneInfo(r.tz)
+        a = datetime.fromtimestamp(span[0], zone).date()
+        z = datetime.fromtimestamp(span[1] - 1, zone).date()
+        notes.append(f"scored on the whole settlement period(s) {a} – {z}: the months outside "
+                     "the replay are billed as the data has them (the same for every "
+                     "strategy)")
+    return Backtest(replay=r, results=results, no_battery=no_battery, notes=notes)
 
 
 def _run_parallel(r: Replay, names: list[str], progress: Progress | None, jobs: int
                   ) -> list[StrategyResult]:
+    """Strategies in worker processes started fresh (spawn: never fork a process that may
+    hold threads), each sent the replay once."""
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    ctx = mp.get_context("fork")
-    _JOB["replay"], _JOB["queue"] = r, ctx.SimpleQueue()
+    ctx = mp.get_context("spawn")
+    queue = ctx.Manager().Queue()
     slow_first = sorted(names, key=lambda n: n not in ("trueup", "tou_lp"))
-    try:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = {n: pool.submit(_job, n) for n in slow_first}
-            pending = set(futures.values())
-            while pending:
-                _, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                while not _JOB["queue"].empty():
-                    name, frac = _JOB["queue"].get()
-                    if progress:
-                        progress(name, frac)
-            got = {n: f.result() for n, f in futures.items()}
-    finally:
-        _JOB.clear()
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                             initargs=(r, queue)) as pool:
+        futures = {n: pool.submit(_job, n) for n in slow_first}
+        pending = set(futures.values())
+        while pending:
+            _, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            while not queue.empty():
+                name, frac = queue.get()
+                if progress:
+                    progress(name, frac)
+        got = {n: f.result() for n, f in futures.items()}
     if progress:
         for n in names:
             progress(n, 1.0)
@@ -825,17 +830,19 @@ def select_period(data: IntervalData, start: date | None, days: int | None,
 
 
 def replay_from_config(cfg, tariff: Tariff, data: IntervalData, *,
-                       prior: IntervalData | None = None, forecast: str = "noisy",
+                       context: IntervalData | None = None, forecast: str = "noisy",
                        noise: ForecastNoise | None = None) -> Replay:
     """A :class:`Replay` for a loaded ``TrueupConfig``."""
-    opt = cfg.optimizer
-    caps = opt.export_cap_kwh
-    return Replay(data=data, tariff=tariff, battery=cfg.battery, tz=cfg.site.timezone,
-                  export_cap_kwh=list(caps) if caps else None,
-                  true_up_month=opt.true_up_month, can_curtail_pv=cfg.site.can_curtail_pv,
-                  latitude=cfg.site.latitude, longitude=cfg.site.longitude,
-                  pv=tuple(cfg.pv), forecast=forecast, noise=noise or ForecastNoise(),
-                  prior=prior)
+    return Replay(data=data, tariff=tariff, cfg=cfg, forecast=forecast,
+                  noise=noise or ForecastNoise(), context=context)
+
+
+def context_of(usage: IntervalData, window: IntervalData,
+               prior: IntervalData | None) -> IntervalData | None:
+    """Everything known besides the window: the usage outside it and the year before."""
+    outside = usage.select((usage.start_utc < int(window.start_utc[0]))
+                           | (usage.start_utc >= window.end_utc))
+    return _concat(outside, prior)
 
 
 # --------------------------------------------------------------------------------------
@@ -847,6 +854,7 @@ def report_table(bt: Backtest) -> str:
 
     base = bt.no_battery.annual_total
     sp = bt.result("self_powered")
+
     def pct(x: float | None) -> str:
         return "" if x is None else f"{x:.1%}"
 
@@ -865,18 +873,20 @@ def report_table(bt: Backtest) -> str:
                    rows)]
     pf = bt.result("perfect_foresight")
     if pf is not None and pf.lp is not None:
-        lines.append(f"\nperfect-foresight LP objective (the bound on energy cost): "
-                     f"{money(pf.lp.objective)} ({pf.lp.status}, {pf.lp.solve_seconds:.1f} s)")
+        lines.append(f"\nperfect_foresight is the bound: one LP over the replay minimising "
+                     f"what is billed ({pf.lp.status}, {pf.lp.solve_seconds:.1f} s); its own "
+                     "flows are billed, so no strategy can bill less")
     settled = [(r.name, r.bill.true_ups) for r in bt.results if r.bill.true_ups]
     if settled:
         rows = []
         for name, tus in settled:
             for tu in tus:
                 rows.append([name, tu.month, money(tu.charges), money(tu.minimum_billed),
-                             money(tu.due), money(tu.forfeited_credit)])
+                             money(tu.surplus_credit), money(tu.due),
+                             money(tu.forfeited_credit)])
         lines.append("\ntrue-up per strategy")
-        lines.append(table(["strategy", "true-up", "charges $", "minimum billed $", "due $",
-                            "forfeited credit $"], rows))
+        lines.append(table(["strategy", "true-up", "charges $", "minimum billed $", "NSC $",
+                            "due $", "forfeited credit $"], rows))
     if any(m.export_cap_kwh is not None for r in bt.results for m in r.bill.months):
         head = ["month"] + [r.name for r in bt.results] + ["cap"]
         rows = []

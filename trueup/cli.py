@@ -568,6 +568,7 @@ def cmd_backtest(args) -> int:
     from trueup.backtest import (
         STRATEGIES,
         ForecastNoise,
+        context_of,
         replay_from_config,
         report_table,
         run_backtest,
@@ -610,9 +611,9 @@ def cmd_backtest(args) -> int:
         raise InputError(f"--days {args.days} must be at least 1", where="--days")
     if args.jobs < 1:
         raise InputError(f"--jobs {args.jobs} must be at least 1", where="--jobs")
-    data = select_period(data, start, args.days, tariff.tz)
-    replay = replay_from_config(cfg, tariff, data, prior=prior, forecast=args.forecast,
-                                noise=ForecastNoise(seed=args.seed))
+    window = select_period(data, start, args.days, tariff.tz)
+    replay = replay_from_config(cfg, tariff, window, context=context_of(data, window, prior),
+                                forecast=args.forecast, noise=ForecastNoise(seed=args.seed))
     bar = None if args.json else ProgressBar(sys.stderr)
     result = run_backtest(replay, args.strategy or list(STRATEGIES),
                           progress=bar.update if bar else None, jobs=args.jobs)
@@ -622,8 +623,8 @@ def cmd_backtest(args) -> int:
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
-        print(f"backtest: {tariff.spec.name} — {data.source}, {len(data)} intervals, "
-              f"{data.load_kwh.sum():,.0f} kWh load, {data.pv_kwh.sum():,.0f} kWh PV\n")
+        print(f"backtest: {tariff.spec.name} — {window.source}, {len(window)} intervals, "
+              f"{window.load_kwh.sum():,.0f} kWh load, {window.pv_kwh.sum():,.0f} kWh PV\n")
         print(report_table(result))
     if args.plot:
         from trueup.backtest_plot import plot_backtest

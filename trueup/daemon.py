@@ -35,7 +35,7 @@ from optimizer.billing import billing_state
 from optimizer.tariff import load_tariff
 from trueup.config import TrueupConfig, load_config
 from trueup.metrics import HttpEndpoint, Metrics
-from trueup.planning import PlanResult, make_plan
+from trueup.planning import PlanMemo, PlanResult, make_plan
 
 log = logging.getLogger("trueup.daemon")
 
@@ -69,6 +69,8 @@ class DaemonState:
     solar: object | None = None  # the latest forecasts.solar.SolarForecast
     replan_reason: str | None = None
     events: list[str] = field(default_factory=list)
+    last_soc: tuple[float | None, float] = (None, 0.0)  # (app %, when read)
+    waiting_said: bool = False
 
 
 class Daemon:
@@ -104,6 +106,7 @@ class Daemon:
                                                cache=self.store.forecast_cache,
                                                clock=self.clock.now)
         self._lock = threading.Lock()  # guards self.state between the job threads
+        self.memo = PlanMemo()  # what the planner keeps between plans
         self._anchor_t: float | None = None  # reading before the oldest unfinished interval
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -169,8 +172,13 @@ class Daemon:
             self._anchor_t = older[-1]
 
     def _events(self, previous: SiteState | None, state: SiteState) -> None:
+        if state.soc_percent is not None:
+            self.state.last_soc = (state.soc_percent, state.timestamp)
         if state.grid_status == "down" and (previous is None or previous.grid_status != "down"):
             self._ask_replan("grid outage")
+        if (state.grid_status == "up" and previous is not None
+                and previous.grid_status == "down"):
+            self._ask_replan("the grid is back")
         plan = self.state.last_plan
         # in a dry run nothing carries the plan out, so the SOC is expected to drift from it;
         # a fresh plan gets half an hour before its SOC is held against it
@@ -225,21 +233,31 @@ class Daemon:
             self.state.solar = solar
 
     def plan_job(self) -> PlanResult | None:
-        """Plan from the history so far and apply the setting in force now."""
+        """Plan from the history so far and apply the setting in force now. Waits for a
+        reading with the battery's SOC (never plans from a guessed SOC); while the grid is
+        down the plan neither grid-charges nor exports."""
         now = self.clock.now()
         with self._lock:
             state = self.state.last_state
+            soc, soc_at = self.state.last_soc
             last_good = self.state.last_plan
+            solar = self.state.solar
+        if soc is None or now - soc_at > self.schedule.stale_read_s:
+            if not self.state.waiting_said:
+                log.info("not planning yet: waiting for a reading of the battery's SOC")
+                self.state.waiting_said = True
+            return None
+        self.state.waiting_said = False
+        with self._lock:
             reason = self.state.replan_reason
             self.state.replan_reason = None
-        soc = state.soc_percent if state is not None else None
+        grid_up = None if state is None or state.grid_status is None \
+            else state.grid_status != "down"
         history = self._history(now)
         t0 = time.perf_counter()
-        with self._lock:
-            solar = self.state.solar
         result = make_plan(self.cfg, at_utc=int(now), soc_percent=soc, history=history,
-                           last_good=last_good if last_good and last_good.plan.ok else None,
-                           previous=last_good, solar=solar)
+                           solar=solar, grid_up=grid_up, memo=self.memo,
+                           last_good=last_good if last_good and last_good.plan.ok else None)
         self.metrics.plan_solve_seconds.observe(time.perf_counter() - t0)
         out = result.to_json()
         if reason:
@@ -299,9 +317,11 @@ class Daemon:
         return scores
 
     def _history(self, now: float):
-        """The stored intervals of the last year (the settlement period so far)."""
-        start = int(now - 366 * 86400)
-        data = self.store.intervals(start, int(now), interval_s=TELEMETRY_INTERVAL_S)
+        """The stored intervals of the last two years (the settlement period so far, and the
+        same weeks a year ago for the weeks ahead), at the coarsest interval stored (utility
+        data imported at 15 minutes or an hour, telemetry summed to it)."""
+        start = int(now - 2 * 366 * 86400)
+        data = self.store.intervals(start, int(now))
         return data if len(data) else None
 
     def _observe_plan(self, result: PlanResult, now: float) -> None:
@@ -312,8 +332,7 @@ class Daemon:
         if result.outlook is not None:
             m.export_cap_kwh.set(result.outlook.cap_kwh)
             m.export_cap_used_kwh.set(result.outlook.used_kwh)
-        if p.true_up_due is not None:
-            m.true_up_projected_dollars.set(p.true_up_due)
+        m.observe_projection(result.true_up_projection())
         solar = self.state.solar
         age = (now - solar.fetched_at) if solar is not None else 0.0  # offline: computed now
         m.forecast_age_seconds.labels(kind="pv").set(max(0.0, age))

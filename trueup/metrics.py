@@ -37,6 +37,7 @@ PREFIX = "trueup_"
 FLOWS = ("solar", "home", "battery", "grid")
 SETTINGS = ("mode", "reserve_percent", "grid_charging", "export_rule")
 ERROR_OPS = ("read", "write", "forecast", "plan")
+QUANTILES = (0.1, 0.5, 0.9)
 
 
 class MaybeGauge(Collector):
@@ -99,7 +100,13 @@ class Metrics:
         self.export_cap_kwh = maybe("export_cap_kwh", "This month's NEM-PS export cap, kWh")
         self.export_cap_used_kwh = maybe("export_cap_used_kwh", "Exports so far this month, kWh")
         self.true_up_projected_dollars = maybe("true_up_projected_dollars",
-                                               "Projected true-up due, $")
+                                               "Projected true-up due, $ (< 0: paid to you; "
+                                               "the typical scenario)")
+        self.true_up_projected_quantile_dollars = g(
+            "true_up_projected_quantile_dollars", "Projected true-up due by quantile of the "
+            "scenarios, $", ("quantile",))
+        self.true_up_measured_fraction = maybe("true_up_measured_fraction", "Share of the "
+                                               "settlement period covered by metered history")
         self.gateway_errors_total = Counter(PREFIX + "gateway_errors_total",
                                             "Gateway failures by operation", ("op",),
                                             registry=r)
@@ -142,6 +149,14 @@ class Metrics:
         for name, value in zip(SETTINGS, (s.mode, s.reserve_percent, s.grid_charging,
                                           s.export_rule), strict=True):
             self.setting_known.labels(setting=name).set(0.0 if value is None else 1.0)
+
+    def observe_projection(self, proj) -> None:
+        """The true-up projection (optimizer.projection.PeriodProjection), or None: absent."""
+        self.true_up_projected_dollars.set(None if proj is None else proj.due)
+        self.true_up_measured_fraction.set(None if proj is None else proj.measured_fraction)
+        for q in QUANTILES:
+            _set_or_remove(self.true_up_projected_quantile_dollars, (str(q),),
+                           None if proj is None else proj.quantile(q))
 
     def observe_write(self, settings: Settings, written: tuple[str, ...]) -> None:
         for name in written:
