@@ -522,7 +522,7 @@ def simulate(settings_per_step: Settings | Sequence[Settings], soc0_kwh: float,
 
 def simulate_self_powered(pv_kwh: np.ndarray, load_kwh: np.ndarray, soc0_kwh: float,
                           reserve_percent: float, hours: float, spec: BatterySpec
-                          ) -> tuple[np.ndarray, np.ndarray]:
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Self-Powered at ``reserve_percent`` over many series at once: :func:`simulate`'s rules
     (:func:`step`, the Self-Powered row of :func:`_intent`) with numpy across the first axis.
 
@@ -537,7 +537,7 @@ def simulate_self_powered(pv_kwh: np.ndarray, load_kwh: np.ndarray, soc0_kwh: fl
         hours: step length, h.
         spec: the battery.
     Returns:
-        (imports, exports) per step, kWh, the shape of ``pv_kwh``.
+        (imports, exports, discharges) per step, kWh, the shape of ``pv_kwh``.
     """
     pv = np.atleast_2d(np.asarray(pv_kwh, dtype=float))
     load = np.atleast_2d(np.asarray(load_kwh, dtype=float))
@@ -552,7 +552,7 @@ def simulate_self_powered(pv_kwh: np.ndarray, load_kwh: np.ndarray, soc0_kwh: fl
     dis_room = spec.max_discharge_kw * hours
     to_load = np.minimum(pv, load)
     surplus, deficit = pv - to_load, load - to_load
-    imp, exp = np.empty_like(pv), np.empty_like(pv)
+    imp, exp, out = np.empty_like(pv), np.empty_like(pv), np.empty_like(pv)
     soc = np.full(pv.shape[0], min(max(float(soc0_kwh), 0.0), cap))
     for i in range(pv.shape[1]):
         s, d = surplus[:, i], deficit[:, i]
@@ -564,6 +564,7 @@ def simulate_self_powered(pv_kwh: np.ndarray, load_kwh: np.ndarray, soc0_kwh: fl
         dis = np.where(charging, 0.0, np.minimum(d, avail))
         exp[:, i] = s - ch_pv
         imp[:, i] = d - dis + ch_grid
+        out[:, i] = dis
         soc = np.clip(soc + (ch_pv + ch_grid) * eta_c - dis / eta_d, 0.0, cap)
     shape = np.shape(pv_kwh)
-    return imp.reshape(shape), exp.reshape(shape)
+    return imp.reshape(shape), exp.reshape(shape), out.reshape(shape)

@@ -10,6 +10,7 @@ bounds and COO triplets, one numpy call per rule rather than an expression per s
 * :func:`add_grid_charge_limit` — grid charging no faster than a setting can command.
 * :func:`add_export_cap` — the NEM-PS monthly cap on *total* exports, soft: kWh beyond the
   month's budget are allowed only at the price the tariff de-credits them (§2.3).
+* :func:`add_wear` — battery wear on the discharge a plan adds beyond Self-Powered's.
 * :func:`add_true_up_epigraph` — PG&E NEM2's true-up as convex epigraph variables (§2.2):
   ``due = max(ΣNBC + max(0, ΣCx), ΣMDC) − ΣMDC`` over year-to-date + plan + rest of period.
 * :func:`add_no_simultaneous_flows` — binaries, added only when the LP's answer charges and
@@ -118,6 +119,12 @@ class PlanInputs:
     # DOMAIN.md §3); None = only the battery's own limit
     grid_charge_limit_kw: float | None = None
     terminal_value: float | None = None  # $ per stored kWh left at the end (None: derive)
+    # kWh Self-Powered at the floor would discharge over the horizon (the owner's default):
+    # wear is counted only on what the plan discharges beyond it (None: on all of it)
+    baseline_discharge_kwh: float | None = None
+    # $ per kWh imported or exported: where two plans are worth the same, the one closer to
+    # Self-Powered (less grid traffic) wins; 0 = none
+    tie_break_per_kwh: float = 0.0
 
 
 @dataclass
@@ -467,6 +474,24 @@ def add_true_up_epigraph(lp: _LP, cx_plan: _Lin, nbc_plan: _Lin, tu: TrueUpConte
     return y, z
 
 
+def add_wear(lp: _LP, v: _Vars, x: PlanInputs) -> None:
+    """Battery wear, $ per kWh discharged (``wear_cost_per_kwh``). With a baseline, only the
+    discharge beyond what Self-Powered would do over the horizon costs wear:
+    ``wear × max(0, Σ discharge − baseline)`` (an epigraph column, so still an LP). The
+    owner's battery cycles that much under Tesla's default anyway; the plan pays for the
+    cycling it adds, and gets no credit for cycling less."""
+    wear = x.battery.wear_cost_per_kwh
+    if wear <= 0:
+        return
+    if x.baseline_discharge_kwh is None:
+        lp.add_cost(_Lin.of(v.dis, wear))
+        return
+    w = lp.add_col(0.0, np.inf, "discharge_beyond_self_powered")
+    lp.add_row(-x.baseline_discharge_kwh, np.inf, _Lin.of(w) - _Lin.of(v.dis),
+               "discharge_beyond_self_powered_floor")
+    lp.add_cost(_Lin.of(w, wear))
+
+
 def add_no_simultaneous_flows(lp: _LP, v: _Vars, x: PlanInputs, steps: list[int]) -> int:
     """Binaries forbidding charge+discharge and import+export in the same step (big-M by
     the physical limits, kWh per step), only on ``steps``. Returns the number of binaries
@@ -547,7 +572,9 @@ def build_lp(x: PlanInputs, *, binary_steps: list[int] | None = None
     nbins = add_no_simultaneous_flows(lp, v, x, binary_steps or [])
 
     decredit_of = {cb.month_key: cb.decredit_value for cb in x.cap_budgets}
-    lp.add_cost(_Lin.of(v.dis, b.wear_cost_per_kwh))
+    add_wear(lp, v, x)
+    if x.tie_break_per_kwh > 0:
+        lp.add_cost(_Lin.of(np.concatenate([v.imp, v.exp]), x.tie_break_per_kwh))
     lp.add_cost(_Lin.of(v.short, SHORTFALL_PRICE))
     extras = _Extras(excess=excess, binaries=nbins, periods=[])
     end = _Lin.of(v.soc[-1])
@@ -569,12 +596,17 @@ def build_lp(x: PlanInputs, *, binary_steps: list[int] | None = None
         cx_plan = linear(steps, months) - nbc_plan
         exported = _Lin.of(v.exp[steps]) - _Lin.of([excess[k] for k in months])
         if tu.holds_end:
-            # the energy left at the end is spent later in this period: through the bill
+            # the energy left at the end may be spent later in this period, through the bill
+            # (and its wear); ``used`` ≤ the end's SOC is the part the plan counts on, so
+            # stored energy is never worth less than nothing (it can stay in the battery)
             tv_cx, tv_nbc = _terminal_bill_terms(x)
-            cx_plan -= tv_cx * end
-            nbc_plan -= tv_nbc * end
-            imported -= b.discharge_efficiency * end
-            lp.add_cost(b.wear_cost_per_kwh * b.discharge_efficiency * end)
+            used = _Lin.of(lp.add_col(0.0, b.usable_kwh, f"energy_used_later_{tu.label}"))
+            lp.add_row(-np.inf, 0.0, used - end, f"used_later_at_most_stored_{tu.label}")
+            cx_plan -= tv_cx * used
+            nbc_plan -= tv_nbc * used
+            imported -= b.discharge_efficiency * used
+            if x.baseline_discharge_kwh is None:  # else: Self-Powered would use it too
+                lp.add_cost(b.wear_cost_per_kwh * b.discharge_efficiency * used)
         cols = []
         for s, sc in enumerate(tu.scenarios):
             y, z = add_true_up_epigraph(lp, cx_plan, nbc_plan, tu, s)

@@ -182,7 +182,7 @@ def rest_book(period: SettlementPeriod, pv_kwh: np.ndarray, load_kwh: np.ndarray
         return memo.books[key]
     scale_pv = np.array([s.pv_scale for s in scenarios])[:, None]
     scale_load = np.array([s.load_scale for s in scenarios])[:, None]
-    imp, exp = simulate_self_powered(pv[None, :] * scale_pv, load[None, :] * scale_load,
+    imp, exp, _ = simulate_self_powered(pv[None, :] * scale_pv, load[None, :] * scale_load,
                                      0.5 * spec.capacity_kwh, floor_percent, 1.0, spec)
     book = RestBook(key, period.start_utc, scenarios, imp, exp)
     if memo is not None:

@@ -438,3 +438,54 @@ def test_a_reload_with_the_kill_switch_restores_the_owners_settings_and_records_
     assert any(w.result.applied == owner for w in writes)
     assert writes[-1].result.skipped == "kill switch: writes are off"
     daemon.close()
+
+
+def test_the_first_plan_waits_for_the_gateways_soc_and_uses_it(tmp_path):
+    """Started at 55 %: a plan job before any reading plans nothing (never from a guessed
+    50 %); after the first reading the plan starts from the gateway's 55 %."""
+    cfg = small_config()
+    clock = SimClock(JULY)
+    world = simulated_site(cfg, clock, soc_percent=55.0)
+    daemon = Daemon(cfg, dry_run=True, clock=clock, gateway=world, data_dir=tmp_path)
+    daemon.start()
+    assert daemon.plan_job() is None
+    clock.advance(60)
+    state = daemon.read_job()
+    result = daemon.plan_job()
+    assert result is not None
+    soc = 100 * result.inputs.soc_kwh / cfg.battery.usable_kwh
+    assert soc == pytest.approx(state.soc_percent)
+    assert abs(soc - 50.0) > 1.0
+    assert not any("no SOC given" in n for n in result.notes)
+    daemon.close()
+
+
+def test_while_the_grid_is_down_the_plan_neither_grid_charges_nor_exports(tmp_path):
+    """An outage at 15:00 on a July afternoon: the re-plan it triggers has no imports and
+    no exports, and no setting turns grid charging on or exports battery energy; when the
+    grid is back the next plan may use it again."""
+
+    cfg = small_config()
+    clock = SimClock(JULY + 15 * 3600)
+    world = simulated_site(cfg, clock, soc_percent=60.0)
+    daemon = Daemon(cfg, dry_run=True, clock=clock, gateway=world, data_dir=tmp_path)
+    daemon.start()
+    clock.advance(60)
+    daemon.read_job()
+    daemon.plan_job()
+    world.set_faults(grid_down=True)
+    clock.advance(600)
+    daemon.read_job()
+    assert daemon.state.replan_reason == "grid outage"
+    assert daemon.replan_due(clock.now())
+    down = daemon.plan_job()
+    assert down.plan.import_kwh.sum() == pytest.approx(0.0, abs=1e-9)
+    assert down.plan.export_kwh.sum() == pytest.approx(0.0, abs=1e-9)
+    for e in down.schedule.entries:
+        assert not e.settings.grid_charging and str(e.settings.export_rule) != "battery_ok"
+    assert any("the grid is down" in n for n in down.notes)
+    world.set_faults(grid_down=False)
+    clock.advance(600)
+    daemon.read_job()
+    assert daemon.state.replan_reason == "the grid is back"
+    daemon.close()

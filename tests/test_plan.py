@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from optimizer.plan import CapBudget, PlanInputs, TrueUpContext, solve
+from optimizer.plan import CapBudget, PlanInputs, TrueUpContext, TrueUpScenario, solve
 from optimizer.prices import decredit_value, step_prices
 from optimizer.site import Battery
 from tests.helpers import TWO_PERIOD_UTC, tariff
@@ -133,6 +133,25 @@ def test_when_credit_will_be_forfeited_grid_charging_is_pointless():
     # Cx_plan = 14 × (0.30 − 0.03) − 6 × 0.47 = 3.78 − 2.82 = 0.96; NBC_plan = 14 × 0.03
     # due = ΣNBC + ΣCx − ΣMDC = (20 + 10 + 0.42) + (2000 + 0.96) − 143 = 1888.38
     assert paying.true_up_due == pytest.approx(1888.38)
+
+
+def test_while_the_true_up_is_uncertain_a_credit_is_worth_its_expectation():
+    """Two equally likely endings of the period: $2,000 owing, or $800 in credit (500 kWh
+    of surplus). To the solver an off-peak import then costs 0.5 × 0.30 + 0.5 × 0.04 NSC
+    = 0.17, a peak kWh not imported saves 0.5 × 0.50 + 0.5 × 0.04 = 0.27 and a peak export
+    earns 0.5 × 0.47 + 0.5 × 0.04 = 0.255: the battery still fills off-peak and serves the
+    peak (the same flows as when the period surely ends owing), the marginal credit is
+    0.255, never the 0.04 of one guessed regime. The expected due is half of 1,888.38."""
+    owing = TrueUpScenario(0.5, 2000.0, 30.0, 500.0)
+    credit = TrueUpScenario(0.5, -800.0, 30.0, 500.0)
+    tu = TrueUpContext(first_step=0, end_step=4, label="2025-12", minimum_total=143.0,
+                       surplus_rate=0.04, scenarios=(owing, credit), holds_end=False)
+    plan = solve(four_steps(NEM2, true_ups=(tu,)))
+    assert plan.charge_kwh.sum() == pytest.approx(10.0)
+    assert plan.export_kwh.sum() == pytest.approx(6.0)
+    assert (plan.p_credit_counts, plan.p_nsc_only) == pytest.approx((0.5, 0.5))
+    assert plan.marginal_credit_value == pytest.approx(0.255)
+    assert plan.true_up_due == pytest.approx(1888.38 / 2)
 
 
 def test_minimum_charge_floor_makes_extra_imports_free_at_the_margin():

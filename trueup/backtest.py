@@ -582,8 +582,7 @@ def _pf_true_ups(r: Replay, starts: np.ndarray, outside: IntervalData | None,
     """The true-up of each settlement period the window touches, with the months outside
     the window exactly as billed (one certain scenario)."""
     st = r.tariff.spec.settlement
-    if outside is None or not settles_at_true_up(r.tariff.spec.export.scheme, st.charges,
-                                                 st.leftover_credit):
+    if not settles_at_true_up(r.tariff.spec.export.scheme, st.charges, st.leftover_credit):
         return ()
     horizon = (int(starts[0]), int(starts[-1]) + 3600)
     out = []
@@ -783,7 +782,7 @@ def _run_parallel(r: Replay, names: list[str], progress: Progress | None, jobs: 
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     ctx = mp.get_context("spawn")
-    queue = ctx.Manager().Queue()
+    queue = ctx.Queue()
     slow_first = sorted(names, key=lambda n: n not in ("trueup", "tou_lp"))
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
                              initargs=(r, queue)) as pool:

@@ -29,6 +29,7 @@ Units: kWh per interval; times UTC epoch seconds (interval starts).
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -138,10 +139,29 @@ def _synpro_at(values_w: np.ndarray, local_doy: np.ndarray, local_q: np.ndarray,
 # The year
 
 
-def example_year(year: int = 2025, *, interval_min: int = 15, tz: str = TIMEZONE
-                 ) -> IntervalData:
-    """Import/export/load/PV/battery kWh per interval for the example home and ``year``
-    (the local calendar year in ``tz``; the weather and household clock stay Californian)."""
+@dataclass(frozen=True)
+class Home:
+    """What makes a home's year: PV size, the household's yearly kWh, EVs charged at home
+    from midnight, and how much it cools (kW per °C above 24 °C)."""
+
+    pv_kw_dc: float = PV_KW_DC
+    household_kwh: float = HOUSEHOLD_KWH
+    evs: int = 1
+    cooling_kw_per_c: float = COOLING_KW_PER_C
+
+
+EXAMPLE_HOME = Home()
+
+
+def example_year(year: int = 2025, *, interval_min: int = 15, tz: str = TIMEZONE,
+                 home: Home = EXAMPLE_HOME) -> IntervalData:
+    """Import/export/load/PV/battery kWh per interval for the example home (or ``home``)
+    and ``year`` (the local calendar year in ``tz``; the weather and household clock stay
+    Californian). The battery column is the example's one Powerwall in Self-Powered.
+
+    Other homes for the backtest's scenario matrix: PV scales with ``pv_kw_dc``; the
+    family profile with ``household_kwh``; each further EV charges synPRO's daily energy
+    of two (then four) days later; cooling scales with ``cooling_kw_per_c``."""
     from optimizer.localtime import local_fields
 
     zone = ZoneInfo(tz)
@@ -154,7 +174,7 @@ def example_year(year: int = 2025, *, interval_min: int = 15, tz: str = TIMEZONE
 
     pv_kw_h, temp_h, station_lon = greensboro_hourly()
     pos = _tmy_position_h(mid.astype(float), LONGITUDE, station_lon)
-    pv = _interp_hourly(pv_kw_h, pos) * hours
+    pv = _interp_hourly(pv_kw_h, pos) * hours * home.pv_kw_dc / PV_KW_DC
     # the sun is down at the same solar time in both places: no PV before dawn
     pv[_interp_hourly((pv_kw_h > 0).astype(float), pos) <= 0.0] = 0.0
 
@@ -164,14 +184,15 @@ def example_year(year: int = 2025, *, interval_min: int = 15, tz: str = TIMEZONE
     doy = (_local_days(starts, TIMEZONE) - day0).astype(np.int64)
     q = np.minimum((local_hour * 4).astype(np.int64), 95)
     family_w = _synpro_at(synpro_column(SYNPRO_FAMILY, "P_el"), doy, q, f.weekday)
-    family_w = family_w * HOUSEHOLD_KWH / (synpro_column(SYNPRO_FAMILY, "P_el").sum() * 0.25
-                                           / 1000.0)
+    family_w = family_w * home.household_kwh / (synpro_column(SYNPRO_FAMILY, "P_el").sum()
+                                                * 0.25 / 1000.0)
     household = family_w / 1000.0 * hours
 
-    ev = _ev_after_midnight(starts, doy, f.weekday, local_hour, step)
+    ev = sum((_ev_after_midnight(starts, doy + 2 * k, f.weekday, local_hour, step)
+              for k in range(home.evs)), np.zeros(len(starts)))
     temp = _interp_hourly(_smoothed(temp_h, 3), pos)
     on = (local_hour >= COOLING_HOURS[0]) & (local_hour < COOLING_HOURS[1])
-    cooling = np.where(on, COOLING_KW_PER_C * np.maximum(temp - COOLING_BASE_C, 0.0), 0.0)
+    cooling = np.where(on, home.cooling_kw_per_c * np.maximum(temp - COOLING_BASE_C, 0.0), 0.0)
     load = household + ev + cooling * hours
     imp, exp, batt = _self_powered(load, pv, hours)
     return IntervalData(start_utc=starts, interval_s=step, import_kwh=imp, export_kwh=exp,

@@ -71,6 +71,10 @@ OUTLOOK_REUSE_S = 86400  # the month outlook is re-solved daily, re-read every p
 SPREAD_PV = {"last_year": 0.06, "model": 0.15}
 SPREAD_LOAD = {"last_year": 0.12, "profile": 0.25, "typical": 0.40}
 PROFILE_MIN_DAYS = 14  # forecasts/load.py fits this home's profile from 14 days on
+# $ per kWh of grid traffic: breaks ties toward Self-Powered, where every choice is worth the
+# same to the bill as the planner sees it (a period deep in credit, its NBC under the
+# minimum) but the sum of many small choices is not
+TIE_BREAK_PER_KWH = 0.002
 
 
 @dataclass(frozen=True)
@@ -409,7 +413,7 @@ def _month_exports_so_far(cfg: TrueupConfig, history: IntervalData | None, m_sta
 
         hours = np.arange(covered_to - covered_to % 3600, start, 3600, dtype=np.int64)
         pv, load, _, _ = _expected(cfg, hours, 3600, cfg.site.timezone, history, far=True)
-        _, exp = simulate_self_powered(pv, load, 0.5 * cfg.battery.usable_kwh,
+        _, exp, _ = simulate_self_powered(pv, load, 0.5 * cfg.battery.usable_kwh,
                                        max(1.0, cfg.battery.backup_floor_percent), 1.0,
                                        battery_spec(cfg.battery))
         guess = float(exp.sum())
@@ -465,6 +469,20 @@ def _cap_budgets(cfg: TrueupConfig, tariff: Tariff, history: IntervalData | None
 
 # --------------------------------------------------------------------------------------
 # The plan
+
+
+def _self_powered_discharge(cfg: TrueupConfig, forecast: Forecast, soc_kwh: float,
+                            step_s: int) -> float:
+    """kWh Tesla's default (Self-Powered at the floor) would discharge over the horizon on
+    this forecast: the cycling the owner's battery does anyway (plan.add_wear)."""
+    from optimizer.behaviour import simulate_self_powered
+
+    b = cfg.battery
+    _, _, dis = simulate_self_powered(forecast.pv_kwh, forecast.load_kwh,
+                                      min(max(soc_kwh, 0.0), b.usable_kwh),
+                                      max(1.0, b.backup_floor_percent), step_s / 3600.0,
+                                      battery_spec(b))
+    return float(dis.sum())
 
 
 def make_plan(cfg: TrueupConfig, *, at_utc: int | None = None, soc_percent: float | None = None,
@@ -543,6 +561,8 @@ def make_plan(cfg: TrueupConfig, *, at_utc: int | None = None, soc_percent: floa
         battery=b, step_hours=step_s / 3600.0, can_curtail_pv=cfg.site.can_curtail_pv,
         cap_budgets=tuple(budgets), true_ups=true_ups, grid_charge_limit_kw=grid_limit,
         grid_import_limit_kw=import_limit, export_limit_kw=export_limit,
+        baseline_discharge_kwh=_self_powered_discharge(cfg, forecast, soc_kwh, step_s),
+        tie_break_per_kwh=TIE_BREAK_PER_KWH,
     )
     cap_left = None
     if outlook is not None:
