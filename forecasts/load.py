@@ -60,6 +60,23 @@ _DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DAY_SETS = {"all": (0, 1, 2, 3, 4, 5, 6), "weekdays": (0, 1, 2, 3, 4), "weekends": (5, 6)}
 
 
+def seasonal_load_kwh(starts_utc: np.ndarray, step_s: int, tz: str,
+                      history: IntervalData | None = None, *,
+                      known_loads: Sequence[KnownLoad] = ()) -> tuple[np.ndarray, str]:
+    """Expected load weeks or months ahead, kWh per step, and its source: the typical
+    profile's hours and seasons (summer air conditioning, an EV) scaled to this home's mean
+    over up to a year of history.
+
+    A profile fitted to the last weeks is the best guess for tomorrow but carries July's air
+    conditioning into December; for the weeks ahead the seasons matter more than the hour.
+    (With a year of history the planner reads the same weeks of last year instead:
+    :mod:`forecasts.last_year`.)"""
+    s = LoadSettings(lookback_days=366, min_history_days=10**6)  # always the typical shape
+    profile = fit_load_profile(history, tz, known_loads=known_loads, settings=s)
+    kwh, source = profile.forecast(starts_utc, step_s)
+    return kwh, source.replace(f"; its own profile needs {s.min_history_days:g}", "")
+
+
 # --------------------------------------------------------------------------------------
 # the example home's typical profile (also the fallback; trueup/example.py builds on it)
 

@@ -339,3 +339,24 @@ def test_temperatures_reach_only_where_the_series_does():
     assert got[1] == pytest.approx(15.0) and got[2] == pytest.approx(20.0)
     assert got[0] == pytest.approx(10.0)  # within the 1 h tolerance
     assert np.isnan(got[3])
+
+
+def test_weeks_ahead_take_the_seasons_from_the_typical_profile_and_the_level_from_history():
+    """The example home with history from 1 January to 15 July: the profile fitted to its
+    last weeks (July's air conditioning) overstates the rest of the year by more than half;
+    the seasonal expectation — the typical profile's seasons scaled to the home's mean over
+    its history — lands within 5 % of what the home really used from 15 July to 31
+    December (5,189 kWh)."""
+    from forecasts.load import seasonal_load_kwh
+    from trueup.example import example_year
+
+    year = example_year(2025)
+    at = 1752613200  # 2025-07-15 14:00 PDT
+    history = year.select(year.start_utc < at)
+    hours = np.arange(at, year.end_utc, 3600, dtype=np.int64)
+    actual = float(year.load_kwh[year.start_utc >= at].sum())
+    recent, _ = expected_load_kwh(hours, 3600, TZ, history)
+    seasonal, source = seasonal_load_kwh(hours, 3600, TZ, history)
+    assert recent.sum() > 1.5 * actual
+    assert seasonal.sum() == pytest.approx(actual, rel=0.05)
+    assert "scaled" in source and "days" in source

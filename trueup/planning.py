@@ -33,7 +33,7 @@ import numpy as np
 
 from forecasts.clearsky import expected_pv_kwh
 from forecasts.last_year import same_weeks_last_year
-from forecasts.load import expected_load_kwh
+from forecasts.load import expected_load_kwh, seasonal_load_kwh
 from optimizer.intervals import IntervalData
 from optimizer.localtime import local_fields
 from optimizer.outlook import Outlook, month_outlook
@@ -272,8 +272,12 @@ def _expected(cfg: TrueupConfig, starts: np.ndarray, step_s: int, tz: str,
             pv = np.where(covered, forecast, pv)
             pv_src = (f"{solar.provider} ({int(covered.sum())} of {len(starts)} steps; the "
                       "rest clear-sky × clearness)") if not covered.all() else solar.provider
-    load, load_src = expected_load_kwh(starts, step_s, tz, history,
-                                       known_loads=cfg.forecast.load.known)
+    if far:  # weeks ahead: the seasons matter more than the last weeks' habits
+        load, load_src = seasonal_load_kwh(starts, step_s, tz, history,
+                                           known_loads=cfg.forecast.load.known)
+    else:
+        load, load_src = expected_load_kwh(starts, step_s, tz, history,
+                                           known_loads=cfg.forecast.load.known)
     covered = np.zeros(len(starts), dtype=bool)
     if far:
         ly_pv, ly_load, covered = same_weeks_last_year(starts, step_s, history)
