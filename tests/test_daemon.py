@@ -151,6 +151,13 @@ def test_http_endpoint_serves_metrics_health_and_the_plan(tmp_path):
         assert "trueup_battery_soc_percent" in metrics and "trueup_dry_run 1.0" in metrics
         plan = json.loads(urllib.request.urlopen(base + "/plan").read())
         assert plan["status"] == "optimal" and plan["settings"]
+        # the true-up's spread: nothing of the period is metered here, so it is wide
+        tu = plan["true_up"]
+        assert tu["p10"] < tu["p50"] < tu["p90"] and tu["measured_fraction"] == 0.0
+        m = _samples(daemon.metrics)
+        assert m["trueup_true_up_projected_quantile_dollars{quantile=0.9}"] == pytest.approx(
+            tu["p90"], abs=0.006)
+        assert m["trueup_true_up_measured_fraction"] == 0.0
     finally:
         http.stop()
         daemon.close()

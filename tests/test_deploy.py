@@ -32,7 +32,7 @@ PROVISIONING = DEPLOY / "grafana" / "provisioning"
 
 EXEC_START = "/opt/trueup/.venv/bin/trueup run --config /etc/trueup/trueup.toml"
 
-# ARCHITECTURE.md, "Metrics": every name (without the trueup_ prefix) and its labels.
+# The metric names other tools depend on (without the trueup_ prefix) and their labels.
 CONTRACT_METRICS: dict[str, set[str]] = {
     "battery_soc_percent": set(),
     "power_watts": {"flow"},
@@ -50,6 +50,11 @@ CONTRACT_METRICS: dict[str, set[str]] = {
     "forecast_age_seconds": {"kind"},
     "last_plan_timestamp_seconds": set(),
     "dry_run": set(),
+    # extensions (the contract grows, never renames)
+    "true_up_projected_quantile_dollars": {"quantile"},
+    "true_up_measured_fraction": set(),
+    "grid_up": set(),
+    "setting_known": {"setting"},
 }
 HISTOGRAMS = {"plan_solve_seconds"}
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
