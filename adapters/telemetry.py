@@ -5,9 +5,9 @@ Where the readings carry **lifetime counters** (Wh; the gateway's local/TEDAPI m
 counter's delta between two consecutive readings that have it is spread over the interval(s)
 the span covers, pro rata in time: ``grid_import_wh``/``grid_export_wh`` → import/export,
 ``home_wh`` → load, ``solar_wh`` → PV, ``battery_export_wh − battery_import_wh`` → battery
-(+ discharging). Counters capture flow reversals inside a span; sampled power does not
-(DOMAIN.md §2.5), so they are preferred. Counters from ``cloud``/``fleetapi`` readings are
-ignored: those paths report zeros, not counters (DOMAIN.md §4).
+(+ discharging). Counters capture flow reversals inside a span; sampled power does not, so
+they are preferred. Counters from ``cloud``/``fleetapi`` readings are ignored: pypowerwall
+reports zeros there, not counters (docs/powerwall.md, 'Energy counters').
 
 Where no counter span covers the time, **power** readings (W) are integrated: the trapezoid of
 the straight line between two consecutive readings, split exactly at its zero crossing into
@@ -27,12 +27,12 @@ Nothing is invented:
   energy of its covered part, and ``coverage`` says how much of it was covered. Load, PV and
   battery are NaN in an interval where they cover less than import/export do.
 
-Metering topology (DOMAIN.md §2.5). The gateway's site CTs measure the grid flow at the
-service entrance directly — its signed ``grid_w`` *is* import/export — so for gateway data
-the backfed/line-side distinction (which matters for eGauge-style CTs on the main feed) is
-normally moot: ``topology="backfed"``, the default. Use ``"line_side_tap"`` for a site whose
-PV is tapped ahead of the gateway's site meter, so that meter sees consumption only: then per
-interval ``import = max(site − solar, 0)`` and ``export = max(solar − site, 0)``, with
+Metering topology (docs/billing-rules.md, 'Metering topology'). The gateway's site CTs measure
+the grid flow at the service entrance directly — its signed ``grid_w`` *is* import/export — so
+for gateway data the backfed/line-side distinction (which matters for eGauge-style CTs on the
+main feed) is normally moot: ``topology="backfed"``, the default. Use ``"line_side_tap"`` for a
+site whose PV is tapped ahead of the gateway's site meter, so that meter sees consumption only:
+then per interval ``import = max(site − solar, 0)`` and ``export = max(solar − site, 0)``, with
 ``site`` from ``grid_import_wh`` (or the positive part of ``grid_w``) and ``solar`` from
 ``solar_wh`` (or ``solar_w``). The site configuration's ``metering_topology`` is the value to
 pass.

@@ -26,7 +26,7 @@ import numpy as np
 
 from optimizer.site import PVArray
 
-# expected share of clear-sky output by calendar month (coastal California, assumption [U])
+# expected share of clear-sky output by calendar month (coastal California; an assumption)
 MONTHLY_CLEARNESS = np.array([0.62, 0.66, 0.72, 0.80, 0.84, 0.88, 0.90, 0.90, 0.88, 0.80,
                               0.68, 0.60])
 

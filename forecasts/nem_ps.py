@@ -1,10 +1,11 @@
 """The NEM-PS "Estimated PV Generation": monthly kWh of the site's arrays in a typical year.
 
 NEM2 Paired Storage caps each month's credited exports at the utility's modelled PV output
-(DOMAIN.md §2.3: PVWatts-like, typical weather, not the real year). Until the owner copies the
-figure from the NEM statement ("Solar Generation Eligible for Credit"), trueup estimates it the
-same way: a typical meteorological year (TMY) of hourly irradiance, temperature and wind
-through pvlib's PVWatts chain (``forecasts/pvmodel.py``), summed by calendar month.
+(PVWatts-like, typical weather, not the real year; docs/billing-rules.md, 'The NEM-PS export
+cap and de-credit order'). Until the owner copies the figure from the NEM statement ("Solar
+Generation Eligible for Credit"), trueup estimates it the same way: a typical meteorological
+year (TMY) of hourly irradiance, temperature and wind through pvlib's PVWatts chain
+(``forecasts/pvmodel.py``), summed by calendar month.
 
 Weather: pvlib ships one US TMY3 file usable offline — ``723170TYA.CSV``, Greensboro NC
 (Piedmont Triad International, 36.10° N, 79.95° W, 273 m; NSRDB 1991-2005 typical months).

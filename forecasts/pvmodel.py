@@ -49,7 +49,7 @@ DC_AC_RATIO = 1.2  # PVWatts' default when the array's inverter size is not give
 ETA_INV_NOM = 0.96  # PVWatts' nominal inverter efficiency
 ALBEDO = 0.2  # PVWatts' default ground reflectance
 TEMP_PARAMS = temperature.TEMPERATURE_MODEL_PARAMETERS["sapm"]["open_rack_glass_polymer"]
-CLEAR_SKY_TEMP_AIR = 20.0  # °C: the clear-sky model has no weather [U]
+CLEAR_SKY_TEMP_AIR = 20.0  # °C: the clear-sky model has no weather (an assumption)
 CLEAR_SKY_WIND = 1.0  # m/s
 
 

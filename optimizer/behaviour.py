@@ -1,4 +1,6 @@
-"""How a Powerwall responds to its settings: a pure, step-by-step model (DOMAIN.md §3).
+"""How a Powerwall responds to its settings: a pure, step-by-step model.
+
+The behaviour it encodes, and where each rule comes from, is in docs/powerwall.md.
 
 The policy uses it to check a schedule of settings against the plan, the simulated gateway
 uses it to move its battery, and the backtest uses it to replay a year. One model for all
@@ -9,7 +11,7 @@ Public API:
 * :class:`Mode`, :class:`ExportRule`, :class:`Settings` — what can be set on the gateway
   (the values are pypowerwall's strings).
 * :func:`reserve_ok_for_cloud`, :func:`clamp_reserve` — the 80/100 reserve rule.
-* :func:`raw_to_app`, :func:`app_to_raw` — pypowerwall's raw vs app SOC scales (DOMAIN §4).
+* :func:`raw_to_app`, :func:`app_to_raw` — pypowerwall's raw vs app SOC scales.
 * :class:`BatterySpec` — capacity, power limits, efficiencies, grid-charge rates.
 * :class:`PriceSignal` — what Tesla's Time-Based Control wants to do in a step (our model).
 * :func:`step` → :class:`StepFlows` — the energy flows of one step.
@@ -26,7 +28,7 @@ Energy accounting is on the AC side: ``charge_kwh`` is AC energy taken into the 
     load + export + charge_from_pv + charge_from_grid = pv − curtailed + import + discharge
     soc_end = soc + charge · η_c − discharge / η_d,        0 ≤ soc_end ≤ capacity
 
-This is a model built from forum reports [F] and peer practice, not Tesla's firmware: in
+This is a model built from owners' reports and peer practice, not Tesla's firmware: in
 particular Time-Based Control is Tesla's own optimizer, which we stand in for with an
 explicit :class:`PriceSignal` (see :func:`step`).
 """
@@ -44,7 +46,7 @@ import numpy as np
 from optimizer.errors import InputError
 
 # --------------------------------------------------------------------------------------
-# What can be set (DOMAIN.md §3)
+# What can be set (docs/powerwall.md, 'What can be set')
 
 
 class Mode(StrEnum):
@@ -74,7 +76,7 @@ class PriceSignal(StrEnum):
     HOLD = "hold"
 
 
-CLOUD_RESERVE_MIN = 1.0  # app %: 0 was seen not to apply (DOMAIN §3)
+CLOUD_RESERVE_MIN = 1.0  # app %: 0 was reported not to apply
 CLOUD_RESERVE_SNAP = 80.0  # app %: 81–99 is rejected or snaps to 80 since fw 25.18
 
 
@@ -87,7 +89,8 @@ class Settings:
         reserve_percent: backup reserve, **app %**, 0–100. Not every value is accepted by the
             cloud/FleetAPI path — see :func:`reserve_ok_for_cloud`.
         grid_charging: Tesla's "grid charging" switch. Restricts only TBC-initiated grid
-            charging; it does not stop charging up to the reserve (DOMAIN §3).
+            charging; it does not stop charging up to the reserve (docs/powerwall.md,
+            'Reserve').
         export_rule: what TBC may export (an :class:`ExportRule`).
     """
 
@@ -133,8 +136,9 @@ def _coerce(enum: type[StrEnum], value: object, name: str) -> StrEnum:
 def reserve_ok_for_cloud(reserve: float) -> bool:
     """Whether a reserve (app %) is one the cloud/FleetAPI path reliably applies.
 
-    DOMAIN §3 [F]: since firmware 25.18, 81–99 % is rejected or snaps to 80 via the cloud
-    and FleetAPI, and 0 was seen not to apply. Legal: 1 ≤ reserve ≤ 80, or exactly 100.
+    Owners report that since firmware 25.18 the cloud and FleetAPI reject 81–99 % or snap
+    it to 80, and that 0 does not apply. Legal: 1 ≤ reserve ≤ 80, or exactly 100. See
+    docs/powerwall.md, 'Reserve'.
     """
     return CLOUD_RESERVE_MIN <= reserve <= CLOUD_RESERVE_SNAP or reserve == 100.0
 
@@ -156,9 +160,10 @@ def clamp_reserve(requested: float, floor: float = CLOUD_RESERVE_MIN, *,
         floor 85 → 100; 85 with ``hold=True`` → 100; 0 → 1.
 
     Why down by default: a reserve above SOC makes the battery charge up to it from the
-    grid, even with grid charging off (DOMAIN §3). Rounding 85 up to 100 could buy up to
-    20 % of capacity from the grid the plan did not ask for; rounding down to 80 holds up
-    to 5 % less than asked, which the plan re-solves around in its next cycle.
+    grid, even with grid charging off (docs/powerwall.md, 'Reserve'). Rounding 85 up to
+    100 could buy up to 20 % of capacity from the grid the plan did not ask for; rounding
+    down to 80 holds up to 5 % less than asked, which the plan re-solves around in its
+    next cycle.
     """
     for name, value in (("requested", requested), ("floor", floor)):
         if not 0.0 <= value <= 100.0:
@@ -173,7 +178,7 @@ def clamp_reserve(requested: float, floor: float = CLOUD_RESERVE_MIN, *,
 
 
 # --------------------------------------------------------------------------------------
-# SOC scales (DOMAIN.md §4)
+# SOC scales (docs/powerwall.md, 'SOC scales: raw and app')
 
 _RAW_BUFFER = 5.0  # raw % below app 0 %
 _RAW_SPAN = 0.95  # raw % per app %
@@ -187,7 +192,7 @@ def raw_to_app(raw_pct):
 
     References:
         pypowerwall 0.22.2, ``Powerwall.level(scale=True)`` and ``get_reserve(scale=True)``
-        (``(level / 0.95) - (5 / 0.95)``, clamped at 0 by ``get_reserve``); DOMAIN.md §4.
+        (``(level / 0.95) - (5 / 0.95)``, clamped at 0 by ``get_reserve``).
     """
     app = np.clip((np.asarray(raw_pct, dtype=float) - _RAW_BUFFER) / _RAW_SPAN, 0.0, 100.0)
     return float(app) if app.ndim == 0 else app
@@ -200,7 +205,7 @@ def app_to_raw(app_pct):
 
     References:
         pypowerwall 0.22.2, ``tedapi/pypowerwall_tedapi.py`` reserve write
-        (``level * 0.95 + 5``); DOMAIN.md §4.
+        (``level * 0.95 + 5``).
     """
     app = np.asarray(app_pct, dtype=float)
     if not np.all((app >= 0.0) & (app <= 100.0)):
@@ -225,11 +230,12 @@ class BatterySpec:
         discharge_efficiency: one-way stored→AC, 0–1.
         units: number of Powerwalls (scales the grid-charge rates below).
         self_powered_grid_charge_kw: grid charge rate **per unit** when the reserve is above
-            SOC in Self-Powered, kW (DOMAIN §3 [F]: ~1.7–1.8 kW per PW2).
-        backup_grid_charge_kw: grid charge rate **per unit** in Backup, kW (~3.3 kW [F]).
-        tbc_grid_charge_kw: grid charge rate **per unit** under TBC, kW (~5 kW [F]).
+            SOC in Self-Powered, kW (owners report ~1.7–1.8 kW per PW2).
+        backup_grid_charge_kw: grid charge rate **per unit** in Backup, kW (~3.3 kW reported).
+        tbc_grid_charge_kw: grid charge rate **per unit** under TBC, kW (~5 kW reported).
 
-    The rates are forum reports [F]: keep them configurable. The site's rate in a mode is
+    The rates are owners' reports, not Tesla's figures, so they are configurable
+    (docs/powerwall.md, 'Charge rates'). The site's rate in a mode is
     :meth:`grid_charge_kw`: per-unit rate × units, capped by ``max_charge_kw``.
     """
 
@@ -327,7 +333,8 @@ class _Intent:
 
 
 def _intent(settings: Settings, signal: PriceSignal, spec: BatterySpec) -> _Intent:
-    """DOMAIN §3 as a table: what each mode (and TBC signal) asks of the battery.
+    """What each mode (and TBC signal) asks of the battery (docs/powerwall.md, 'How each
+    mode behaves').
 
     Every mode charges up to the reserve from PV and from the grid at the mode's rate, even
     with grid charging off. Then:
@@ -345,7 +352,7 @@ def _intent(settings: Settings, signal: PriceSignal, spec: BatterySpec) -> _Inte
           energy beyond the load (and surplus PV); PV_ONLY covers the load only and exports
           surplus PV; NEVER covers the load only, stores surplus PV or curtails it.
       Under TBC the NEVER rule holds for every signal: PV that cannot be used or stored is
-      curtailed (an assumption — it needs a curtailment-capable inverter [U]).
+      curtailed (an unverified assumption: it needs a curtailment-capable inverter).
     """
     cap, reserve = spec.capacity_kwh, settings.reserve_kwh(spec)
     rate = spec.grid_charge_kw(settings.mode)
@@ -385,7 +392,7 @@ def _check_step_inputs(soc_kwh: float, load_kwh: float, pv_kwh: float, hours: fl
 
 def step(settings: Settings, soc_kwh: float, load_kwh: float, pv_kwh: float, hours: float,
          spec: BatterySpec, *, price_signal: PriceSignal | str | None = None) -> StepFlows:
-    """The energy flows of ONE step of ``hours`` length under ``settings`` (DOMAIN §3).
+    """The energy flows of ONE step of ``hours`` length under ``settings``.
 
     Args:
         settings: the gateway settings in force for the whole step.
@@ -411,7 +418,7 @@ def step(settings: Settings, soc_kwh: float, load_kwh: float, pv_kwh: float, hou
     3. The grid charges toward the mode's grid target (at least the reserve: a reserve above
        SOC is filled from the grid even with grid charging off) at the mode's grid-charge
        rate, within what charge power PV left and what is needed to reach the target
-       (``(target − soc) / η_c`` of AC energy). PV first, then grid, is our assumption [U].
+       (``(target − soc) / η_c`` of AC energy). PV first, then grid, is our (unverified) assumption.
     4. Discharge covers the remaining load (or, TBC export + BATTERY_OK, runs at full
        power), within the discharge power and never below the reserve:
        ``discharge ≤ (soc − reserve) · η_d``.

@@ -1,12 +1,13 @@
 """Bills and the true-up from interval data, for every scheme in the tariff schema.
 
-The rules live here, one function each, named after DOMAIN.md §2:
+The rules live here, one function each; docs/billing-rules.md describes each rule and its
+source:
 
-* :func:`decredit_capped_exports` — the NEM-PS monthly total-export cap (§2.3).
-* :func:`net_to_window` — netting imports and exports over the tariff's interval (§2.1).
+* :func:`decredit_capped_exports` — the NEM-PS monthly total-export cap.
+* :func:`net_to_window` — netting imports and exports over the tariff's interval.
 * :func:`tiered_cost` — tiered (and flat) rates on a bucket's kWh.
 * :func:`nem_month_charges`, :func:`net_billing_month_charges` — a month's energy charges.
-* :class:`_Settlement` — carryover, minimums, true-up, NSC and leftover credit (§2.2).
+* :class:`_Settlement` — carryover, minimums, true-up, NSC and leftover credit.
 
 Units: energies kWh, money $ (the tariff's currency), rates $/kWh. Interval times are UTC
 epoch seconds; billing months, seasons and TOU periods come from *local* time in the
@@ -104,7 +105,7 @@ class Bill:
         return self.true_ups[-1] if self.true_ups else None
 
     def to_json(self) -> dict:
-        """The ``bill`` JSON contract (ARCHITECTURE.md), with extra keys."""
+        """The ``bill`` JSON contract (README, "JSON (--json)"), with extra keys."""
         return {
             "tariff": self.tariff,
             "months": [_rounded(asdict(m)) for m in self.months],
@@ -176,7 +177,7 @@ def decredit_capped_exports(
     order: list[int],
     n_periods: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """NEM-PS export cap (DOMAIN.md §2.3): remove each month's excess exports from credit.
+    """NEM-PS export cap: remove each month's excess exports from credit.
 
     ``excess[m] = max(0, Σ_m export − cap[m])`` is taken from the month's exports in the
     periods of ``order`` first (peak, then part-peak, then off-peak by default), then from
@@ -214,7 +215,7 @@ def decredit_capped_exports(
 def net_to_window(
     import_kwh: np.ndarray, export_kwh: np.ndarray, group: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Net imports against exports within each netting group (DOMAIN.md §2.1).
+    """Net imports against exports within each netting group (the tariff's netting interval).
 
     A group is one netting window inside one TOU period and billing month, so netting never
     moves energy across a price boundary. The group's net import (or export) is shared back
@@ -426,7 +427,7 @@ def _tier_tables(tariff: Tariff, months: _Months,
 
 
 class _Settlement:
-    """Walks billing months in order: carryover, minimums, true-ups (DOMAIN.md §2.2)."""
+    """Walks billing months in order: carryover, minimums, true-ups."""
 
     def __init__(self, tariff: Tariff, prep: _Prepared, true_up_month: int) -> None:
         self.t = tariff
@@ -452,7 +453,7 @@ class _Settlement:
         scheme = t.spec.export.scheme
         imp, exp = p.bucket_imp[i], p.bucket_exp[i]  # [season, period] kWh after netting
         lim = self.lim[i].reshape(-1, self.lim.shape[-1])
-        # the NBC part of each all-in rate is billed on gross imports instead (§2.1)
+        # the NBC part of each all-in rate is billed on gross imports instead
         rates = (self.rates[i] - self.nbc).reshape(-1, self.rates.shape[-1])
         if scheme == "nem":
             q = imp - exp
@@ -465,7 +466,7 @@ class _Settlement:
             net_kwh = float((imp - exp).sum())
             excess_rate = t.spec.settlement.monthly_excess_rate
             if excess_rate > 0:
-                # Nebraska-type (§2.2): retail offsets only up to the month's usage; the
+                # Nebraska-type: retail offsets only up to the month's usage; the
                 # month's net excess kWh earns the avoided-cost rate.
                 charges = net_kwh * excess_rate if net_kwh < 0 else max(charges, 0.0)
             baseline = self._baseline_credit(i, max(net_kwh, 0.0))
@@ -640,7 +641,7 @@ class _MonthEnergy:
 
 
 def _apply_kwh_bank(q: np.ndarray, bank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """kWh carryover by TOU period (SAM's NEM option 0; kWh banking, DOMAIN.md §2.2).
+    """kWh carryover by TOU period (kWh banking; like SAM's NEM option 0).
 
     A period whose month nets to an export banks that many kWh (and is billed nothing);
     a period that nets to an import is first offset by the kWh banked for that period.
@@ -735,7 +736,8 @@ def bill(
 
 
 def load_only(data: IntervalData) -> IntervalData:
-    """The same home without solar or battery: imports = load, no exports (DOMAIN.md §2.6)."""
+    """The same home without solar or battery: imports = load, no exports (the baseline of
+    the savings; docs/billing-rules.md, 'Savings: cost avoidance')."""
     if data.load_kwh is None:
         raise UsageError("savings need the home's load (a load_kwh column)",
                          where=data.source or "usage", fix="add a load_kwh column")

@@ -2,8 +2,8 @@
 
 Energies are kWh per interval (never kW). Timestamps are interval *starts* as UTC epoch
 seconds (int64); local time is derived with :mod:`optimizer.localtime` when billing.
-Import and export are gross meter register quantities for the interval (DOMAIN.md §2.1):
-both may be non-zero in one interval.
+Import and export are gross meter register quantities for the interval: both may be
+non-zero in one interval (docs/billing-rules.md, 'Gross flows, not net').
 """
 
 from __future__ import annotations

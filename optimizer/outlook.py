@@ -6,8 +6,8 @@ So a coarse hourly LP runs from now to the end of the billing month (forecast da
 then expected PV and load), with the month's remaining cap as a soft constraint; the cap
 left minus the outlook's exports *after* the detailed horizon becomes the detailed plan's
 budget for that month — its own share when the cap binds, and the slack too when it does
-not, so a cap the month will never reach costs the detailed plan nothing (DOMAIN.md §2.3;
-the two-level scheme of issue 3). Months that start inside the horizon get their
+not, so a cap the month will never reach costs the detailed plan nothing (docs/billing-rules.md,
+'The NEM-PS export cap and de-credit order'). Months that start inside the horizon get their
 whole cap pro rata to the hours of them the horizon covers.
 
 Pure: arrays in, budgets out. Units kWh, $/kWh, UTC epoch seconds.

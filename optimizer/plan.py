@@ -1,9 +1,10 @@
 """The dispatch plan: an LP (a MILP only where needed), assembled as numpy arrays and
 solved in-process by HiGHS (highspy); CBC, the fallback, gets the same model through PuLP.
 
-One function per physical or billing rule, named after it, so the model reads like
-DOMAIN.md. Each adds its columns and rows to a small matrix builder (:class:`_LP`: blocks of
-bounds and COO triplets, one numpy call per rule rather than an expression per step):
+One function per physical or billing rule, named after it, so the model reads like the
+tariff (docs/billing-rules.md). Each adds its columns and rows to a small matrix builder
+(:class:`_LP`: blocks of bounds and COO triplets, one numpy call per rule rather than an
+expression per step):
 
 * :func:`add_power_balance` — PV − curtailed + import + discharge = load + export + charge.
 * :func:`add_soc_dynamics` — SOC with one-way efficiencies, the floor and the ceiling.
@@ -116,7 +117,7 @@ class PlanInputs:
     grid_import_limit_kw: float = 48.0  # the service's capacity (a 200 A panel ≈ 48 kW)
     export_limit_kw: float | None = None  # None: no limit (0 during a grid outage)
     # the fastest grid charge the settings can command (Backup: ~3.3 kW per Powerwall,
-    # DOMAIN.md §3); None = only the battery's own limit
+    # docs/powerwall.md, 'Charge rates'); None = only the battery's own limit
     grid_charge_limit_kw: float | None = None
     terminal_value: float | None = None  # $ per stored kWh left at the end (None: derive)
     # kWh Self-Powered at the floor would discharge over the horizon (the owner's default):
@@ -390,7 +391,7 @@ def _floors(n: int, x: PlanInputs) -> np.ndarray:
     battery starts below it (after an outage) — as high as charging at full speed can reach
     by then, so the model is never infeasible because of where the battery is now."""
     b = x.battery
-    # a reserve above SOC in Self-Powered charges at ~1.75 kW per Powerwall (DOMAIN.md §3)
+    # a reserve above SOC in Self-Powered charges at ~1.75 kW per Powerwall (owners' reports)
     rate = min(b.max_charge_kw, 1.75 * b.units)
     reachable = x.soc_kwh + b.charge_efficiency * rate * x.step_hours * np.arange(1, n + 1)
     return np.maximum(0.0, np.minimum(b.floor_kwh, reachable))
@@ -434,7 +435,7 @@ def add_grid_charge_limit(lp: _LP, v: _Vars, x: PlanInputs) -> None:
 
 
 def add_export_cap(lp: _LP, v: _Vars, x: PlanInputs) -> dict[int, int]:
-    """NEM-PS cap on total exports per billing month, soft (DOMAIN.md §2.3, §6).
+    """NEM-PS cap on total exports per billing month, soft (docs/billing-rules.md).
 
     ``excess_m ≥ Σ_{t in m} export_t − budget_m``, ``excess_m ≥ 0``; the objective charges
     each excess kWh the credit it de-credits. A hard cap would make the model infeasible
@@ -685,7 +686,7 @@ def _solver(name: str, time_limit: float, gap: float, mip: bool):
 
 def _solve_killable(prob: pulp.LpProblem, solver, seconds: float) -> None:
     """Solve in a forked child and kill it (and the CBC process it starts) after
-    ``seconds`` of wall clock: CBC ignores its own time limit in presolve (DOMAIN.md §5).
+    ``seconds`` of wall clock: CBC ignores its own time limit in presolve.
     The solution comes back by name; a killed solve leaves ``prob`` marked not solved."""
     import multiprocessing as mp
     import os
@@ -719,7 +720,7 @@ def _solve_killable(prob: pulp.LpProblem, solver, seconds: float) -> None:
 def _status(prob: pulp.LpProblem) -> str:
     """Our status of a PuLP solve (the CBC path)."""
     # PuLP 3.3 says "Optimal" for a solver stopped at the time limit: only sol_status tells
-    # (1 optimal, 2 solution found but not proven) — DOMAIN.md §6
+    # (1 optimal, 2 solution found but not proven)
     if prob.sol_status == pulp.LpSolutionOptimal:
         return "optimal"
     if prob.sol_status == pulp.LpSolutionIntegerFeasible:

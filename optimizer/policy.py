@@ -1,7 +1,8 @@
 """A plan becomes settings the Powerwall can carry out, each with a reason in plain words.
 
-There is no power set-point on the public paths (DOMAIN.md §3), so each planned step is read
-as one of four intents and mapped to settings the way peers do (Predbat):
+trueup sends no power set-point (the cloud paths have none; docs/powerwall.md, 'What can
+be set'), so each planned step is read as one of four intents and mapped to settings the way
+peers do (Predbat):
 
 * **charge** (the plan charges from the grid): Self-Powered with the reserve raised to the
   target and grid charging on (~1.75 kW per Powerwall), or Backup when the plan needs more

@@ -2,9 +2,9 @@
 
 For every step: the all-in import price (NBC included), the NBC alone, the export credit
 the scheme gives a credited kWh, the TOU period, and the billing month (for the export cap).
-DOMAIN.md §2.1: under NEM an import costs ``r`` and an export earns ``r − nbc`` (NEM2) or
-``r`` (NEM1); under net billing an export earns its hour's export value; with no export
-scheme it earns nothing. Units: $/kWh; times UTC epoch seconds (step starts).
+Under NEM an import costs ``r`` and an export earns ``r − nbc`` (NEM2) or ``r`` (NEM1);
+under net billing an export earns its hour's export value; with no export scheme it earns
+nothing (docs/billing-rules.md). Units: $/kWh; times UTC epoch seconds (step starts).
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def step_prices(tariff: Tariff, start_utc: np.ndarray) -> StepPrices:
 
 
 def decredit_value(tariff: Tariff, month_key: int) -> float:
-    """$ lost per kWh over the NEM-PS cap in billing month ``month_key`` (DOMAIN.md §2.3).
+    """$ lost per kWh over the NEM-PS cap in billing month ``month_key`` (docs/billing-rules.md,
+    'The NEM-PS export cap and de-credit order').
 
     Excess exports are removed from the month's *most valuable* credits first (the
     de-credit order, peak first), so one kWh over the cap costs the credit of the first

@@ -121,10 +121,10 @@ def _read_day_utc(month: int, tz: str, read_day: int) -> int:
 
 
 def billing_month(tariff: Tariff, t_utc: int) -> int:
-    """The absolute billing month holding instant ``t_utc``."""
-    c = tariff.classify(np.array([int(t_utc)], dtype=np.int64))
-    f = c.fields
-    return int(f.year[0] * 12 + f.month[0] - (f.dom[0] < tariff.spec.calendar.meter_read_day))
+    """The absolute billing month holding instant ``t_utc`` (the tariff's local clock and
+    meter-read day, as the bill engine counts months)."""
+    d = datetime.fromtimestamp(int(t_utc), ZoneInfo(tariff.tz))
+    return d.year * 12 + d.month - (d.day < tariff.spec.calendar.meter_read_day)
 
 
 def settlement_period(tariff: Tariff, t_utc: int, true_up_month: int) -> SettlementPeriod:
@@ -380,12 +380,15 @@ def _on_grid(data: IntervalData | None, a: int, res: int, n: int
     step = data.interval_s
     k = max(1, step // res)  # grid steps per interval (coarser data)
     sub = max(1, res // step)  # intervals per grid step (finer data)
+    lo, hi = np.searchsorted(data.start_utc, [a - step, a + n * res])  # starts are sorted
+    starts = data.start_utc[lo:hi]
+    d_imp, d_exp = data.import_kwh[lo:hi] / k, data.export_kwh[lo:hi] / k
     for j in range(k):
-        pos = (data.start_utc - a) // res + j
+        pos = (starts - a) // res + j
         ok = (pos >= 0) & (pos < n)
-        np.add.at(imp, pos[ok], data.import_kwh[ok] / k)
-        np.add.at(exp, pos[ok], data.export_kwh[ok] / k)
-        np.add.at(cov, pos[ok], 1.0 / sub)
+        imp += np.bincount(pos[ok], weights=d_imp[ok], minlength=n)
+        exp += np.bincount(pos[ok], weights=d_exp[ok], minlength=n)
+        cov += np.bincount(pos[ok], minlength=n) / sub
     return imp, exp, np.minimum(cov, 1.0)
 
 

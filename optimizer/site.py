@@ -2,8 +2,8 @@
 
 Units: energy kWh, power kW (AC unless named ``kw_dc``), percentages are *app* % (what the
 Tesla app shows; pypowerwall's ``level(scale=True)``), angles degrees, azimuth 180 = south.
-These are the ``[site]``, ``[battery]`` and ``[[pv]]`` sections of ``trueup.toml``
-(ARCHITECTURE.md, "Site configuration": a contract).
+These are the ``[site]``, ``[battery]`` and ``[[pv]]`` sections of ``trueup.toml``; their
+keys are a contract: extend them, never rename (README, "Configuration").
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class Battery(_Model):
     discharge_efficiency: Annotated[float, Field(gt=0.5, le=1)] = 0.95  # one way, stored → AC
     backup_floor_percent: Percent = 20.0  # never below this, whatever the plan says (app %)
     # marginal wear, $ per kWh discharged: replacement cost × capacity lost over the
-    # warranty / the warranty's throughput (PW2: 70 % after 37.8 MWh; $9,000 assumed [U])
+    # warranty / the warranty's throughput (PW2: 70 % after 37.8 MWh; $9,000 is an assumption)
     wear_cost_per_kwh: Annotated[float, Field(ge=0)] = round(9000 * (1 - 0.70) / 37800, 4)
 
     @field_validator("backup_floor_percent")
@@ -62,7 +62,7 @@ class Location(_Model):
     latitude: Annotated[float, Field(ge=-90, le=90)] = 37.77
     longitude: Annotated[float, Field(ge=-180, le=180)] = -122.42
     timezone: str = "America/Los_Angeles"
-    # how the site's meter/CTs see the PV (DOMAIN.md §2.5)
+    # how the site's meter/CTs see the PV (docs/billing-rules.md, 'Metering topology')
     metering_topology: Literal["backfed", "line_side_tap"] = "backfed"
     # can the site curtail PV (e.g. an export limit)? If not, surplus beyond the battery
     # must be exported whatever the cap says.

@@ -1,4 +1,4 @@
-"""Tariffs as data: the TOML schema (ARCHITECTURE.md "Tariff files"), validation, the TOU
+"""Tariffs as data: the TOML schema (README, "The tariff file"), validation, the TOU
 calendar and vectorised rate lookup.
 
 A tariff file is parsed into :class:`Tariff` (pydantic; unknown keys are errors), then checked
@@ -8,7 +8,8 @@ season × period has a rate, tiers are ordered ...). Any problem raises
 can be found) and the fix.
 
 Rates are $/kWh. Import rates are *all-in* retail rates: they include the non-bypassable
-charge (NBC, ``charges.nbc_per_kwh``), which the bill shows as its own line (DOMAIN.md §2.1).
+charge (NBC, ``charges.nbc_per_kwh``), which the bill shows as its own line on gross imports
+(docs/billing-rules.md, 'Non-bypassable charges on gross imports').
 Hours are local wall-clock hours ``[start, end)``; periods are matched first-match-wins, so a
 catch-all ``[[0, 24]]`` period goes last. Holidays (when the calendar names a set) are billed
 as weekends.
@@ -121,7 +122,7 @@ class ExportCapSpec(_Model):
 
 
 class TariffSpec(_Model):
-    """The TOML file, as written. See ARCHITECTURE.md for the contract."""
+    """The TOML file, as written; its keys are a contract (README, "The tariff file")."""
 
     id: str
     name: str
@@ -198,7 +199,8 @@ def _pydantic_to_tariff_error(err: ValidationError, source: str, text: str) -> T
         where = _where(source, text, loc)
         first_where = first_where or where
         if e["type"] == "extra_forbidden":
-            fix = "remove the key or correct its spelling (ARCHITECTURE.md lists the schema)"
+            fix = ("remove the key or correct its spelling (the schema is in the README, "
+                   "'The tariff file')")
             msgs.append(f"{where}: unknown key '{loc[-1]}'; {fix}")
         elif e["type"] == "missing":
             msgs.append(f"{where}: required key is missing; add it")
@@ -626,7 +628,7 @@ class Tariff:
                         "set flat_rate, sell_rates or rates_csv")
 
     def decredit_order(self) -> list[int]:
-        """Period indices in the order the export cap de-credits them (DOMAIN.md §2.3):
+        """Period indices in the order the export cap de-credits them (docs/billing-rules.md):
         the tariff's ``decredit_order``, else by falling highest import rate (peak first)."""
         cap = self.spec.export_cap
         if cap is not None and cap.decredit_order:

@@ -1,5 +1,5 @@
 """Import a tariff from the OpenEI Utility Rate Database (URDB, API v7/v8 JSON) into trueup's
-tariff TOML (ARCHITECTURE.md "Tariff files (TOML)").
+tariff TOML (the schema is in the README, "The tariff file").
 
 :func:`urdb_to_toml` is pure: it takes the parsed JSON (one rate object, or the API's
 ``{"items": [...]}`` wrapper) and returns ``(toml_text, warnings)``. :func:`import_urdb_file`
@@ -627,7 +627,8 @@ def _emit(rate: dict[str, Any], seasons: list[_Season], periods: dict[int, list[
         w(f"netting = {_toml_str(netting)}")
     if scheme != "nem" and sell is None:
         w("# !!! CHECK: URDB gives no export value: set it. flat_rate = 0.0 credits exports")
-        w("# !!! at nothing. Use flat_rate = <$/kWh>, sell_rates or rates_csv (ARCHITECTURE.md).")
+        w("# !!! at nothing. Use flat_rate = <$/kWh>, sell_rates or rates_csv")
+        w("# !!! (docs/billing-rules.md, 'Net billing and export values').")
         w("flat_rate = 0.0")
     elif sell is not None:
         w("# export value, $/kWh, from URDB's 'sell' field")

@@ -56,7 +56,8 @@ def _bill_parser(sub) -> None:
                    help="time zone of local timestamps (Green Button, CT); default: the "
                    "tariff's")
     p.add_argument("--topology", choices=["backfed", "line_side_tap"], default=None,
-                   help="how the PV is wired, for CT-register files (DOMAIN.md §2.5)")
+                   help="how the PV is wired, for CT-register files: backfed (the grid CTs "
+                   "see net flow) or line_side_tap (they see consumption only)")
     p.add_argument("--true-up-month", type=int, choices=range(1, 13), metavar="1-12",
                    help="your true-up month (on your PG&E bill); overrides the tariff's")
     p.add_argument("--export-cap", metavar="KWH,...",

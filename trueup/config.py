@@ -3,8 +3,9 @@
 Sources, strongest first: environment variables ``TRUEUP_<SECTION>__<KEY>`` (e.g.
 ``TRUEUP_BATTERY__BACKUP_FLOOR_PERCENT=30``), then the TOML file, then the defaults, which
 are the example site (a California home, one 13.5 kWh Powerwall, 7.2 kW PV, on PG&E EV2-A
-NEM2-PS). The keys of ARCHITECTURE.md's "Site configuration" are a contract; the
-``[optimizer]`` section is ours and documented in the README.
+NEM2-PS). The keys of ``tariff``, ``[site]``, ``[battery]``, ``[[pv]]``, ``[gateway]`` and
+``[http]`` are a contract (extend, never rename); every key, ``[optimizer]`` included, is
+documented in the README ("Configuration").
 """
 
 from __future__ import annotations

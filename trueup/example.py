@@ -3,7 +3,7 @@
 The example home: 7.2 kW DC of PV facing south at 22°, one 13.5 kWh Powerwall in
 Self-Powered mode with a 20 % reserve, a family of four, central air conditioning and an EV
 charged at home after midnight — about 11,000 kWh of load a year. Every part comes from real
-data that ships with a PyPI package (DOMAIN.md §7), nothing is downloaded:
+data that ships with a PyPI package, nothing is downloaded:
 
 * **PV**: pvlib's typical meteorological year for Greensboro NC (TMY3 ``723170TYA``, hourly
   GHI/DNI/DHI, temperature, wind) through our PVWatts chain (``forecasts/pvmodel.py``) with

@@ -1,6 +1,7 @@
-"""Prometheus metrics (the names in ARCHITECTURE.md are a contract) and the daemon's small
-HTTP endpoint: ``/metrics``, ``/healthz`` (503 when telemetry or plans are stale) and
-``/plan`` (the current plan JSON). Bound to 127.0.0.1 by default.
+"""Prometheus metrics (their names, listed in the README under "Metrics", are a contract: the
+dashboard and alerts depend on them; extend, never rename) and the daemon's small HTTP
+endpoint: ``/metrics``, ``/healthz`` (503 when telemetry or plans are stale) and ``/plan`` (the
+current plan JSON). Bound to 127.0.0.1 by default.
 
 Units: W for power, % (app) for SOC and reserve, kWh for the cap, $ for money, seconds.
 Nothing secret is ever a label or a value here.

@@ -309,7 +309,7 @@ def _far_expectation(cfg: TrueupConfig, period: SettlementPeriod, now: int,
     """Expected PV and load for every hour of ``period`` (weeks ahead: last year's same
     weeks where the history has them), kept for the local day."""
     tz = cfg.site.timezone
-    day = int(local_fields(np.array([now], dtype=np.int64), tz).day[0])
+    day = datetime.fromtimestamp(now, ZoneInfo(tz)).date().toordinal()
     key = (period.closing, period.start_utc, day)
     if key not in memo.far:
         hours = np.arange(period.start_utc, period.end_utc, 3600, dtype=np.int64)

@@ -1,9 +1,9 @@
 """What every gateway adapter speaks: an immutable :class:`SiteState` per read, and
 :meth:`Gateway.apply` for settings, answered by an :class:`ApplyResult`.
 
-A reading that is really a failure is never data (DOMAIN.md §4): every field that could
-not be read is ``None`` and :attr:`SiteState.unknown` says why. Units: power W (battery
-positive = discharging, grid positive = importing, as the Tesla API reports), energy
+A reading that is really a failure is never data (docs/powerwall.md, 'Failure shapes'): every
+field that could not be read is ``None`` and :attr:`SiteState.unknown` says why. Units: power W
+(battery positive = discharging, grid positive = importing, as the Tesla API reports), energy
 counters Wh since installation, SOC app % (what the Tesla app shows), times UTC epoch s.
 """
 

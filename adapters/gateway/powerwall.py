@@ -2,7 +2,7 @@
 
 Two connections, each opened lazily on first use (pypowerwall does network I/O in its
 constructor) with ``failover=False`` and an explicit mode, so a failure is reported and
-never silently answered by another path (DOMAIN.md §4):
+never silently answered by another path (docs/powerwall.md, 'Connection paths'):
 
 * **reads** — the gateway's local API (customer password) when ``host`` and
   ``password_file`` are set: free, within the LAN, and the only path with lifetime energy
@@ -14,25 +14,26 @@ never silently answered by another path (DOMAIN.md §4):
   and stored as ``<authpath>/tedapi_rsa_private.pem``). ``none`` = read-only: :meth:`apply`
   refuses. The local customer login cannot write (the gateway answers 403).
 
-Reads never raise and never turn a failure into a number: each of pypowerwall's failure
-shapes (DOMAIN.md §4) becomes ``None`` with the reason in :attr:`SiteState.unknown` —
-all-zero power flows, FleetAPI's 5.0 raw (0 app %) SOC, a missing client or ``None``
-answers, ``AttributeError`` from ``get_grid_charging()``/``get_grid_export()``, timeouts,
-HTTP errors, bodies that are not JSON, login failures.
+Reads never raise and never turn a failure into a number: each of pypowerwall's failure shapes
+(docs/powerwall.md, 'Failure shapes') becomes ``None`` with the reason in
+:attr:`SiteState.unknown` — all-zero power flows, FleetAPI's 5.0 raw (0 app %) SOC, a missing
+client or ``None`` answers, ``AttributeError`` from
+``get_grid_charging()``/``get_grid_export()``, timeouts, HTTP errors, bodies that are not JSON,
+login failures.
 
-Writes (:meth:`apply`) refuse a reserve outside the 80/100 rule (defence in depth behind
-the safety rails), send the reserve as a whole app %, and touch only the fields that
-differ from what the control connection reports (read with ``force=True``; nothing is
-written blind when none can be read), one field per write in the order reserve, mode,
-grid charging, export rule, stopping at the first failure. Each write is read back
-(``force=True``) after ``verify_delay_s`` with bounded backoff and re-sent at most
-``write_attempts`` times; a write that answers success but never reads back is an error
-naming the field. When reserve or mode changed, the battery's power is then watched for
-``effect_wait_s`` (grid up, SOC known): in Self-Powered or Backup, which act within about a
-minute (DOMAIN.md §3), a setting that should charge must show ``battery_w < 0`` and a hold
-``battery_w ≤ 0`` (±100 W), else it is an error; Time-Based Control with export
-``battery_ok`` should show ``battery_w > 0``, but TBC can take 15–45 minutes, so not seeing
-it is only a note. Every wait goes through the injected :class:`Clock`.
+Writes (:meth:`apply`) refuse a reserve outside the 80/100 rule (defence in depth behind the
+safety rails), send the reserve as a whole app %, and touch only the fields that differ from
+what the control connection reports (read with ``force=True``; nothing is written blind when
+none can be read), one field per write in the order reserve, mode, grid charging, export rule,
+stopping at the first failure. Each write is read back (``force=True``) after
+``verify_delay_s`` with bounded backoff and re-sent at most ``write_attempts`` times; a write
+that answers success but never reads back is an error naming the field. When reserve or mode
+changed, the battery's power is then watched for ``effect_wait_s`` (grid up, SOC known): in
+Self-Powered or Backup, which act within about a minute (docs/powerwall.md, 'How fast settings
+act'), a setting that should charge must show ``battery_w < 0`` and a hold ``battery_w ≤ 0``
+(±100 W), else it is an error; Time-Based Control with export ``battery_ok`` should show
+``battery_w > 0``, but TBC can take 15–45 minutes, so not seeing it is only a note. Every wait
+goes through the injected :class:`Clock`.
 
 Public API: :class:`PowerwallGateway` — ``from_config(section)``, ``read()``,
 ``apply(settings)``, ``fields_to_write(settings)`` (for the safety rails' write budget),
@@ -709,8 +710,9 @@ class PowerwallGateway:
             return ApplyResult(settings, None, errors=(
                 f"refused: backup reserve {settings.reserve_percent:g} % breaks the 80/100 "
                 "rule (1–80 or exactly 100 app %; 81–99 is rejected or snaps to 80 since "
-                "firmware 25.18, 0 does not apply — DOMAIN.md §3). The safety rails should "
-                "have clamped it (optimizer.behaviour.clamp_reserve); nothing written",))
+                "firmware 25.18, 0 does not apply — docs/powerwall.md, 'Reserve'). The "
+                "safety rails should have clamped it (optimizer.behaviour.clamp_reserve); "
+                "nothing written",))
         target = _rounded(settings)
         notes: list[str] = []
         if target.reserve_percent != settings.reserve_percent:
@@ -879,7 +881,8 @@ class PowerwallGateway:
         if seen is None:
             notes.append(message + ": battery power could not be read")
             return None
-        return message + ": the gateway may not have applied them (DOMAIN.md §4)"
+        return message + (": the gateway may not have applied them (a write can report "
+                          "success without taking effect)")
 
 
 # --------------------------------------------------------------------------------------
@@ -1094,7 +1097,8 @@ def _show(value: Any) -> str:
 
 
 def _expected_effect(target: Settings, soc: float | None) -> _Expect | None:
-    """Which way the battery's power should move within a minute or two (DOMAIN.md §3)."""
+    """Which way the battery's power should move within a minute or two (Self-Powered and
+    Backup act within about a minute; docs/powerwall.md, 'How fast settings act')."""
     if soc is None:
         return None
     reserve = target.reserve_percent

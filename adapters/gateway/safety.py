@@ -3,9 +3,11 @@
 :class:`SafeGateway` wraps any :class:`~adapters.gateway.base.Gateway` and, before a write:
 
 * **reserve**: never below the owner's floor, never 0 (≥ 1 %), and — on the cloud and
-  FleetAPI paths — ≤ 80 or exactly 100 (DOMAIN.md §3: 81-99 is rejected or snaps to 80);
+  FleetAPI paths — ≤ 80 or exactly 100 (owners report that 81-99 is rejected or snaps to
+  80; docs/powerwall.md, 'Reserve');
 * **budget**: at most ``max_writes_per_hour`` and ``max_writes_per_day`` field writes
-  (FleetAPI bills per command and limits them; a loop must never spend the owner's money).
+  (FleetAPI bills per command and limits them; a loop must never spend the owner's money;
+  docs/powerwall.md, 'The write budget').
   The defaults depend on the control path (``PATH_BUDGETS``);
 * **pace**: at least ``min_change_interval_s`` between changes;
 * **kill switch** (config, a reload or a signal): restore the owner's own settings recorded
@@ -40,10 +42,11 @@ log = logging.getLogger("trueup.safety")
 
 HOUR, DAY = 3600.0, 86400.0
 # Default write budgets per control path: (field writes an hour, a day). Each field written
-# (mode, reserve, grid charging, export rule) is one API command. Tesla's Fleet API bills
-# commands and, by owners' reports (not confirmed by Tesla's documentation), its free plan
-# allows about 5 settings commands per site a day; the Owner-API cloud and v1r (LAN) paths
-# state no limit, so the older 4 an hour / 24 a day stays. Override with [safety].
+# (mode, reserve, grid charging, export rule) is one API command. Tesla bills Fleet API
+# commands, and its subscription plans page lists 5 energy-settings requests per site a day
+# for the Discovery plan (docs/powerwall.md, 'Fleet API billing and limits'); the Owner-API
+# cloud and v1r (LAN) paths publish no limit, so 4 an hour / 24 a day stays. Override with
+# [safety].
 PATH_BUDGETS: dict[str, tuple[int, int]] = {
     "fleetapi": (2, 5),
     "cloud": (4, 24),

@@ -26,15 +26,15 @@ Lifetime counters (Wh) grow by each segment's flows, like the real gateway's met
 curtailed), ``home_wh`` (load served), ``battery_import_wh`` (AC into the battery: charge) and
 ``battery_export_wh`` (AC out of it: discharge).
 
-Grid outage (``Faults.grid_down``): ``grid_status`` is ``"down"``, there is no import or export,
-the settings are ignored and the battery covers the load down to **0 %** (the reserve exists
-for exactly this). PV serves the load and charges the battery; what is left is curtailed (an
-islanded inverter cannot export). Load neither PV nor the battery can cover is not served
-(``home_w`` is the load served). Optimistic [U]: a real Powerwall that empties in an outage
-shuts down, PV included, until it restarts.
+Grid outage (``Faults.grid_down``): ``grid_status`` is ``"down"``, there is no import or
+export, the settings are ignored and the battery covers the load down to **0 %** (the reserve
+exists for exactly this). PV serves the load and charges the battery; what is left is curtailed
+(an islanded inverter cannot export). Load neither PV nor the battery can cover is not served
+(``home_w`` is the load served). Optimistic, and unverified: a real Powerwall that empties in
+an outage shuts down, PV included, until it restarts.
 
-What a read presents — the real adapter's rules (DOMAIN.md §4), applied to what the simulator
-"measured":
+What a read presents — the real adapter's rules (docs/powerwall.md, 'Failure shapes'), applied
+to what the simulator "measured":
 
 * all four power flows exactly 0 is pypowerwall's failure shape, whatever caused it (the
   ``zero_power`` fault, or an idle simulated home with no load): flows ``None`` with reason

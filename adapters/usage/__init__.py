@@ -1,6 +1,6 @@
 """Read metered interval data (usage CSVs) into :class:`optimizer.intervals.IntervalData`.
 
-Three formats (ARCHITECTURE.md "Interval data (CSV)", DOMAIN.md §2.1, §2.5, §2.8):
+Three formats (README, "Interval data formats"; docs/billing-rules.md, 'Interval data'):
 
 - **trueup interval CSV** (:func:`read_interval_csv`): ``timestamp,import_kwh,export_kwh`` and
   optional ``load_kwh,pv_kwh,battery_kwh``; ISO 8601 interval starts with a UTC offset.

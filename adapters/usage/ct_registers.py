@@ -1,4 +1,4 @@
-"""Read CT-register exports (eGauge-style): a Grid and a Solar register (DOMAIN.md §2.5).
+"""Read CT-register exports (eGauge-style): a Grid and a Solar register.
 
 Register values are energy, kWh (``[Wh]``/``[MWh]`` scaled; average-power ``[kW]`` refused),
 per interval or as cumulative readings; timestamps are Unix seconds, ISO 8601 with a UTC offset,
@@ -112,7 +112,8 @@ def read_ct_register_csv(
     than rows); ``"auto"`` (default) picks cumulative when the Solar column never falls by more
     than 1 % of its rise and its values are over 10× its mean step, and says which in a note.
 
-    Topology (DOMAIN.md §2.5), per interval, with ``grid`` and ``solar`` in kWh:
+    Topology (docs/billing-rules.md, 'Metering topology'), per interval, with ``grid`` and
+    ``solar`` in kWh:
 
     - ``"backfed"``: the grid register is the net flow at the meter (positive = import):
       import = max(grid, 0), export = max(−grid, 0), pv = solar, load = grid + solar;

@@ -1,4 +1,4 @@
-"""Read PG&E's Green Button "Download my data" electric CSV (DOMAIN.md §2.8).
+"""Read PG&E's Green Button "Download my data" electric CSV.
 
 Local wall-clock ``DATE``/``START TIME`` in the utility's zone, converted to UTC interval starts
 with DST explicit; ``IMPORT (kWh)``/``EXPORT (kWh)`` or a single ``USAGE (kWh)``, kWh per
@@ -78,7 +78,7 @@ def _electric_rows(
 def read_green_button_csv(
     path: PathLike, *, tz: str = "America/Los_Angeles", allow_gaps: bool = False
 ) -> IntervalData:
-    """Read a PG&E "Green Button / Download my data" electric CSV (DOMAIN.md §2.8).
+    """Read a PG&E "Green Button / Download my data" electric CSV.
 
     The file: a UTF-8 BOM, a preamble (``Name,…``, ``Address,"…"``, ``Account Number,…``,
     ``Service,…``), a blank line, then ``TYPE,DATE,START TIME,END TIME,IMPORT (kWh),EXPORT

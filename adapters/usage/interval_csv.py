@@ -1,4 +1,4 @@
-"""Read trueup's own interval CSV (ARCHITECTURE.md "Interval data (CSV)").
+"""Read trueup's own interval CSV (the format is a contract; README, "Interval data formats").
 
 ``timestamp,import_kwh,export_kwh[,load_kwh,pv_kwh,battery_kwh]``: interval starts in ISO 8601
 with a UTC offset, energies in kWh per interval (never kW).
@@ -25,7 +25,7 @@ def _header_index(cells: Sequence[str]) -> dict[str, int]:
 
 
 def read_interval_csv(path: PathLike, *, allow_gaps: bool = False) -> IntervalData:
-    """Read trueup's interval CSV (ARCHITECTURE.md "Interval data (CSV)").
+    """Read trueup's interval CSV (README, "Interval data formats").
 
     Columns (any order, names case-insensitive): ``timestamp,import_kwh,export_kwh`` and
     optionally ``load_kwh,pv_kwh,battery_kwh``; other columns are ignored with a note.
@@ -33,7 +33,7 @@ def read_interval_csv(path: PathLike, *, allow_gaps: bool = False) -> IntervalDa
     - ``timestamp``: the interval *start*, ISO 8601 **with a UTC offset**
       (``2025-03-09T01:45:00-08:00`` or ``2025-03-09T09:45:00Z``); converted to UTC.
     - ``import_kwh``, ``export_kwh``: gross grid import/export in the interval, kWh (≥ 0;
-      both may be non-zero in one interval, DOMAIN.md §2.1).
+      both may be non-zero in one interval: gross register quantities).
     - ``load_kwh``, ``pv_kwh``: home consumption and solar production, kWh (≥ 0).
     - ``battery_kwh``: battery energy, kWh, positive = discharging (may be negative).
 

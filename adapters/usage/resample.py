@@ -27,11 +27,11 @@ def renet(data: IntervalData, interval_s: int, *, allow_gaps: bool = False) -> I
     """Aggregate ``data`` to a coarser interval of ``interval_s`` seconds (e.g. 300 → 900).
 
     Each coarse interval sums the gross import, export (and load, pv, battery) kWh of the fine
-    intervals inside it: gross flows are kept, nothing is netted (DOMAIN.md §2.1 — net only
-    when billing). Coarse intervals are aligned to **UTC multiples** of ``interval_s``
-    (``start_utc % interval_s == 0``): in every zone with a whole-hour UTC offset that is also
-    aligned to the local hour; in half-hour zones (e.g. UTC+05:30) hourly buckets start at
-    local :30.
+    intervals inside it: gross flows are kept, nothing is netted (a tariff nets only when
+    billing, at its own netting interval). Coarse intervals are aligned to **UTC multiples** of
+    ``interval_s`` (``start_utc % interval_s == 0``): in every zone with a whole-hour UTC
+    offset that is also aligned to the local hour; in half-hour zones (e.g. UTC+05:30) hourly
+    buckets start at local :30.
 
     Args:
         data: fine intervals (UTC starts, kWh per interval), starts on UTC multiples of
