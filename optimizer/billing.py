@@ -30,6 +30,7 @@ from optimizer.intervals import IntervalData
 from optimizer.localtime import local_midnight_utc
 from optimizer.settlement import (
     PeriodTotals,
+    carry_credit,
     closing_month,
     leftover_credit,
     net_surplus_compensation,
@@ -526,14 +527,12 @@ class _Settlement:
                 applied = 0.0
                 annual_basis += fixed
             else:
-                e = me.charges - credit
                 applied = min(credit, max(me.charges, 0.0)) if credit else 0.0
-                if e >= 0:
-                    ec, credit = e, 0.0
-                elif closes and settles_monthly and st.leftover_credit == "pay_out":
-                    ec, credit = e, 0.0  # settled on this statement: paid to the customer
+                if (me.charges < credit and closes and settles_monthly
+                        and st.leftover_credit == "pay_out"):
+                    ec, credit = me.charges - credit, 0.0  # paid out on this statement
                 else:
-                    ec, credit = 0.0, -e
+                    ec, credit = carry_credit(credit, me.charges)
                 # SAM's model: the minimum tops up max(0, energy + fixed) and is never
                 # refunded; buy-all/sell-all compares the load meter's purchases only.
                 basis = me.purchases if t.spec.export.scheme == "buy_all_sell_all" else ec

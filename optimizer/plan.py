@@ -11,7 +11,7 @@ expression per step):
 * :func:`add_grid_charge_limit` — grid charging no faster than a setting can command.
 * :func:`add_export_cap` — the NEM-PS monthly cap on *total* exports, soft: kWh beyond the
   month's budget are allowed only at the price the tariff de-credits them (§2.3).
-* :func:`add_wear` — battery wear on the discharge a plan adds beyond Self-Powered's.
+* :func:`add_wear` — battery wear on the cycling a plan adds beyond Self-Powered's.
 * :func:`add_true_up_epigraph` — PG&E NEM2's true-up as convex epigraph variables (§2.2):
   ``due = max(ΣNBC + max(0, ΣCx), ΣMDC) − ΣMDC`` over year-to-date + plan + rest of period.
 * :func:`add_no_simultaneous_flows` — binaries, added only when the LP's answer charges and
@@ -69,6 +69,11 @@ class TrueUpScenario:
     # linearisation); "surplus" / "deficit" = the period's net surplus is held ≥ 0 / ≤ 0
     # and the NSC is exact there (the perfect-foresight bound solves both)
     regime: str | None = None
+    # kind "carry" (monthly charges, credit carried and forfeited: net billing): the credit
+    # carried into the plan's first month, $, and each month's energy charges outside the
+    # plan from that month to the period's end ($, < 0: credit; NBC excluded)
+    credit_in: float = 0.0
+    month_charges: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,10 @@ class TrueUpContext:
     surplus_rate: float
     scenarios: tuple[TrueUpScenario, ...]
     holds_end: bool = True
+    # "at_true_up" (NEM charges settled at the true-up) or "carry" (each month pays; credit
+    # is carried in dollars and forfeited at the period's end: add_credit_carry_epigraph)
+    kind: str = "at_true_up"
+    month_of_step: tuple[int, ...] = ()  # carry: each plan step's month, 0 = the first
 
     @classmethod
     def single(cls, *, first_step: int, end_step: int, label: str, cx: float, nbc: float,
@@ -363,8 +372,9 @@ class _Extras:
 
     excess: dict[int, int]  # month key → column of its cap excess
     binaries: int
-    # (context, [(y, z) per scenario], ΣCx of the plan)
-    periods: list[tuple[TrueUpContext, list[tuple[int, int]], _Lin]]
+    # (context, [(y, z) per scenario; carry: (F, F)], ΣCx of the plan, carry: the plan's
+    # energy charges by month)
+    periods: list[tuple[TrueUpContext, list[tuple[int, int]], _Lin, list[_Lin]]]
 
 
 def _variables(lp: _LP, n: int, x: PlanInputs) -> _Vars:
@@ -476,21 +486,54 @@ def add_true_up_epigraph(lp: _LP, cx_plan: _Lin, nbc_plan: _Lin, tu: TrueUpConte
 
 
 def add_wear(lp: _LP, v: _Vars, x: PlanInputs) -> None:
-    """Battery wear, $ per kWh discharged (``wear_cost_per_kwh``). With a baseline, only the
-    discharge beyond what Self-Powered would do over the horizon costs wear:
-    ``wear × max(0, Σ discharge − baseline)`` (an epigraph column, so still an LP). The
-    owner's battery cycles that much under Tesla's default anyway; the plan pays for the
-    cycling it adds, and gets no credit for cycling less."""
+    """Battery wear, $ per kWh discharged (``wear_cost_per_kwh``). With a baseline (what
+    Self-Powered would discharge over the horizon), only the cycling the plan *adds* costs
+    wear: ``wear × max(Σ discharge − baseline, Σ battery exports, 0)``, where a step's
+    battery export is its discharge beyond the load PV leaves (Self-Powered never exports
+    stored energy). An epigraph column, so still an LP. The owner's battery cycles that much
+    under Tesla's default anyway; the plan pays for what it adds — more discharge, or stored
+    energy sent to the grid — and gets no credit for cycling less."""
     wear = x.battery.wear_cost_per_kwh
     if wear <= 0:
         return
     if x.baseline_discharge_kwh is None:
         lp.add_cost(_Lin.of(v.dis, wear))
         return
-    w = lp.add_col(0.0, np.inf, "discharge_beyond_self_powered")
+    n = len(v.dis)
+    deficit = np.maximum(x.load_kwh - x.pv_kwh, 0.0)
+    out = lp.add_cols(n, 0.0, np.inf, names="battery_export")
+    lp.add_rows(n, -deficit, np.inf, np.concatenate([np.arange(n), np.arange(n)]),
+                np.concatenate([out, v.dis]), np.repeat([1.0, -1.0], n),
+                names="battery_export_floor")  # out ≥ dis − deficit
+    w = lp.add_col(0.0, np.inf, "cycling_added")
     lp.add_row(-x.baseline_discharge_kwh, np.inf, _Lin.of(w) - _Lin.of(v.dis),
-               "discharge_beyond_self_powered_floor")
+               "cycling_added_over_self_powered")
+    lp.add_row(0.0, np.inf, _Lin.of(w) - _Lin.of(out), "cycling_added_over_exports")
     lp.add_cost(_Lin.of(w, wear))
+
+
+def add_credit_carry_epigraph(lp: _LP, charges_by_month: list[_Lin], tu: TrueUpContext,
+                              s: int) -> int:
+    """Net billing's leftover credit in scenario ``s`` (:func:`optimizer.settlement.
+    leftover_after`): each month pays its energy charges after the credit carried in, and
+    what credit is left at the period's end is forfeited. The credit left is
+
+        F = max(0, credit_in − S₀, −S₁, …, −S_K),   S_k = Σ_{m ≥ k} (charges_m + plan_m)
+
+    (plan_m: the plan's energy charges in month m), convex, so ``F`` is an epigraph column.
+    The months pay Σ charges + F in all; the linear part stays in the objective as prices.
+    Returns the column."""
+    sc = tu.scenarios[s]
+    tag = f"{tu.label}_s{s}"
+    f = lp.add_col(0.0, np.inf, f"credit_left_{tag}")
+    k_months = len(sc.month_charges)
+    for k in range(k_months):
+        plan_after = _Lin.of([], [])
+        for m in range(k, min(k_months, len(charges_by_month))):
+            plan_after = plan_after + charges_by_month[m]
+        rhs = (sc.credit_in if k == 0 else 0.0) - float(sum(sc.month_charges[k:]))
+        lp.add_row(rhs, np.inf, _Lin.of(f) + plan_after, f"credit_left_from_{k}_{tag}")
+    return f
 
 
 def add_no_simultaneous_flows(lp: _LP, v: _Vars, x: PlanInputs, steps: list[int]) -> int:
@@ -523,22 +566,27 @@ def add_no_simultaneous_flows(lp: _LP, v: _Vars, x: PlanInputs, steps: list[int]
 
 
 def default_terminal_value(x: PlanInputs) -> float:
-    """$ per stored kWh left at the horizon's end at *linear* prices: what it can later
-    displace or earn — the horizon's mean of max(import price, export credit) — after the
-    discharge loss and its wear. Keeps the plan from dumping the battery because the horizon
-    ends. (Under a true-up the value goes through the epigraph instead: see build_lp().)"""
+    """$ per stored kWh left at the horizon's end at *linear* prices: what it will displace
+    at least — the horizon's cheapest max(import price, export credit), the price at which
+    the energy could be bought back before it is needed — after the discharge loss (and its
+    wear, unless the wear is counted against Self-Powered's: then Self-Powered would spend
+    it too). Keeps the plan from dumping the battery because the horizon ends, and from
+    buying energy only to end the horizon full. (Under a true-up the value goes through
+    the settlement instead: see build_lp().)"""
     p = x.prices
-    later = float(np.mean(np.maximum(p.import_price, p.export_credit)))
-    return max(0.0, later * x.battery.discharge_efficiency - x.battery.wear_cost_per_kwh)
+    later = float(np.min(np.maximum(p.import_price, p.export_credit)))
+    wear = x.battery.wear_cost_per_kwh if x.baseline_discharge_kwh is None else 0.0
+    return max(0.0, later * x.battery.discharge_efficiency - wear)
 
 
 def _terminal_bill_terms(x: PlanInputs) -> tuple[float, float]:
-    """Per stored kWh left at the end, what it later takes off the true-up's ΣCx and ΣNBC:
-    η_d × the horizon's mean of max(rate − NBC, credit), and η_d × NBC (a displaced import
-    also avoids its NBC)."""
+    """Per stored kWh left at the end, what it later takes off the period's energy charges
+    and its NBC: η_d × the horizon's cheapest max(rate − NBC, credit) (the energy's
+    replacement price, as in default_terminal_value), and η_d × NBC (a displaced import also
+    avoids its NBC)."""
     p = x.prices
     eta = x.battery.discharge_efficiency
-    cx = float(np.mean(np.maximum(p.import_price - p.nbc, p.export_credit)))
+    cx = float(np.min(np.maximum(p.import_price - p.nbc, p.export_credit)))
     return eta * cx, eta * p.nbc
 
 
@@ -589,13 +637,21 @@ def build_lp(x: PlanInputs, *, binary_steps: list[int] | None = None
     covered = np.zeros(n, dtype=bool)
     for tu in x.true_ups:
         steps = np.arange(n)[tu.first_step:tu.end_step]
-        covered[steps] = True
+        carry = tu.kind == "carry"
+        covered[steps] = not carry  # a carry period keeps its linear prices (see below)
         months = [k for k, t0 in month_first.items() if tu.first_step <= t0 < tu.end_step]
         imported = _Lin.of(v.imp[steps])
         nbc_plan = p.nbc * imported
-        # NEM2 energy charges of the plan (Cx, excl. NBC); de-credited exports earn nothing
+        # the plan's energy charges (NEM2: Cx, excl. NBC); de-credited exports earn nothing
         cx_plan = linear(steps, months) - nbc_plan
         exported = _Lin.of(v.exp[steps]) - _Lin.of([excess[k] for k in months])
+        by_month: list[_Lin] = []
+        if carry:
+            mos = np.asarray(tu.month_of_step)
+            for m in range(int(mos.max()) + 1 if len(mos) else 0):
+                st = steps[mos == m]
+                by_month.append(_Lin.of(v.imp[st], p.import_price[st] - p.nbc)
+                                + _Lin.of(v.exp[st], -p.export_credit[st]))
         if tu.holds_end:
             # the energy left at the end may be spent later in this period, through the bill
             # (and its wear); ``used`` ≤ the end's SOC is the part the plan counts on, so
@@ -608,9 +664,15 @@ def build_lp(x: PlanInputs, *, binary_steps: list[int] | None = None
             imported -= b.discharge_efficiency * used
             if x.baseline_discharge_kwh is None:  # else: Self-Powered would use it too
                 lp.add_cost(b.wear_cost_per_kwh * b.discharge_efficiency * used)
+            if carry:  # it lowers the last month's charges, and its NBC, at linear prices
+                by_month[-1] = by_month[-1] - tv_cx * used
+                lp.add_cost(-(tv_cx + tv_nbc) * used)
         cols = []
         for s, sc in enumerate(tu.scenarios):
-            y, z = add_true_up_epigraph(lp, cx_plan, nbc_plan, tu, s)
+            if carry:
+                y = z = add_credit_carry_epigraph(lp, by_month, tu, s)
+            else:
+                y, z = add_true_up_epigraph(lp, cx_plan, nbc_plan, tu, s)
             # NSC: −rate × max(0, surplus) is concave, so it is linear at a regime: the
             # scenario's own without the plan, or one imposed (see TrueUpScenario.regime)
             net = exported - imported
@@ -622,7 +684,7 @@ def build_lp(x: PlanInputs, *, binary_steps: list[int] | None = None
             nsc = tu.surplus_rate if in_surplus else 0.0
             lp.add_cost(sc.weight * (_Lin.of(z) - nsc * net))
             cols.append((y, z))
-        extras.periods.append((tu, cols, cx_plan))
+        extras.periods.append((tu, cols, cx_plan, by_month))
     rest = np.flatnonzero(~covered)
     if len(rest):
         lp.add_cost(linear(rest, [k for k, t0 in month_first.items() if not covered[t0]]))
@@ -642,7 +704,8 @@ def build(x: PlanInputs, *, binary_steps: list[int] | None = None
     return prob, v.take(cols), {
         "excess": {k: cols[j] for k, j in extras.excess.items()},
         "binaries": extras.binaries,
-        "periods": [(tu, [(cols[y], cols[z]) for y, z in yz]) for tu, yz, _ in extras.periods]}
+        "periods": [(tu, [(cols[y], cols[z]) for y, z in yz])
+                    for tu, yz, _, _ in extras.periods]}
 
 
 _BANNER_SHOWN = False
@@ -823,9 +886,36 @@ def _extract(xval: np.ndarray, lp: _LP, v: _Vars, extras: _Extras, x: PlanInputs
         plan.notes.append(f"{plan.shortfall_kwh:.1f} kWh of forecast load exceed the service "
                           "limit and the battery: not planned for")
     if extras.periods:
-        tu, yz, cx_plan = extras.periods[0]
-        _true_up_report(plan, x, tu, yz, cx_plan.value(xval), xval)
+        tu, yz, cx_plan, by_month = extras.periods[0]
+        if tu.kind == "carry":
+            _carry_report(plan, x, tu, [f for f, _ in yz],
+                          sum(c.value(xval) for c in by_month), xval)
+        else:
+            _true_up_report(plan, x, tu, yz, cx_plan.value(xval), xval)
     return plan
+
+
+def _carry_report(plan: Plan, x: PlanInputs, tu: TrueUpContext, cols: list[int],
+                  plan_charges: float, xval: np.ndarray) -> None:
+    """Net billing: in the scenarios where the credit carried now is what the period ends
+    up forfeiting (F = credit_in − S₀ > 0), one more credit is lost (worth only the NSC);
+    elsewhere it offsets charges that would be paid, at full value."""
+    steps = slice(tu.first_step, tu.end_step)
+    full = float(np.max(x.prices.export_credit[steps]))
+    w = np.array([sc.weight for sc in tu.scenarios])
+    left = np.array([float(xval[f]) for f in cols])
+    row0 = np.array([sc.credit_in - float(sum(sc.month_charges)) - plan_charges
+                     for sc in tu.scenarios])
+    lost = (left > EPS) & (left - row0 < 1e-6)
+    surplus = np.array([sc.surplus_kwh for sc in tu.scenarios]) > 0
+    plan.true_up_label = tu.label
+    plan.true_up_due = 0.0
+    plan.projected_cx = float(w @ -left)  # the credit expected to be left (as a balance)
+    plan.p_credit_counts = float(w[~lost].sum())
+    plan.p_nsc_only = float(w[lost & surplus].sum())
+    plan.nsc_rate = tu.surplus_rate
+    plan.marginal_credit_value = round(full * plan.p_credit_counts
+                                       + tu.surplus_rate * plan.p_nsc_only, 5)
 
 
 def _true_up_report(plan: Plan, x: PlanInputs, tu: TrueUpContext,

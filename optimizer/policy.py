@@ -78,16 +78,20 @@ def intents(plan: Plan, x: PlanInputs) -> list[str]:
     deficit = np.maximum(x.load_kwh - x.pv_kwh, 0.0)
     grid_charge = plan.charge_kwh - surplus
     batt_export = plan.discharge_kwh - deficit
-    floor = x.battery.floor_kwh
+    b = x.battery
+    floor = b.floor_kwh
     soc_before = np.concatenate([[x.soc_kwh], plan.soc_kwh[:-1]])
+    # what Self-Powered would discharge: the deficit, within the battery's power and what
+    # lies above the floor; a plan discharging less than that is holding energy back
+    could = np.minimum(np.minimum(deficit, b.max_discharge_kw * x.step_hours),
+                       np.maximum(soc_before - floor, 0.0) * b.discharge_efficiency)
     out = []
     for t in range(len(plan.charge_kwh)):
         if grid_charge[t] > EPS_KWH:
             out.append("charge")
         elif batt_export[t] > EPS_KWH:
             out.append("export")
-        elif (deficit[t] > EPS_KWH and plan.discharge_kwh[t] < deficit[t] - EPS_KWH
-              and soc_before[t] > floor + EPS_KWH):
+        elif deficit[t] > EPS_KWH and plan.discharge_kwh[t] < could[t] - EPS_KWH:
             out.append("hold")
         else:
             out.append("self")

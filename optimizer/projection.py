@@ -45,7 +45,9 @@ from optimizer.billing import bill
 from optimizer.intervals import IntervalData
 from optimizer.settlement import (
     PeriodTotals,
+    carries_credit_to_forfeit,
     closing_month,
+    leftover_after,
     leftover_credit,
     month_label,
     net_surplus_kwh,
@@ -221,10 +223,17 @@ class PeriodProjection:
 
     period: SettlementPeriod
     scenarios: tuple[Scenario, ...]
-    totals: tuple[PeriodTotals, ...]  # one per scenario
+    months: tuple[tuple[PeriodTotals, ...], ...]  # [scenario][billing month of the period]
+    month_starts: tuple[int, ...]  # UTC start of each billing month
     surplus_rate: float
     measured_fraction: float  # share of the period's time with metered history
     planned_fraction: float  # share inside the plan's horizon
+    carries_credit: bool = False  # monthly charges, credit carried and forfeited (NBT)
+
+    @property
+    def totals(self) -> tuple[PeriodTotals, ...]:
+        """The period's sums, one per scenario."""
+        return tuple(sum(m, PeriodTotals()) for m in self.months)
 
     @property
     def weights(self) -> np.ndarray:
@@ -232,12 +241,20 @@ class PeriodProjection:
 
     @property
     def dues(self) -> np.ndarray:
-        """$ due at the true-up per scenario (< 0: paid to the customer)."""
+        """$ due at the true-up per scenario (< 0: paid to the customer). Under monthly
+        charges (net billing) the months have paid their charges: the true-up only pays
+        the NSC."""
+        if self.carries_credit:
+            return np.array([-net_surplus_kwh(t.credited_export_kwh, t.import_kwh)
+                             * self.surplus_rate for t in self.totals])
         return np.array([true_up_due(t, self.surplus_rate) for t in self.totals])
 
     @property
     def forfeited(self) -> np.ndarray:
         """$ credit forfeited at the true-up per scenario."""
+        if self.carries_credit:
+            return np.array([leftover_after(0.0, [t.energy_charges for t in m])
+                             for m in self.months])
         return np.array([leftover_credit(t.energy_charges) for t in self.totals])
 
     @property
@@ -257,9 +274,8 @@ class PeriodProjection:
 
     @property
     def p_in_credit(self) -> float:
-        """Probability that the period ends with its energy charges in credit (ΣCx ≤ 0)."""
-        return float(sum(s.weight for s, t in zip(self.scenarios, self.totals, strict=True)
-                         if t.energy_charges <= 0))
+        """Probability that the period ends with credit left over (forfeited)."""
+        return float(self.weights[self.forfeited > 0].sum())
 
     def surplus_kwh(self, i: int) -> float:
         t = self.totals[i]
@@ -318,7 +334,7 @@ def project_period(tariff: Tariff, period: SettlementPeriod, book: RestBook | No
     scenarios = book.scenarios if book is not None else (Scenario("metered", 1, 1, 1.0),)
     months = _month_edges(tariff, a, z, res)
     per = HOUR // res if book is not None else 1
-    totals = [PeriodTotals() for _ in scenarios]
+    per_month: list[list[PeriodTotals]] = [[] for _ in scenarios]
     tum = true_up_month or tariff.spec.settlement.true_up_month
     caps = tuple(export_cap_kwh) if export_cap_kwh else None
     known_imp, known_exp = hist_imp + plan_imp, hist_exp + plan_exp
@@ -340,11 +356,14 @@ def project_period(tariff: Tariff, period: SettlementPeriod, book: RestBook | No
                                      export_cap_kwh)
 
             t = memo.month(key, compute) if memo is not None else compute()
-            totals[s] = totals[s] + t
-    return PeriodProjection(period, scenarios, tuple(totals),
-                            tariff.spec.settlement.surplus_rate,
+            per_month[s].append(t)
+    st = tariff.spec.settlement
+    return PeriodProjection(period, scenarios, tuple(tuple(m) for m in per_month),
+                            tuple(a + res * i0 for i0, _ in months), st.surplus_rate,
                             measured_fraction=float(hist_cov.mean()),
-                            planned_fraction=float(plan_cov.mean()))
+                            planned_fraction=float(plan_cov.mean()),
+                            carries_credit=carries_credit_to_forfeit(
+                                st.charges, st.leftover_credit, st.period_months))
 
 
 def _month_totals(tariff: Tariff, start_utc: int, res: int, imp: np.ndarray, exp: np.ndarray,

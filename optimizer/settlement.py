@@ -72,6 +72,13 @@ def month_label(month: int) -> str:
     return f"{y:04d}-{m + 1:02d}"
 
 
+def carries_credit_to_forfeit(charges: str, leftover_credit: str, period_months: int
+                              ) -> bool:
+    """Whether each month pays its charges, carries its credit in dollars to later months,
+    and forfeits what is left when the period ends (PG&E's Net Billing Tariff)."""
+    return charges == "monthly" and leftover_credit == "forfeit" and period_months > 1
+
+
 def settles_at_true_up(scheme: str, charges: str, leftover_credit: str) -> bool:
     """Whether NEM charges accrue to a true-up that forfeits leftover credit (PG&E NEM1 and
     NEM2): the case where one more credited kWh is worth the full credit, the NSC rate or
@@ -137,3 +144,25 @@ def true_up_due(t: PeriodTotals, surplus_rate: float) -> float:
     nsc = net_surplus_compensation(net_surplus_kwh(t.credited_export_kwh, t.import_kwh),
                                    surplus_rate)
     return true_up_charges(t) - t.minimum - nsc
+
+
+# --------------------------------------------------------------------------------------
+# Monthly charges with credit carried forward (net billing)
+
+
+def carry_credit(credit: float, charges: float) -> tuple[float, float]:
+    """One month under ``charges = "monthly"``: its energy ``charges`` ($, < 0: a credit)
+    against the ``credit`` carried in. Returns (energy charges billed this month ≥ 0,
+    credit carried out ≥ 0)."""
+    e = charges - credit
+    return (e, 0.0) if e >= 0 else (0.0, -e)
+
+
+def leftover_after(credit: float, month_charges) -> float:
+    """The credit left after months of ``month_charges`` ($ each, in order), starting with
+    ``credit`` carried in: ``carry_credit`` month after month. Equal to
+    ``max(0, credit − S₁, −S₂, …, −S_M)`` where ``S_k`` is the sum of the charges from month
+    k on — a convex function of the charges, which is how the plan models it."""
+    for c in month_charges:
+        _, credit = carry_credit(credit, c)
+    return credit

@@ -60,7 +60,10 @@ def test_with_no_history_the_plan_keeps_the_battery_working(config_file):
     assert p.soc_kwh.max() > floor + 10.0  # it stores PV
     hour = (x.prices.start_utc - x.prices.start_utc[0]) // 3600 % 24 + 8  # local hour
     peak = (hour % 24 >= 16) & (hour % 24 < 21)
-    assert p.discharge_kwh[peak].sum() > 10.0  # and serves the peak
+    deficit = np.maximum(x.load_kwh - x.pv_kwh, 0.0)
+    # and serves the peak: the home imports nothing from 16:00 to 21:00
+    assert p.discharge_kwh[peak].sum() == pytest.approx(deficit[peak].sum(), rel=0.01)
+    assert p.import_kwh[peak].sum() == pytest.approx(0.0, abs=0.01)
     notes = " ".join(r.notes)
     assert "estimated in 9 scenarios" in notes and "no history for the 323 days" in notes
     out = r.to_json()["true_up"]

@@ -113,3 +113,27 @@ def test_exports_are_carried_out_by_time_based_control_with_export_everything():
         assert e.settings.export_rule == ExportRule.BATTERY_OK
         assert "export" in e.reason and "$/kWh" in e.reason
     assert "export" in intents(plan, x)
+
+
+def test_discharging_at_full_power_under_a_bigger_load_is_self_powered_not_a_hold():
+    """An EV charging at 7.4 kW at night: the plan discharges the battery at its 5 kW limit
+    and imports the rest. That is what Self-Powered does, so the setting must be Self-Powered
+    at the floor — a "hold" (reserve at the SOC) would stop the battery and import all 7.4
+    kWh. Holding is discharging less than the battery could: the deficit, within its power
+    and the energy above the floor."""
+    from optimizer.plan import Plan
+
+    x, _ = month_inputs("pge-ev2a-nbt-2024", soc_kwh=9.45)  # 70 %
+    x = PlanInputs(**{**x.__dict__, "load_kwh": np.full(HOURS, 7.4), "pv_kwh": np.zeros(HOURS)})
+    n = HOURS
+    dis = np.zeros(n)
+    dis[0] = 5.0  # full power
+    # then 9.45 − 5 / 0.95 = 4.19 kWh stored, 1.49 above the 2.7 kWh floor (1.42 deliverable):
+    # discharging 1.0 is less than it could, a hold
+    dis[1] = 1.0
+    soc = 9.45 - np.cumsum(dis) / BATTERY.discharge_efficiency
+    plan = Plan(status="optimal", solver="test", solve_seconds=0.0, objective=0.0,
+                import_kwh=7.4 - dis, export_kwh=np.zeros(n), charge_kwh=np.zeros(n),
+                discharge_kwh=dis, curtail_kwh=np.zeros(n), soc_kwh=soc)
+    labels = intents(plan, x)
+    assert labels[0] == "self" and labels[1] == "hold"

@@ -56,11 +56,11 @@ from optimizer.behaviour import ExportRule, Mode, PriceSignal, Settings, clamp_r
 from optimizer.billing import Bill, bill
 from optimizer.errors import InputError
 from optimizer.intervals import IntervalData
-from optimizer.plan import CapBudget, Plan, PlanInputs, TrueUpContext, TrueUpScenario, solve
+from optimizer.plan import CapBudget, Plan, PlanInputs, TrueUpContext, solve
 from optimizer.policy import battery_spec
 from optimizer.prices import StepPrices, decredit_value, step_prices
 from optimizer.projection import periods_between, project_period
-from optimizer.settlement import settles_at_true_up
+from optimizer.settlement import carries_credit_to_forfeit, settles_at_true_up
 from optimizer.site import Battery
 from optimizer.tariff import Tariff
 
@@ -579,23 +579,24 @@ def _pf_cap_budgets(r: Replay, prices: StepPrices, outside: IntervalData | None
 
 def _pf_true_ups(r: Replay, starts: np.ndarray, outside: IntervalData | None,
                  regime: str | None) -> tuple[TrueUpContext, ...]:
-    """The true-up of each settlement period the window touches, with the months outside
-    the window exactly as billed (one certain scenario)."""
+    """The settlement of each period the window touches (NEM charges at the true-up, or
+    monthly charges with credit carried to it), with the months outside the window exactly
+    as billed (one certain scenario)."""
+    from trueup.planning import settlement_context
+
     st = r.tariff.spec.settlement
-    if not settles_at_true_up(r.tariff.spec.export.scheme, st.charges, st.leftover_credit):
+    carry = carries_credit_to_forfeit(st.charges, st.leftover_credit, st.period_months)
+    if not carry and not settles_at_true_up(r.tariff.spec.export.scheme, st.charges,
+                                            st.leftover_credit):
         return ()
     horizon = (int(starts[0]), int(starts[-1]) + 3600)
     out = []
     for period in periods_between(r.tariff, horizon[0], horizon[1], r.true_up_month):
         proj = project_period(r.tariff, period, None, history=outside, horizon=horizon,
                               true_up_month=r.true_up_month, export_cap_kwh=r.export_cap_kwh)
-        t = proj.totals[0]
         inside = np.flatnonzero((starts >= period.start_utc) & (starts < period.end_utc))
-        out.append(TrueUpContext(
-            int(inside[0]), int(inside[-1]) + 1, period.label, t.minimum, st.surplus_rate,
-            (TrueUpScenario(1.0, t.energy_charges, t.nbc,
-                            t.credited_export_kwh - t.import_kwh, regime),),
-            holds_end=False))
+        out.append(settlement_context(proj, starts, inside, carry, holds_end=False,
+                                      regime=regime))
     return tuple(out)
 
 

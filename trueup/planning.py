@@ -58,7 +58,7 @@ from optimizer.projection import (
     rest_book,
     scenario_grid,
 )
-from optimizer.settlement import settles_at_true_up
+from optimizer.settlement import carries_credit_to_forfeit, leftover_after, settles_at_true_up
 from optimizer.tariff import Tariff, load_tariff
 from trueup.config import TrueupConfig
 
@@ -340,11 +340,14 @@ def _true_up_contexts(cfg: TrueupConfig, tariff: Tariff, history: IntervalData |
                       starts: np.ndarray, step_s: int, horizon: tuple[int, int],
                       true_up_month: int, caps: list[float] | None, memo: PlanMemo,
                       notes: list[str]) -> tuple[tuple[TrueUpContext, ...], _TrueUpBasis | None]:
-    """For each settlement period the horizon touches (tariffs that settle NEM charges at a
-    true-up and forfeit leftover credit): the period billed without the horizon, per
+    """For each settlement period the horizon touches, on tariffs that forfeit leftover
+    credit at a true-up — NEM charges settled there (NEM1/NEM2), or monthly charges with the
+    credit carried to it (net billing) — the period billed without the horizon, per
     scenario, as the plan's true-up context."""
     st = tariff.spec.settlement
-    if not settles_at_true_up(tariff.spec.export.scheme, st.charges, st.leftover_credit):
+    carry = carries_credit_to_forfeit(st.charges, st.leftover_credit, st.period_months)
+    if not carry and not settles_at_true_up(tariff.spec.export.scheme, st.charges,
+                                            st.leftover_credit):
         return (), None
     spec = battery_spec(cfg.battery)
     floor = max(1.0, cfg.battery.backup_floor_percent)
@@ -359,13 +362,7 @@ def _true_up_contexts(cfg: TrueupConfig, tariff: Tariff, history: IntervalData |
                               true_up_month=true_up_month, export_cap_kwh=caps,
                               memo=memo.projection)
         inside = np.flatnonzero((starts >= period.start_utc) & (starts < period.end_utc))
-        out.append(TrueUpContext(
-            first_step=int(inside[0]), end_step=int(inside[-1]) + 1, label=period.label,
-            minimum_total=proj.totals[proj.central].minimum, surplus_rate=st.surplus_rate,
-            scenarios=tuple(TrueUpScenario(s.weight, t.energy_charges, t.nbc,
-                                           t.credited_export_kwh - t.import_kwh)
-                            for s, t in zip(proj.scenarios, proj.totals, strict=True)),
-            holds_end=i == len(periods) - 1))
+        out.append(settlement_context(proj, starts, inside, carry, i == len(periods) - 1))
         if i == 0:
             basis = _TrueUpBasis(period, book, history, horizon, tariff, true_up_month, caps,
                                  memo.projection, far.sources)
@@ -384,6 +381,30 @@ def _true_up_contexts(cfg: TrueupConfig, tariff: Tariff, history: IntervalData |
                              "interval data (`trueup import`, or `trueup plan --usage`) to "
                              "narrow the projection")
     return tuple(out), basis
+
+
+def settlement_context(proj: PeriodProjection, starts: np.ndarray, inside: np.ndarray,
+                       carry: bool, holds_end: bool, regime: str | None = None
+                       ) -> TrueUpContext:
+    """The plan's view of one projected period (its steps ``inside`` the horizon's
+    ``starts``): its totals outside the plan per scenario; for a carry tariff also the
+    credit carried into the plan's first month and each later month's charges (months
+    before the plan are paid and gone). ``regime``: see TrueUpScenario."""
+    first, end = int(inside[0]), int(inside[-1]) + 1
+    month = np.searchsorted(proj.month_starts, starts[first:end], side="right") - 1
+    j = int(month[0])
+    scenarios = []
+    for s, t, months in zip(proj.scenarios, proj.totals, proj.months, strict=True):
+        charges = [m.energy_charges for m in months]
+        scenarios.append(TrueUpScenario(
+            s.weight, t.energy_charges, t.nbc, t.credited_export_kwh - t.import_kwh,
+            regime=regime, credit_in=leftover_after(0.0, charges[:j]) if carry else 0.0,
+            month_charges=tuple(charges[j:]) if carry else ()))
+    return TrueUpContext(first, end, proj.period.label,
+                         minimum_total=proj.totals[proj.central].minimum,
+                         surplus_rate=proj.surplus_rate, scenarios=tuple(scenarios),
+                         holds_end=holds_end, kind="carry" if carry else "at_true_up",
+                         month_of_step=tuple(int(m) - j for m in month) if carry else ())
 
 
 # --------------------------------------------------------------------------------------
