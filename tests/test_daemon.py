@@ -496,3 +496,66 @@ def test_while_the_grid_is_down_the_plan_neither_grid_charges_nor_exports(tmp_pa
     daemon.read_job()
     assert daemon.state.replan_reason == "the grid is back"
     daemon.close()
+
+
+def test_the_http_endpoint_refuses_foreign_host_names_and_drops_idle_connections(tmp_path):
+    """DNS rebinding: a request whose Host header is a name the owner did not allow gets 421
+    and no plan; IP literals, localhost and allowed names are answered. A connection that
+    sends nothing is closed after the handler's timeout, so idle sockets cannot pile up
+    threads."""
+    from trueup.metrics import HttpEndpoint, Metrics, _Handler
+
+    http = HttpEndpoint("127.0.0.1:0", Metrics(), lambda: (True, {}), lambda: {"x": 1},
+                        allowed_hosts=("home-server.lan",)).start()
+    try:
+        port = int(http.address.rsplit(":", 1)[1])
+
+        def get(host: str) -> int:
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/plan",
+                                         headers={"Host": host})
+            try:
+                return urllib.request.urlopen(req, timeout=5).status
+            except urllib.error.HTTPError as e:
+                return e.code
+
+        assert get("evil.example.com") == 421
+        assert get(f"evil.example.com:{port}") == 421
+        for ok in (f"127.0.0.1:{port}", "localhost", f"[::1]:{port}", "home-server.lan:80",
+                   "192.168.1.20"):
+            assert get(ok) == 200, ok
+        assert _Handler.timeout == 10
+        with socket.create_connection(("127.0.0.1", port)) as idle:
+            idle.settimeout(_Handler.timeout + 5)
+            t0 = time.monotonic()
+            assert idle.recv(1) == b""  # the server hung up
+            assert time.monotonic() - t0 < _Handler.timeout + 3
+    finally:
+        http.stop()
+
+
+def test_the_store_and_the_owners_settings_are_readable_by_trueup_alone(tmp_path):
+    cfg = small_config()
+    clock = SimClock(JULY)
+    daemon = Daemon(cfg, dry_run=True, clock=clock, gateway=simulated_site(cfg, clock),
+                    data_dir=tmp_path)
+    daemon.start()
+    daemon.close()
+    for name in ("trueup.db", "owner-settings.json"):
+        assert (tmp_path / name).stat().st_mode & 0o077 == 0, name
+
+
+@pytest.mark.parametrize("text, key", [
+    ("[optimizer]\nexport_cap_kwh = [1,2,3,4,5,6,7,8,9,10,11]\n", "optimizer.export_cap_kwh"),
+    ('[http]\nbind = "localhost"\n', "http.bind"),
+    ('[http]\nbind = "127.0.0.1:70000"\n', "http.bind"),
+])
+def test_a_config_that_would_fail_later_is_refused_at_load(tmp_path, text, key):
+    """Eleven monthly caps (planning would fail in November), a bind without a port or with
+    a port over 65535: refused when the file is read, naming the key."""
+    from optimizer.errors import InputError
+
+    f = tmp_path / "trueup.toml"
+    f.write_text(text)
+    with pytest.raises(InputError) as e:
+        load_config(f)
+    assert key in str(e.value)

@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from optimizer.errors import InputError
@@ -85,7 +85,19 @@ class SafetySection(_Section):
 
 
 class HttpSection(_Section):
-    bind: str = "127.0.0.1:9871"
+    bind: str = "127.0.0.1:9871"  # HOST:PORT; the pages read your plan: keep it on loopback
+    # host names (besides IP addresses and localhost) the endpoint answers to, e.g. your
+    # server's name when Prometheus scrapes it from another host
+    allowed_hosts: list[str] = []
+
+    @field_validator("bind")
+    @classmethod
+    def _host_and_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("give HOST:PORT with a port from 0 to 65535, e.g. "
+                             "\"127.0.0.1:9871\"")
+        return v
 
 
 class OptimizerSection(_Section):
@@ -97,7 +109,9 @@ class OptimizerSection(_Section):
     time_limit_s: Annotated[float, Field(gt=0, le=600)] = 10.0
     mip_gap: Annotated[float, Field(ge=0, le=0.5)] = 0.001
     true_up_month: Annotated[int, Field(ge=1, le=12)] | None = None  # default: the tariff's
-    export_cap_kwh: list[Annotated[float, Field(ge=0)]] | None = None  # overrides the tariff's
+    # 12 monthly caps, January first, overriding the tariff's
+    export_cap_kwh: Annotated[list[Annotated[float, Field(ge=0, allow_inf_nan=False)]],
+                              Field(min_length=12, max_length=12)] | None = None
     service_limit_kw: Annotated[float, Field(gt=0)] = 48.0  # grid import limit (200 A ≈ 48 kW)
 
 

@@ -425,8 +425,12 @@ def run(config: str | None, *, dry_run: bool, data_dir: str | None = None) -> in
         dry_run = True  # the built-in example site never writes
     daemon = Daemon(cfg, dry_run=dry_run, data_dir=data_dir)
     daemon.start()
-    http = HttpEndpoint(cfg.http.bind, daemon.metrics, daemon.health,
-                        daemon.current_plan).start()
+    http = HttpEndpoint(cfg.http.bind, daemon.metrics, daemon.health, daemon.current_plan,
+                        allowed_hosts=tuple(cfg.http.allowed_hosts)).start()
+    if cfg.http.bind.rpartition(":")[0] in ("0.0.0.0", "::", "[::]", ""):
+        log.warning("the HTTP endpoint listens on every interface (%s): anyone on your "
+                    "network can read your plan and metrics; bind 127.0.0.1 unless a "
+                    "firewall limits who reaches it", cfg.http.bind)
     log.info("trueup running (%s, %s): http://%s/metrics", cfg.source,
              "dry run" if dry_run else "writing through the safety rails", http.address)
     sched = BackgroundScheduler(executors={"default": ThreadPoolExecutor(4)},

@@ -178,12 +178,19 @@ def _set_or_remove(gauge: Gauge, labels: tuple[str, ...], value: float | None) -
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+    timeout = 10  # s: an idle or slow connection is dropped, never holds a thread
 
     def log_message(self, format, *args) -> None:  # the daemon logs; keep stderr quiet
         return
 
     def do_GET(self) -> None:
         srv = self.server
+        if not _host_allowed(self.headers.get("Host", ""), srv.allowed_hosts):
+            # a page in the owner's browser reaching us through a DNS name it controls (DNS
+            # rebinding) must not read the plan: only IP literals and known names answer
+            self._send(421, b"unknown Host header: add the name to [http] allowed_hosts\n",
+                       "text/plain")
+            return
         if self.path.startswith("/metrics"):
             self._send(200, srv.metrics.exposition(), CONTENT_TYPE_LATEST)
         elif self.path.startswith("/healthz"):
@@ -206,24 +213,47 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+def _host_allowed(host: str, allowed: frozenset[str]) -> bool:
+    """An IP literal, ``localhost``, or a name the owner allowed ([http] allowed_hosts)."""
+    import ipaddress
+
+    name = host.strip().lower()
+    if name.startswith("["):  # [v6]:port
+        name = name[1:name.find("]")] if "]" in name else name[1:]
+    elif name.count(":") == 1:
+        name = name.rsplit(":", 1)[0]
+    if not name:
+        return False
+    if name == "localhost" or name in allowed:
+        return True
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address, metrics: Metrics, health: Callable[[], tuple[bool, dict]],
-                 plan: Callable[[], dict | None]) -> None:
+                 plan: Callable[[], dict | None], allowed_hosts: frozenset[str]) -> None:
         super().__init__(address, _Handler)
         self.metrics = metrics
         self.health = health
         self.plan = plan
+        self.allowed_hosts = allowed_hosts
 
 
 class HttpEndpoint:
     """The daemon's HTTP endpoint on ``bind`` ("127.0.0.1:9871"; port 0 picks one)."""
 
     def __init__(self, bind: str, metrics: Metrics, health: Callable[[], tuple[bool, dict]],
-                 plan: Callable[[], dict | None]) -> None:
+                 plan: Callable[[], dict | None], *,
+                 allowed_hosts: tuple[str, ...] = ()) -> None:
         host, _, port = bind.rpartition(":")
-        self._server = _Server((host or "127.0.0.1", int(port)), metrics, health, plan)
+        self._server = _Server((host or "127.0.0.1", int(port)), metrics, health, plan,
+                               frozenset(h.lower() for h in allowed_hosts))
         self._thread = threading.Thread(target=self._server.serve_forever, name="http",
                                         kwargs={"poll_interval": 0.2}, daemon=True)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -231,6 +232,8 @@ class SafeGateway:
         if self.owner_file is None:
             return
         self.owner_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.owner_file, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        os.close(fd)
         self.owner_file.write_text(json.dumps(
             {"mode": str(s.mode), "reserve_percent": s.reserve_percent,
              "grid_charging": s.grid_charging, "export_rule": str(s.export_rule),

@@ -304,6 +304,10 @@ class Store:
                                  where=str(self.path.parent),
                                  fix="create it for the trueup user, or give another with "
                                  "--data-dir") from None
+        if not self.path.exists():
+            # the owner's meter data: readable by the trueup user alone (SQLite gives the
+            # -wal and -shm files the database file's permissions)
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         try:
             self.schema_version = migrate(self._conn(), self.path)
         except BaseException:
