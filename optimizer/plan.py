@@ -7,6 +7,8 @@ tariff (docs/billing-rules.md). Each adds its columns and rows to a small matrix
 expression per step):
 
 * :func:`add_power_balance` — PV − curtailed + import + discharge = load + export + charge.
+* :func:`add_no_pass_through` — no kWh imported only to be exported in the same step.
+* :func:`add_inverter_limit` — the battery charges or discharges, one way at a time.
 * :func:`add_soc_dynamics` — SOC with one-way efficiencies, the floor and the ceiling.
 * :func:`add_grid_charge_limit` — grid charging no faster than a setting can command.
 * :func:`add_export_cap` — the NEM-PS monthly cap on *total* exports, soft: kWh beyond the
@@ -419,6 +421,36 @@ def add_power_balance(lp: _LP, v: _Vars, x: PlanInputs) -> None:
                 np.repeat([-1.0, 1.0, 1.0, 1.0, -1.0, -1.0], n), names="balance")
 
 
+def add_no_pass_through(lp: _LP, v: _Vars, x: PlanInputs) -> None:
+    """Energy cannot pass from the grid back to the grid: a step exports at most what PV
+    and the battery produce in it, and imports at most what the home and the battery take
+    (``export ≤ pv − curtailed + discharge``, ``import ≤ load + charge``). Without these an
+    LP whose export value beats the import price (net billing's September evenings) would
+    import and export the same kWh; any real flows summed over a step satisfy them, so they
+    never cut off what a Powerwall can do."""
+    n = len(v.imp)
+    t = np.arange(n)
+    lp.add_rows(n, -np.inf, x.pv_kwh, np.tile(t, 3), np.concatenate([v.exp, v.curt, v.dis]),
+                np.repeat([1.0, 1.0, -1.0], n), names="export_at_most_produced")
+    lp.add_rows(n, -np.inf, x.load_kwh, np.tile(t, 2), np.concatenate([v.imp, v.ch]),
+                np.repeat([1.0, -1.0], n), names="import_at_most_used")
+
+
+def add_inverter_limit(lp: _LP, v: _Vars, x: PlanInputs) -> None:
+    """The battery's inverter carries power one way at a time: within a step, the time
+    spent charging plus the time spent discharging is at most the step
+    (``charge / max charge + discharge / max discharge ≤ hours``). Real flows summed over a
+    step satisfy it; without it an LP could charge and discharge at full power at once."""
+    b = x.battery
+    if b.max_charge_kw <= 0 or b.max_discharge_kw <= 0:
+        return
+    n = len(v.ch)
+    t = np.arange(n)
+    lp.add_rows(n, -np.inf, x.step_hours, np.tile(t, 2), np.concatenate([v.ch, v.dis]),
+                np.repeat([1.0 / b.max_charge_kw, 1.0 / b.max_discharge_kw], n),
+                names="one_way_at_a_time")
+
+
 def add_soc_dynamics(lp: _LP, v: _Vars, x: PlanInputs) -> None:
     """soc[t] = soc[t−1] + η_c·charge − discharge/η_d, within [floor, usable] (bounds)."""
     b = x.battery
@@ -615,6 +647,8 @@ def build_lp(x: PlanInputs, *, binary_steps: list[int] | None = None
     lp = _LP()
     v = _variables(lp, n, x)
     add_power_balance(lp, v, x)
+    add_no_pass_through(lp, v, x)
+    add_inverter_limit(lp, v, x)
     add_soc_dynamics(lp, v, x)
     add_grid_charge_limit(lp, v, x)
     excess = add_export_cap(lp, v, x)

@@ -49,6 +49,35 @@ def test_four_step_peak_off_peak_arbitrage_by_hand():
     assert np.minimum(plan.import_kwh, plan.export_kwh).max() == pytest.approx(0)
 
 
+def test_energy_never_passes_from_the_grid_back_to_the_grid():
+    """Net billing where an export earns 1.00 $/kWh and an import costs 0.30 or 0.50, and no
+    battery: an LP free to import and export at once (no binaries, as the perfect-foresight
+    bound solves) would buy the service limit and sell it back. It may export only what PV
+    and the battery produce — nothing here — so it imports the load, 2 kWh a step:
+    2 × (0.30 + 0.30 + 0.50 + 0.50) = 3.20."""
+    t = tariff(TWO_PERIOD_UTC, export="scheme = 'net_billing'\nflat_rate = 1.0\n",
+               settlement="period_months = 1\n")
+    none = IDEAL.model_copy(update={"max_charge_kw": 0.0, "max_discharge_kw": 0.0})
+    plan = solve(four_steps(t, battery=none), binaries=False)
+    assert plan.status == "optimal"
+    assert plan.export_kwh == pytest.approx([0, 0, 0, 0])
+    assert plan.import_kwh == pytest.approx([2, 2, 2, 2])
+    assert plan.objective == pytest.approx(3.20)
+
+
+def test_the_battery_cannot_charge_and_discharge_at_full_power_in_one_step():
+    """The same prices with a 10 kWh, 5 kW battery: cycling through it pays (bought at
+    0.30, sold at 1.00), so a relaxation would charge 5 and discharge 5 in the same hour.
+    The inverter carries 5 kW in one direction at a time: charge + discharge ≤ 5 kWh a
+    step."""
+    t = tariff(TWO_PERIOD_UTC, export="scheme = 'net_billing'\nflat_rate = 1.0\n",
+               settlement="period_months = 1\n")
+    plan = solve(four_steps(t, soc_kwh=5.0), binaries=False)
+    assert plan.status == "optimal"
+    assert np.all(plan.charge_kwh + plan.discharge_kwh <= 5.0 + 1e-9)
+    assert np.all(plan.export_kwh <= plan.discharge_kwh + 1e-9)
+
+
 def test_export_cap_of_exactly_four_kwh_is_spent_and_not_exceeded():
     """Same case under a NEM-PS cap with 4 kWh of budget left. An export beyond it loses a
     peak credit (0.50), so exporting more earns nothing while the charge costs 0.30: the
