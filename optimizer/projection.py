@@ -277,10 +277,6 @@ class PeriodProjection:
         """Probability that the period ends with credit left over (forfeited)."""
         return float(self.weights[self.forfeited > 0].sum())
 
-    def surplus_kwh(self, i: int) -> float:
-        t = self.totals[i]
-        return net_surplus_kwh(t.credited_export_kwh, t.import_kwh)
-
     def to_json(self) -> dict:
         return {"true_up_month": self.period.label, "due": round(self.due, 2),
                 "p10": round(self.quantile(0.1), 2), "p50": round(self.quantile(0.5), 2),

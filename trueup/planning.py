@@ -110,7 +110,6 @@ class _TrueUpBasis:
     true_up_month: int
     caps: list[float] | None
     memo: ProjectionMemo
-    sources: str
 
 
 @dataclass
@@ -365,7 +364,7 @@ def _true_up_contexts(cfg: TrueupConfig, tariff: Tariff, history: IntervalData |
         out.append(settlement_context(proj, starts, inside, carry, i == len(periods) - 1))
         if i == 0:
             basis = _TrueUpBasis(period, book, history, horizon, tariff, true_up_month, caps,
-                                 memo.projection, far.sources)
+                                 memo.projection)
             measured = proj.measured_fraction
             if measured < 0.999:
                 days = (period.end_utc - period.start_utc) / 86400
