@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from optimizer.plan import CapBudget, PlanInputs, solve
+from optimizer.plan import CapBudget, PlanInputs, PulpRunner, solve
 from optimizer.prices import decredit_value, step_prices
 from optimizer.site import Battery
 from optimizer.tariff import Tariff
@@ -66,6 +66,7 @@ def month_outlook(
     solver: str = "highs",
     time_limit: float = 5.0,
     grid_charge_limit_kw: float | None = None,
+    run_pulp: PulpRunner | None = None,
 ) -> Outlook:
     """Solve the hourly outlook from ``start_utc`` to ``month_end_utc``.
 
@@ -83,7 +84,7 @@ def month_outlook(
                    battery=battery, step_hours=1.0, can_curtail_pv=can_curtail_pv,
                    grid_charge_limit_kw=grid_charge_limit_kw,
                    cap_budgets=(CapBudget(key, left, decredit_value(tariff, key)),))
-    plan = solve(x, solver=solver, time_limit=time_limit)
+    plan = solve(x, solver=solver, time_limit=time_limit, run_pulp=run_pulp)
     if not plan.ok:
         # no outlook: fall back to the pro-rata share of what is left
         share = min(1.0, (horizon_end_utc - start_utc) / max(month_end_utc - start_utc, 1))

@@ -29,8 +29,8 @@ epoch seconds. The solve is bounded in wall-clock time; see :func:`solve`.
 
 from __future__ import annotations
 
-import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -742,37 +742,9 @@ def build(x: PlanInputs, *, binary_steps: list[int] | None = None
                     for tu, yz, _, _ in extras.periods]}
 
 
-_BANNER_SHOWN = False
-
-
-def _swallow_highs_banner() -> None:
-    """HiGHS prints a licence banner on stdout the first time a solver is created in a
-    process, whatever its options; that would corrupt `trueup plan --json`. Create the
-    first one with the C-level stdout pointed at /dev/null."""
-    global _BANNER_SHOWN
-    if _BANNER_SHOWN:
-        return
-    import os
-    import sys
-
-    import highspy
-
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 1)
-            highspy.Highs()
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        _BANNER_SHOWN = True
-
-
 def _solver(name: str, time_limit: float, gap: float, mip: bool):
-    """A PuLP solver for a problem from :func:`build` (``solve`` uses it for CBC)."""
+    """A PuLP solver for a problem from :func:`build` (handy to check a model by hand)."""
     if name == "highs":
-        _swallow_highs_banner()
         return pulp.HiGHS(msg=False, timeLimit=time_limit, gapRel=gap, mip=mip)
     import warnings
 
@@ -781,37 +753,18 @@ def _solver(name: str, time_limit: float, gap: float, mip: bool):
         return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit, gapRel=gap, mip=mip)
 
 
-def _solve_killable(prob: pulp.LpProblem, solver, seconds: float) -> None:
-    """Solve in a forked child and kill it (and the CBC process it starts) after
-    ``seconds`` of wall clock: CBC ignores its own time limit in presolve.
-    The solution comes back by name; a killed solve leaves ``prob`` marked not solved."""
-    import multiprocessing as mp
-    import os
-    import signal
+PulpRunner = Callable[[pulp.LpProblem, dict, float], None]
+"""Solves a PuLP problem with CBC given PULP_CBC_CMD's options (``timeLimit``, ``gapRel``,
+``mip``) within a wall-clock bound in seconds, leaving the values on the problem's variables
+(or the problem marked not solved). The app shell supplies one that runs CBC in a child
+process it can kill (``trueup.solvers.run_cbc_killable``): process effects stay out of this
+package."""
 
-    ctx = mp.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
 
-    def work() -> None:
-        os.setsid()  # one process group with the CBC it spawns, so both can be killed
-        prob.solve(solver)
-        child.send((prob.status, prob.sol_status,
-                    {v.name: v.varValue for v in prob.variables()}))
-
-    proc = ctx.Process(target=work, daemon=True)
-    proc.start()
-    got = parent.poll(seconds)
-    if got:
-        status, sol_status, values = parent.recv()
-        proc.join(1.0)
-        prob.status, prob.sol_status = status, sol_status
-        for v in prob.variables():
-            v.varValue = values.get(v.name)
-        return
-    with contextlib.suppress(ProcessLookupError):  # it may have just finished
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.join(1.0)
-    prob.status, prob.sol_status = pulp.LpStatusNotSolved, pulp.LpSolutionNoSolutionFound
+def solve_in_process(prob: pulp.LpProblem, options: dict, seconds: float) -> None:
+    """The default :data:`PulpRunner`: CBC in this process, bounded only by its own time
+    limit (which CBC ignores in presolve)."""
+    prob.solve(_solver("cbc", options["timeLimit"], options["gapRel"], options["mip"]))
 
 
 def _status(prob: pulp.LpProblem) -> str:
@@ -855,7 +808,6 @@ _PRESOLVE_FROM_COLUMNS = 10_000
 def _new_highs(time_limit: float, gap: float, presolve: bool = True):
     """A quiet highspy solver bounded by ``time_limit`` seconds of wall clock, stopping a
     MILP within the relative ``gap``."""
-    _swallow_highs_banner()
     import highspy
 
     h = highspy.Highs()
@@ -880,13 +832,14 @@ def _pass_model(h, m: _Matrix, mip: bool) -> bool:
     return status != highspy.HighsStatus.kError
 
 
-def _run(lp: _LP, name: str, time_limit: float, gap: float, mip: bool
-         ) -> tuple[str, np.ndarray | None]:
+def _run(lp: _LP, name: str, time_limit: float, gap: float, mip: bool,
+         run_pulp: PulpRunner | None = None) -> tuple[str, np.ndarray | None]:
     """Solve ``lp``; returns our status and the column values (None unless optimal or
     feasible: values of a failed solve are never read)."""
     if name == "cbc":
         prob, cols = lp.to_pulp()
-        _solve_killable(prob, _solver(name, time_limit, gap, mip), time_limit * 1.5 + 0.1)
+        (run_pulp or solve_in_process)(
+            prob, {"timeLimit": time_limit, "gapRel": gap, "mip": mip}, time_limit * 1.5 + 0.1)
         status = _status(prob)
         if status not in ("optimal", "feasible"):
             return status, None
@@ -984,15 +937,18 @@ def _overlaps(plan: Plan) -> list[int]:
 
 
 def solve(x: PlanInputs, *, solver: str = "highs", time_limit: float = 10.0,
-          gap: float = 0.001, binaries: bool = True) -> Plan:
+          gap: float = 0.001, binaries: bool = True, run_pulp: PulpRunner | None = None
+          ) -> Plan:
     """Solve the plan: the LP first; if it charges and discharges (or imports and exports)
     in one step, re-solve with binaries on those steps (with positive prices the binaries
     never bind, so most plans stay LPs); ``binaries=False`` keeps the LP (a relaxation, as
     the perfect-foresight bound needs). Never reads values of a failed solve.
+    ``run_pulp`` runs CBC (see :data:`PulpRunner`); HiGHS runs in-process within
+    ``time_limit`` seconds.
     """
     t0 = time.perf_counter()
     lp, v, extras = build_lp(x)
-    status, xval = _run(lp, solver, time_limit, gap, mip=False)
+    status, xval = _run(lp, solver, time_limit, gap, mip=False, run_pulp=run_pulp)
     if xval is None:
         return failed_plan(x, status, solver, time.perf_counter() - t0)
     plan = _extract(xval, lp, v, extras, x, status, solver, time.perf_counter() - t0)
@@ -1000,7 +956,7 @@ def solve(x: PlanInputs, *, solver: str = "highs", time_limit: float = 10.0,
     if overlap:
         left = max(0.5, time_limit - (time.perf_counter() - t0))
         lp, v, extras = build_lp(x, binary_steps=overlap)
-        status, xval = _run(lp, solver, left, gap, mip=True)
+        status, xval = _run(lp, solver, left, gap, mip=True, run_pulp=run_pulp)
         if xval is not None:
             plan = _extract(xval, lp, v, extras, x, status, solver, time.perf_counter() - t0)
             plan.notes.append(f"the LP charged and discharged (or imported and exported) in "

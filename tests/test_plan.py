@@ -218,19 +218,6 @@ def test_a_load_beyond_the_service_and_battery_is_a_priced_shortfall_not_infeasi
     assert plan.shortfall_kwh == pytest.approx(47.0)
 
 
-def test_a_cbc_solve_past_its_wall_clock_is_killed_and_marked_unsolved():
-    """The wall-clock bound: with no time left the child (and its CBC) is killed at once;
-    the problem is marked not solved, so no value of it is ever read."""
-    import pulp
-
-    from optimizer.plan import _solve_killable, _solver, build
-
-    prob, v, _ = build(four_steps(NEM1))
-    _solve_killable(prob, _solver("cbc", 10.0, 0.001, mip=False), 0.0)
-    assert prob.sol_status == pulp.LpSolutionNoSolutionFound
-    assert all(x.varValue is None for x in v.imp)
-
-
 NEM2PS = tariff(TWO_PERIOD_UTC, charges="nbc_per_kwh = 0.03\n",
                 export="scheme = 'nem'\ncredit = 'import_minus_nbc'\n",
                 settlement="period_months = 12\ncharges = 'at_true_up'\nsurplus_rate = 0.04\n",

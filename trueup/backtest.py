@@ -737,6 +737,9 @@ def _job(name: str) -> StrategyResult:
 
 
 def _init_worker(replay: Replay, queue) -> None:
+    from trueup.solvers import silence_highs_banner
+
+    silence_highs_banner()  # the worker shares the parent's stdout (``--json``)
     _JOB["replay"], _JOB["queue"] = replay, queue
 
 

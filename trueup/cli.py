@@ -671,6 +671,10 @@ def cmd_demo(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.cmd in ("run", "plan", "backtest", "demo"):  # they solve; stdout may be --json
+        from trueup.solvers import silence_highs_banner
+
+        silence_highs_banner()
     try:
         if args.cmd == "bill":
             return cmd_bill(args)

@@ -61,6 +61,7 @@ from optimizer.projection import (
 from optimizer.settlement import carries_credit_to_forfeit, leftover_after, settles_at_true_up
 from optimizer.tariff import Tariff, load_tariff
 from trueup.config import TrueupConfig
+from trueup.solvers import run_cbc_killable
 
 OUTLOOK_REUSE_S = 86400  # the month outlook is re-solved daily, re-read every plan
 # How far the unseen rest of a settlement period may stray from its expectation (σ of a
@@ -482,7 +483,7 @@ def _cap_budgets(cfg: TrueupConfig, tariff: Tariff, history: IntervalData | None
             o = month_outlook(tariff, int(hours[0]), m_end, opv, oload, soc_kwh, b, cap, used,
                               horizon_end, can_curtail_pv=cfg.site.can_curtail_pv,
                               solver=opt.solver, time_limit=opt.time_limit_s,
-                              grid_charge_limit_kw=grid_limit)
+                              grid_charge_limit_kw=grid_limit, run_pulp=run_cbc_killable)
             memo.outlook, memo.outlook_at = o, start
         outlook = replace(o, used_kwh=used)
         kwh = o.budget(start, horizon_end, used)
@@ -612,11 +613,13 @@ def solve_with_fallback(result: PlanResult, cfg: TrueupConfig, *,
         notes.append(f"the {' and '.join(bad)} forecast has negative or missing values: "
                      "not planning on it")
     else:
-        plan = solve(x, solver=opt.solver, time_limit=opt.time_limit_s, gap=opt.mip_gap)
+        plan = solve(x, solver=opt.solver, time_limit=opt.time_limit_s, gap=opt.mip_gap,
+                     run_pulp=run_cbc_killable)
         if not plan.ok:
             other = "cbc" if opt.solver == "highs" else "highs"
             notes.append(f"{opt.solver} failed ({plan.status}); trying {other}")
-            plan = solve(x, solver=other, time_limit=opt.time_limit_s, gap=opt.mip_gap)
+            plan = solve(x, solver=other, time_limit=opt.time_limit_s, gap=opt.mip_gap,
+                         run_pulp=run_cbc_killable)
     if plan is not None and plan.ok:
         result.plan = plan
         result.schedule = schedule(plan, x, result.tz, cap_left_kwh=cap_left_kwh)
