@@ -36,10 +36,13 @@ from optimizer.localtime import LocalFields, local_fields
 MONTHS = range(1, 13)
 WEEKDAY, WEEKEND = 0, 1
 NETTING_WINDOWS = ("instantaneous", "15min", "hourly", "daily", "billing_period")
+#: $/kWh: an import rate above this is reported (no US residential rate comes near it)
+IMPLAUSIBLE_RATE = 2.0
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # TOML reads nan and inf as floats; no rate, charge or limit may be either
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 NonNeg = Annotated[float, Field(ge=0)]
@@ -194,7 +197,14 @@ def _where(source: str, text: str, loc: tuple[Any, ...]) -> str:
 def _pydantic_to_tariff_error(err: ValidationError, source: str, text: str) -> TariffError:
     msgs = []
     first_where = ""
-    for e in err.errors():
+    errors = err.errors()
+    # a rate is a number or a list of tiers: when a number was given, the union's "should
+    # be a valid list" branch only repeats the problem
+    numbers = {e["loc"][:-1] for e in errors if e["loc"] and e["loc"][-1] == "float"}
+    for e in errors:
+        if e["loc"] and e["loc"][-1] == "list[Tier]" and e["loc"][:-1] in numbers \
+                and e["type"] == "list_type":
+            continue
         loc = tuple(p for p in e["loc"] if p not in ("float", "list[Tier]"))
         where = _where(source, text, loc)
         first_where = first_where or where
@@ -236,6 +246,8 @@ class Tariff:
         self.spec = spec
         self.source = source
         self._text = text
+        #: plausibility warnings (file:line: what), for the caller to show
+        self.warnings: list[str] = []
         self._classified: dict[tuple[int, int, int], Classified] = {}
         self.base_dir = base_dir
         self.season_names: list[str] = list(spec.calendar.seasons)
@@ -452,12 +464,38 @@ class Tariff:
         self.tier_rates = rate  # $/kWh, all-in (NBC included)
         self.tier_per_day = per_day
         self.tiered = T > 1
+        self._check_plausible_rates(tiers)
         if s.baseline:
             for sname in self.season_names:
                 if sname not in s.baseline.allowance_kwh_per_day:
                     raise self._err(("baseline", "allowance_kwh_per_day"),
                                     f"no baseline allowance for season {sname!r}",
                                     f"add {sname} = <kWh per day>")
+
+    def _check_plausible_rates(self, tiers: dict[tuple[int, int], list]) -> None:
+        """The NBC is a component of every import rate (PG&E's rate components), so it
+        must lie below them: an NBC above every import rate is refused (imports would lower
+        the energy charges), above some of them a warning; an import rate above
+        :data:`IMPLAUSIBLE_RATE` $/kWh is a warning (cents given as dollars?)."""
+        nbc = self.spec.charges.nbc_per_kwh
+        rates = {r for tl in tiers.values() for _, _, r in tl}
+        where = ("charges", "nbc_per_kwh")
+        if nbc > 0 and rates and nbc > max(rates):
+            raise self._err(where, f"nbc_per_kwh {nbc:g} $/kWh is above every import rate "
+                            f"(the highest is {max(rates):g}): imports would lower the bill",
+                            "give the NBC in $/kWh (e.g. 0.03273, not 3.273 cents); it is part "
+                            "of each import rate, so it must be below all of them")
+        if nbc > 0 and rates and nbc > min(rates):
+            self.warnings.append(
+                f"{_where(self.source, self._text, where)}: nbc_per_kwh {nbc:g} $/kWh is above "
+                f"the import rate {min(rates):g} of some periods; there a credit (rate − NBC) "
+                "is negative. Check both are in $/kWh")
+        high = sorted(r for r in rates if r > IMPLAUSIBLE_RATE)
+        if high:
+            self.warnings.append(
+                f"{_where(self.source, self._text, ('import_rates',))}: import rate "
+                f"{high[-1]:g} $/kWh is above {IMPLAUSIBLE_RATE:g} $/kWh: rates are dollars "
+                "per kWh (0.346, not 34.6 cents)")
 
     def _compile_export(self, reach: np.ndarray) -> None:
         e = self.spec.export

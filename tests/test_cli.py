@@ -215,3 +215,56 @@ def test_status_with_a_missing_password_file_names_the_fix(tmp_path, capsys):
     text = captured.out + captured.err
     assert code != 0
     assert "nope" in text
+
+
+def test_files_the_cli_writes_or_reads_fail_with_exit_2_and_no_traceback(tmp_path, capsys):
+    from pathlib import Path
+
+    urdb = Path(__file__).parent / "data" / "urdb" / "tou_two_seasons.json"
+    out = tmp_path / "missing-folder" / "x.toml"
+    assert main(["tariff", "import-urdb", str(urdb), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {out}: No such file or directory" in err
+    assert "fix: create the folder" in err and "Traceback" not in err
+    assert main(["plan", "--config", str(tmp_path)]) == 2
+    assert f"error: {tmp_path}: is a directory, not a config file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("at", ["0001-01-01T00:00+00:00", "9999-12-31T23:00Z"])
+def test_an_at_outside_the_dated_years_is_refused(at, capsys):
+    assert main(["plan", "--at", at]) == 2
+    assert "is outside 2000-2100" in capsys.readouterr().err
+
+
+def test_a_backtest_window_past_the_data_is_refused_not_shortened(capsys):
+    """The example year ends 2026-01-01: five days from 31 December would replay one."""
+    assert main(["backtest", "--start", "2025-12-31", "--days", "5",
+                 "--strategy", "self_powered"]) == 2
+    err = capsys.readouterr().err
+    assert "the data covers 2025-01-01 00:00 to 2026-01-01 00:00" in err
+    assert "not all of the 5 day(s) from 2025-12-31" in err
+
+
+def test_a_misspelled_setting_in_the_environment_is_refused(monkeypatch, capsys):
+    """pydantic-settings ignores TRUEUP_SAFTEY__KILL_SWITCH: a kill switch the owner
+    believes is on would not be. It is refused, with the spelling it meant."""
+    monkeypatch.setenv("TRUEUP_SAFTEY__KILL_SWITCH", "true")
+    assert main(["plan"]) == 2
+    err = capsys.readouterr().err
+    assert "TRUEUP_SAFTEY__KILL_SWITCH names no setting" in err
+    assert "did you mean TRUEUP_SAFETY__KILL_SWITCH?" in err
+    monkeypatch.delenv("TRUEUP_SAFTEY__KILL_SWITCH")
+    monkeypatch.setenv("TRUEUP_SAFETY__KILL_SWTICH", "true")
+    assert main(["plan"]) == 2
+    assert "did you mean TRUEUP_SAFETY__KILL_SWITCH?" in capsys.readouterr().err
+
+
+def test_a_tariff_warning_reaches_stderr(tmp_path, example_csv, capsys):
+    from optimizer.tariff import bundled_path
+
+    text = bundled_path("pge-ev2a-nem2-2024").read_text()
+    f = tmp_path / "t.toml"
+    f.write_text(text.replace("nbc_per_kwh = 0.03273", "nbc_per_kwh = 0.4"))
+    assert main(["bill", "--tariff", str(f), "--usage", str(example_csv)]) == 0
+    assert "warning: " in capsys.readouterr().err
+

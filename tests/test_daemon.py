@@ -559,3 +559,62 @@ def test_a_config_that_would_fail_later_is_refused_at_load(tmp_path, text, key):
     with pytest.raises(InputError) as e:
         load_config(f)
     assert key in str(e.value)
+
+
+def test_a_busy_port_is_a_clear_error_before_the_store_is_created(tmp_path):
+    import socket
+    import sys
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        cfg = tmp_path / "trueup.toml"
+        cfg.write_text(f'[http]\nbind = "127.0.0.1:{port}"\n')
+        out = subprocess.run(
+            [sys.executable, "-m", "trueup.cli", "run", "--config", str(cfg), "--dry-run",
+             "--data-dir", str(tmp_path / "data")],
+            capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert f"[http] bind: cannot listen on 127.0.0.1:{port}: another process already uses " \
+           "the port" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_clock_jump_back_is_unhealthy_until_the_jobs_run_on_the_new_clock(tmp_path):
+    """NTP puts a clock that ran 2 h fast right: the last read and plan are then 2 h in
+    the future. Health is false (ages negative), the next read notices the jump, and the
+    plan job re-plans at once instead of two hours later."""
+    cfg = small_config()
+    clock = SimClock(JULY)
+    daemon = Daemon(cfg, dry_run=True, clock=clock, gateway=simulated_site(cfg, clock),
+                    data_dir=tmp_path)
+    daemon.start()
+    simulate(daemon, clock, JULY + 3600)
+    assert daemon.health()[0]
+    plans = daemon.state.plans_made
+    clock.jump(-2 * 3600)
+    ok, body = daemon.health()
+    assert not ok and body["plan_age_s"] < -3000
+    daemon.read_job()
+    assert daemon.replan_due(clock.now())
+    daemon.plan_job()
+    assert daemon.state.plans_made == plans + 1
+    assert daemon.health()[0]
+    daemon.close()
+
+
+def test_a_reload_says_what_waits_for_a_restart(tmp_path, caplog):
+    cfg_file = tmp_path / "trueup.toml"
+    cfg_file.write_text('[http]\nbind = "127.0.0.1:9871"\n')
+    cfg = load_config(cfg_file)
+    clock = SimClock(JULY)
+    daemon = Daemon(cfg, dry_run=True, clock=clock, gateway=simulated_site(cfg, clock),
+                    data_dir=tmp_path)
+    cfg_file.write_text('[http]\nbind = "127.0.0.1:9872"\n[battery]\nbackup_floor_percent = 30\n')
+    with caplog.at_level("INFO", logger="trueup"):
+        daemon.reload(str(cfg_file))
+    assert "[http] bind changed: applied at the next restart" in caplog.text
+    assert daemon.cfg.battery.backup_floor_percent == 30  # the rest applied now
+    daemon.close()

@@ -210,3 +210,33 @@ def test_estimated_cap_without_figures_points_to_the_cli_option():
     with pytest.raises(TariffError) as e:
         t.export_cap_kwh(1)
     assert "--export-cap" in e.value.fix
+
+
+def test_nan_and_inf_rates_are_refused_once_at_their_line():
+    """TOML reads nan and inf as floats; a rate of either would bill nan or inf."""
+    line = next(i for i, ln in enumerate(EV2A.splitlines(), 1) if ln.startswith("summer = {"))
+    src = EV2A.splitlines()[line - 1]  # summer = { peak = 0.658, ... }
+    for bad in ("nan", "inf", "-inf"):
+        e = error_of(EV2A.replace(src, src.replace("peak = 0.658", f"peak = {bad}", 1)))
+        assert f"my.toml:{line}: import_rates.summer.peak: Input should be a finite number" \
+            in str(e)
+        assert "1 problem(s)" in str(e)  # the rate's list-of-tiers branch is not repeated
+
+
+def test_an_nbc_above_every_import_rate_is_refused_and_above_some_warned():
+    """The NBC is a component of each import rate; 0.9 $/kWh is above all of EV2-A's
+    rates (the highest, summer peak, is below 0.7), 0.4 above the off-peak rate only."""
+    line = next(i for i, ln in enumerate(EV2A.splitlines(), 1) if ln.startswith("nbc_per_kwh"))
+    nbc = EV2A.splitlines()[line - 1]
+    e = error_of(EV2A.replace(nbc, "nbc_per_kwh = 0.9"))
+    assert e.where == f"my.toml:{line}: charges.nbc_per_kwh"
+    assert "above every import rate" in e.what and "not 3.273 cents" in e.fix
+    t = load(EV2A.replace(nbc, "nbc_per_kwh = 0.4"))
+    assert len(t.warnings) == 1 and "above the import rate" in t.warnings[0]
+    assert t.warnings[0].startswith(f"my.toml:{line}:")
+    assert load(EV2A).warnings == []
+
+
+def test_an_import_rate_in_cents_is_warned():
+    t = load(EV2A.replace("summer = { peak = 0.658", "summer = { peak = 65.8", 1))
+    assert any("import rate 65.8 $/kWh is above 2 $/kWh" in w for w in t.warnings)

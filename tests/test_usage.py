@@ -176,8 +176,8 @@ def test_decimal_comma_is_refused_but_thousands_separator_is_read(tmp_path):
         "u2.csv",
         [
             "timestamp,import_kwh,export_kwh",
-            '2025-01-01T00:00:00Z,"1,234.5",0',
-            "2025-01-01T01:00:00Z,1.5,0",
+            '2025-01-01T00:00:00Z,"1,234.5",0',  # daily: 51 kW on average, plausible
+            "2025-01-02T00:00:00Z,1.5,0",
         ],
     )
     assert read_interval_csv(p2).import_kwh.tolist() == [1234.5, 1.5]
@@ -849,3 +849,43 @@ def test_read_usage_unknown_header_is_refused(tmp_path):
 
 def test_read_usage_missing_file_is_a_usage_error(tmp_path):
     raises_at(lambda: read_usage(tmp_path / "nope.csv"), "nope.csv", "file not found")
+
+
+def test_wh_under_a_kwh_header_is_refused_with_the_unit_fix(tmp_path):
+    """A quarter-hour of 1.8 kWh written in Wh reads 1,800 kWh: 7,200 kW, no home's
+    service; the file is refused (it would bill thousands) and the fix names the unit."""
+    rows = csv_rows("2025-07-01T00:00:00Z", 8, 15, imp=0.3)
+    rows[5] = rows[5].replace(",0.3,", ",1800.0,")
+    p = write(tmp_path, "wh.csv", ["timestamp,import_kwh,export_kwh", *rows])
+    e = raises_at(lambda: read_interval_csv(p), f"{p}:7",
+                  "import_kwh 1,800 kWh in a 15-min interval is 7,200 kW on average")
+    assert "looks like it is in Wh: divide every energy by 1000" in e.fix
+
+
+def test_a_corrupt_huge_value_is_refused_not_billed(tmp_path):
+    rows = csv_rows("2025-07-01T00:00:00Z", 4, 60, imp=0.3)
+    rows[2] = rows[2].replace(",0.3,", ",1e308,")
+    p = write(tmp_path, "big.csv", ["timestamp,import_kwh,export_kwh", *rows])
+    e = raises_at(lambda: read_interval_csv(p), f"{p}:4", "import_kwh 1e+308 kWh")
+    assert "no home's service carries a megawatt" in e.fix
+
+
+def test_an_interval_above_the_service_size_is_kept_with_a_note(tmp_path):
+    """30 kWh in a quarter-hour is 120 kW: above a 96 kW service (the default) and a
+    48 kW one, below the refusal limit: kept, and the notes say where."""
+    rows = csv_rows("2025-07-01T00:00:00Z", 4, 15, imp=0.3)
+    rows[1] = rows[1].replace(",0.3,", ",30,")
+    p = write(tmp_path, "hi.csv", ["timestamp,import_kwh,export_kwh", *rows])
+    d = read_interval_csv(p)
+    assert d.import_kwh[1] == 30.0
+    note = next(n for n in d.notes if "kW service" in n)
+    assert "import_kwh reaches 120.0 kW" in note and f"{p}:3" in note and "96 kW" in note
+    assert any("48 kW service" in n for n in read_usage(p, service_kw=48).notes)
+    assert not any("kW service" in n for n in read_usage(p, service_kw=200).notes)
+
+
+def test_a_row_too_long_for_csv_is_a_usage_error_at_its_line(tmp_path):
+    rows = csv_rows("2025-07-01T00:00:00Z", 4, 60)
+    rows[1] = rows[1] + ',"' + "x" * 200_000 + '"'
+    p = write(tmp_path, "long.csv", ["timestamp,import_kwh,export_kwh", *rows])
+    raises_at(lambda: read_usage(p), f"{p}:3", "not a CSV row: field larger than field limit")

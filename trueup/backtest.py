@@ -829,6 +829,15 @@ def select_period(data: IntervalData, start: date | None, days: int | None,
     if not len(out):
         raise InputError("no intervals in the chosen period", where="--start/--days",
                          fix="choose a start and length inside the data")
+    if (start is not None and a < int(data.start_utc[0])) or (
+            days is not None and z > data.end_utc):
+        have = (f"{datetime.fromtimestamp(int(data.start_utc[0]), zone):%Y-%m-%d %H:%M} to "
+                f"{datetime.fromtimestamp(data.end_utc, zone):%Y-%m-%d %H:%M}")
+        raise InputError(f"the data covers {have}, not all of the {days or ''} day(s) from "
+                         f"{datetime.fromtimestamp(a, zone):%Y-%m-%d}",
+                         where=f"--start/--days ({data.source or 'usage'})",
+                         fix="choose a start and --days inside the data (leave --days out to "
+                         "replay to its end), or give data that covers the period")
     return out
 
 

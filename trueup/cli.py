@@ -296,6 +296,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load_tariff(name):
+    """The tariff, its plausibility warnings printed on stderr."""
+    from optimizer.tariff import load_tariff
+
+    tariff = load_tariff(name)
+    for w in tariff.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return tariff
+
+
 def _read_usage(args, tz: str):
     from adapters.usage import read_usage
 
@@ -329,10 +339,9 @@ def _parse_caps(text: str | None, tariff) -> list[float] | None:
 
 def cmd_bill(args) -> int:
     from optimizer.billing import bill, load_only
-    from optimizer.tariff import load_tariff
     from trueup.report import bill_table, money
 
-    tariff = load_tariff(args.tariff)
+    tariff = _load_tariff(args.tariff)
     data = _read_usage(args, tariff.tz)
     caps = _parse_caps(args.export_cap, tariff)
     b = bill(tariff, data, true_up_month=args.true_up_month, export_cap_kwh=caps,
@@ -368,7 +377,7 @@ def cmd_tariff(args) -> int:
         print(table(["id", "scheme", "effective", "name"], rows, align="llll"))
         return 0
     if args.tariff_cmd == "show":
-        print(tariff_summary(load_tariff(args.tariff)))
+        print(tariff_summary(_load_tariff(args.tariff)))
         return 0
     if args.tariff_cmd == "estimate-cap":
         return cmd_estimate_cap(args)
@@ -437,7 +446,8 @@ def cmd_plan(args) -> int:
         from adapters.usage import read_usage
 
         history = read_usage(args.usage, tz=cfg.site.timezone, allow_gaps=True,
-                             topology=cfg.site.metering_topology)
+                             topology=cfg.site.metering_topology,
+                             service_kw=cfg.optimizer.service_limit_kw)
     solar = None
     if [p for p in cfg.forecast.solar.providers if p != "clear_sky"]:
         import time
@@ -508,7 +518,8 @@ def cmd_import(args) -> int:
 
     cfg = load_config(args.config)
     data = read_usage(args.usage, fmt=args.format.replace("-", "_"), tz=cfg.site.timezone,
-                      topology=cfg.site.metering_topology, allow_gaps=args.allow_gaps)
+                      topology=cfg.site.metering_topology, allow_gaps=args.allow_gaps,
+                      service_kw=cfg.optimizer.service_limit_kw)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     with open_store(data_dir) as store:
         r = store.add_utility(data, file=Path(args.usage).name)
@@ -565,7 +576,6 @@ def cmd_run(args) -> int:
 def cmd_backtest(args) -> int:
     from datetime import date
 
-    from optimizer.tariff import load_tariff
     from trueup.backtest import (
         STRATEGIES,
         ForecastNoise,
@@ -579,14 +589,14 @@ def cmd_backtest(args) -> int:
     from trueup.report import ProgressBar
 
     cfg = load_config(args.config)
-    tariff = load_tariff(args.tariff or cfg.tariff)
+    tariff = _load_tariff(args.tariff or cfg.tariff)
     prior = None
     if args.usage:
         from adapters.usage import read_usage
 
-        data = read_usage(args.usage, tz=tariff.tz)
+        data = read_usage(args.usage, tz=tariff.tz, service_kw=cfg.optimizer.service_limit_kw)
         if args.prior:
-            prior = read_usage(args.prior, tz=tariff.tz)
+            prior = read_usage(args.prior, tz=tariff.tz, service_kw=cfg.optimizer.service_limit_kw)
             if prior.load_kwh is None or prior.pv_kwh is None:
                 raise InputError("the prior year needs load_kwh and pv_kwh columns: the "
                                  "weeks ahead are read from both", where=args.prior,
@@ -697,8 +707,34 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         return 0
+    except OSError as e:  # a file or folder the command reads or writes
+        print(f"error: {os_error(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug: one line, the traceback on request
+        if os.environ.get("TRUEUP_DEBUG"):
+            raise
+        print(f"error: unexpected {type(e).__name__}: {e}\n  this is a bug in trueup: "
+              "rerun with TRUEUP_DEBUG=1 for the traceback and report it", file=sys.stderr)
+        return 1
     parser.error(f"unknown command {args.cmd}")
     return 2
+
+
+def os_error(e: OSError) -> InputError:
+    """An OSError as what/where/fix (the disk, the folder, the permissions)."""
+    import errno
+
+    where = str(e.filename or "")
+    what = e.strerror or str(e)
+    fix = {errno.ENOENT: "create the folder, or give a path that exists",
+           errno.EACCES: "check the permissions of the path (or run as the user that owns "
+                         "it)",
+           errno.EISDIR: "give a file's path, not a folder's",
+           errno.ENOSPC: "free space on the disk that holds it (df -h shows which); "
+                         "nothing was lost, run the command again",
+           errno.EROFS: "the file system is read-only: give a path on a writable disk"
+           }.get(e.errno or 0, "check the path")
+    return InputError(what, where=where, fix=fix)
 
 
 if __name__ == "__main__":

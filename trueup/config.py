@@ -10,7 +10,10 @@ documented in the README ("Configuration").
 
 from __future__ import annotations
 
+import difflib
+import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -167,6 +170,43 @@ class TrueupConfig(BaseSettings):
         return Site(location=self.site, battery=self.battery, pv=self.pv)
 
 
+#: environment variables of ours that are not settings
+NOT_SETTINGS = {"TRUEUP_DEBUG"}
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse a ``TRUEUP_…`` variable that names no setting: pydantic-settings would
+    ignore it, and a misspelled ``TRUEUP_SAFTEY__KILL_SWITCH=true`` must not leave the
+    battery under control in silence."""
+    fields = TrueupConfig.model_fields
+    for name in sorted(environ):
+        if not name.upper().startswith("TRUEUP_") or name.upper() in NOT_SETTINGS:
+            continue
+        parts = name[len("TRUEUP_"):].lower().split("__")
+        section, key = parts[0], parts[1] if len(parts) > 1 else None
+        what, choices = None, []
+        if section not in fields or section == "source":
+            rest = "".join(f"__{p.upper()}" for p in parts[1:])
+            what, choices = f"no section or key {section!r}", [
+                f"TRUEUP_{f.upper()}{rest}" for f in fields if f != "source"]
+        else:
+            model = fields[section].annotation
+            sub = getattr(model, "model_fields", None)
+            if key is not None and sub is not None and key not in sub:
+                what, choices = f"[{section}] has no key {key!r}", [
+                    f"TRUEUP_{section.upper()}__{k.upper()}" for k in sub]
+            elif key is not None and sub is None and section != "pv":
+                what = f"{section!r} is a single value, not a section"
+        if what:
+            near = difflib.get_close_matches(name.upper(), choices, n=1, cutoff=0.6)
+            raise InputError(
+                f"the environment variable {name} names no setting: {what}",
+                where=f"environment: {name}",
+                fix=(f"did you mean {near[0]}? " if near else "")
+                + "settings are TRUEUP_<SECTION>__<KEY> with two underscores (README: "
+                "Configuration); unset the variable or correct it")
+
+
 def load_config(path: str | Path | None = None) -> TrueupConfig:
     """Read ``trueup.toml`` (or the built-in example site when ``path`` is None).
 
@@ -174,12 +214,22 @@ def load_config(path: str | Path | None = None) -> TrueupConfig:
     """
     file = Path(path) if path else EXAMPLE_CONFIG
     where = str(file)
+    check_environment(os.environ)
     try:
         data: dict[str, Any] = tomllib.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError("config file not found", where=where,
                          fix="give the path of your trueup.toml, or leave --config out to "
                          "use the built-in example site") from None
+    except IsADirectoryError:
+        raise InputError("is a directory, not a config file", where=where,
+                         fix="give the path of the trueup.toml in it") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"not UTF-8 text (byte {e.start})", where=where,
+                         fix="save the file as UTF-8") from None
+    except OSError as e:
+        raise InputError(f"cannot read: {e.strerror or e}", where=where,
+                         fix="check the path and its permissions") from None
     except tomllib.TOMLDecodeError as e:
         raise InputError(f"not valid TOML: {e}", where=where, fix="fix the TOML syntax") \
             from None

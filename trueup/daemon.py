@@ -18,6 +18,7 @@ Times are UTC epoch seconds from the injected clock; energies kWh; SOC app %.
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 import threading
@@ -32,6 +33,7 @@ from adapters.gateway.dryrun import DryRunGateway
 from adapters.gateway.safety import SafeGateway, install_kill_signal
 from adapters.telemetry import readings_to_intervals
 from optimizer.billing import billing_state
+from optimizer.errors import InputError
 from optimizer.tariff import load_tariff
 from trueup.config import TrueupConfig, load_config
 from trueup.metrics import HttpEndpoint, Metrics
@@ -44,6 +46,7 @@ BRIDGE_GAP_S = 14 * 86400  # counters bridge a restart gap up to two weeks
 SOC_OFF_PLAN_PERCENT = 10.0
 MIN_REPLAN_S = 300.0  # events never re-plan more often than this
 SOC_EVENT_MIN_AGE_S = 1800.0
+CLOCK_JUMP_S = 60.0  # the wall clock moving this far against the monotonic one is a jump
 
 
 @dataclass
@@ -126,11 +129,29 @@ class Daemon:
 
     # -- jobs --------------------------------------------------------------------------
 
+    def clock_jumped(self, seconds: float) -> None:
+        """The wall clock moved ``seconds`` (negative: back) against elapsed time: NTP
+        correcting a clock at boot, or a hand-set date. The plan and the health ages are
+        measured from now on the new clock (re-plan at once); after a jump back the
+        interval accounting restarts at the next reading (the readings taken under the old
+        clock stay stored as they were)."""
+        log.warning("the system clock jumped %s by %s: planning again now on the new clock",
+                    "back" if seconds < 0 else "forward", _duration(abs(seconds)))
+        with self._lock:
+            self.state.last_plan_at = None
+            self.state.last_read_at = None
+        if seconds < 0:
+            self._anchor_t = None
+
     def read_job(self) -> SiteState:
         """One read: metrics, store, intervals, events."""
         self.gateway.service_kill()
         state = self.gateway.read()
         now = self.clock.now()
+        with self._lock:
+            last = self.state.last_read_at
+        if last is not None and now < last - CLOCK_JUMP_S:  # a jump back between two reads
+            self.clock_jumped(now - last)
         self.metrics.observe_state(state)
         for name in state.unknown:
             if name in ("soc_percent", "grid_w"):
@@ -360,8 +381,10 @@ class Daemon:
         with self._lock:
             read_age = None if self.state.last_read_at is None else now - self.state.last_read_at
             plan_age = None if self.state.last_plan_at is None else now - self.state.last_plan_at
-        ok = (read_age is not None and read_age <= self.schedule.stale_read_s
-              and plan_age is not None and plan_age <= self.schedule.stale_plan_s)
+        # a negative age is a clock that went back: not healthy until the jobs catch up
+        ok = (read_age is not None and -CLOCK_JUMP_S <= read_age <= self.schedule.stale_read_s
+              and plan_age is not None
+              and -CLOCK_JUMP_S <= plan_age <= self.schedule.stale_plan_s)
         return ok, {"ok": ok, "telemetry_age_s": read_age, "plan_age_s": plan_age,
                     "dry_run": self.dry_run, "kill_switch": self.gateway.killed}
 
@@ -379,6 +402,12 @@ class Daemon:
         except Exception as e:  # keep running on the old config, loudly
             log.error("reload failed, keeping the running configuration: %s", e)
             return
+        later = [name for name, old, new in (
+            ("[http] bind", self.cfg.http.bind, cfg.http.bind),
+            ("[gateway]", self.cfg.gateway, cfg.gateway)) if old != new]
+        if later:
+            log.warning("%s changed: applied at the next restart (systemctl restart trueup); "
+                        "the rest of the configuration is applied now", " and ".join(later))
         self.cfg = cfg
         self.gateway.update_rails(cfg.rails())
         log.info("configuration reloaded from %s%s", cfg.source,
@@ -423,6 +452,7 @@ def run(config: str | None, *, dry_run: bool, data_dir: str | None = None) -> in
     cfg = load_config(config)
     if config is None:
         dry_run = True  # the built-in example site never writes
+    _check_port_free(cfg)  # before the store or the gateway is touched
     daemon = Daemon(cfg, dry_run=dry_run, data_dir=data_dir)
     daemon.start()
     http = HttpEndpoint(cfg.http.bind, daemon.metrics, daemon.health, daemon.current_plan,
@@ -452,16 +482,64 @@ def run(config: str | None, *, dry_run: bool, data_dir: str | None = None) -> in
     signal.signal(signal.SIGHUP, lambda *_: reload_asked.set())
     install_kill_signal(daemon.gateway)
     sched.start()
+    watch = ClockWatch()
     while not stop.wait(0.5):
         if reload_asked.is_set():
             reload_asked.clear()
             daemon.reload(config)
         daemon.gateway.service_kill()  # a SIGUSR1 acts within a second, not a minute
+        jump = watch.jump()
+        if jump is not None:  # the scheduler's next run times are on the old clock
+            daemon.clock_jumped(jump)
+            for job in sched.get_jobs():
+                job.modify(next_run_time=_now_dt())
     log.info("stopping: finishing the job in flight")
     sched.shutdown(wait=True)
     http.stop()
     daemon.close()
     return 0
+
+
+def _check_port_free(cfg: TrueupConfig) -> None:
+    """A clear error (exit 2) when ``[http] bind`` cannot be listened on: the port is
+    taken, or the address is not this host's."""
+    import socket
+
+    host, _, port = cfg.http.bind.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server does
+        try:
+            s.bind((host, int(port)))
+        except OSError as e:
+            busy = e.errno == errno.EADDRINUSE
+            raise InputError(
+                f"cannot listen on {cfg.http.bind}: "
+                + ("another process already uses the port" if busy else
+                   (e.strerror or str(e))),
+                where=f"{cfg.source}: [http] bind",
+                fix=(f"stop the other process (ss -ltnp 'sport = :{port}' shows it; is trueup "
+                     "already running?) or set [http] bind to a free port" if busy else
+                     "bind an address of this host, e.g. 127.0.0.1:9871")) from None
+
+
+class ClockWatch:
+    """Detects jumps of the wall clock: its change against the monotonic clock's since
+    the last look, when larger than :data:`CLOCK_JUMP_S` (seconds; None otherwise)."""
+
+    def __init__(self) -> None:
+        self._wall, self._mono = time.time(), time.monotonic()
+
+    def jump(self) -> float | None:
+        wall, mono = time.time(), time.monotonic()
+        drift = (wall - self._wall) - (mono - self._mono)
+        self._wall, self._mono = wall, mono
+        return drift if abs(drift) > CLOCK_JUMP_S else None
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
 
 
 def _plan_if_due(daemon: Daemon):

@@ -646,6 +646,9 @@ def _backup_mode():
     return Mode.BACKUP
 
 
+AT_YEARS = (2000, 2100)  # the years --at may name
+
+
 def parse_at(text: str | None) -> int | None:
     """``--at`` as UTC epoch seconds: ISO 8601 with an offset (or Z)."""
     if text is None:
@@ -653,4 +656,7 @@ def parse_at(text: str | None) -> int | None:
     dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if dt.tzinfo is None:
         raise ValueError("give --at with its UTC offset, e.g. 2025-07-15T14:00-07:00")
+    if not AT_YEARS[0] <= dt.year <= AT_YEARS[1]:
+        raise ValueError(f"year {dt.year} is outside {AT_YEARS[0]}-{AT_YEARS[1]}: tariffs, "
+                         "forecasts and the history are dated")
     return int(dt.astimezone(UTC).timestamp())

@@ -141,6 +141,14 @@ class SimClock:
         self._t += float(seconds)
         return self._t
 
+    def jump(self, seconds: float) -> float:
+        """Set the clock ``seconds`` forward or back (negative), as NTP correcting a
+        clock or a hand-set date does; return the new time."""
+        if not math.isfinite(seconds):
+            raise ValueError(f"a jump must be finite: got {seconds!r} s")
+        self._t += float(seconds)
+        return self._t
+
 
 # --------------------------------------------------------------------------------------
 # Faults

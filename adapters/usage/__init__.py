@@ -67,7 +67,7 @@ def sniff_format(path: PathLike) -> str:
     head = text[:65536]
     if len(text) > len(head) and "\n" in head:
         head = head[: head.rindex("\n")]  # whole lines only
-    for n, (line, cells) in enumerate(csv_rows(head)):
+    for n, (line, cells) in enumerate(csv_rows(head, src)):
         names = [c.strip().lower() for c in cells]
         if green_button.header_columns(cells) is not None or (
             names and names[0] in green_button.PREAMBLE_KEYS
@@ -96,6 +96,7 @@ def read_usage(
     tz: str | None = None,
     topology: Topology | None = None,
     allow_gaps: bool = False,
+    service_kw: float | None = None,
 ) -> IntervalData:
     """Read any supported usage file into IntervalData (UTC starts, kWh per interval).
 
@@ -108,14 +109,18 @@ def read_usage(
             trueup's CSV, whose timestamps carry their offsets.
         topology: ``"backfed"`` or ``"line_side_tap"``; required for CT-register files.
         allow_gaps: accept missing intervals (only real rows kept, gaps described in notes).
+        service_kw: the site's service size, kW (default 96 kW, 400 A at 240 V): intervals
+            whose average power exceeds it are noted; above 1,000 kW the file is refused (a
+            unit mistake or a corrupt cell; see :mod:`._plausible`).
     """
     src = str(path)
     key = str(fmt).strip().lower().replace("-", "_")
     kind = sniff_format(path) if key == "auto" else _FORMAT_ALIASES.get(key, key)
     if kind == "interval":
-        return read_interval_csv(path, allow_gaps=allow_gaps)
+        return read_interval_csv(path, allow_gaps=allow_gaps, service_kw=service_kw)
     if kind == "green_button":
-        return read_green_button_csv(path, tz=tz or "America/Los_Angeles", allow_gaps=allow_gaps)
+        return read_green_button_csv(path, tz=tz or "America/Los_Angeles", allow_gaps=allow_gaps,
+                                     service_kw=service_kw)
     if kind == "ct_register":
         if topology is None:
             raise fail(
@@ -124,6 +129,7 @@ def read_usage(
                 "pass --topology backfed (topology='backfed'; PV feeds the main panel; its "
                 "CTs see net flow) or 'line_side_tap' (main-panel CTs see only consumption)",
             )
-        return read_ct_register_csv(path, topology=topology, tz=tz, allow_gaps=allow_gaps)
+        return read_ct_register_csv(path, topology=topology, tz=tz, allow_gaps=allow_gaps,
+                                    service_kw=service_kw)
     raise fail(f"unknown usage format {fmt!r}", src,
                f"use --format auto (fmt='auto') or one of {list(FORMATS)}")

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from adapters.usage._plausible import check_plausible
 from adapters.usage._problems import Problems, fail
 from adapters.usage._times import duration_text, span_text
 from optimizer.errors import UsageError
@@ -164,17 +165,19 @@ def _gap_notes(t, step, spans, imp, exp, zone: ZoneInfo | None) -> list[str]:
 
 
 def assemble(
-    p: Parsed, *, interval_s: int | None, allow_gaps: bool, zone: ZoneInfo | None = None
+    p: Parsed, *, interval_s: int | None, allow_gaps: bool, zone: ZoneInfo | None = None,
+    service_kw: float | None = None,
 ) -> IntervalData:
     """IntervalData from checked rows: UTC starts, kWh per interval, the file's notes.
 
     ``interval_s`` is the file's stated interval in seconds (None: the most common step);
-    ``zone`` only adds local times to gap messages.
+    ``zone`` only adds local times to gap messages; ``service_kw`` is the site's service
+    size for the plausibility check (:mod:`._plausible`).
     """
     t = np.asarray(p.starts, dtype=np.int64)
     step = check_sequence(p, t, interval_s)
     cols = {k: np.asarray(v, dtype=float) for k, v in p.cols.items()}
-    notes = list(p.notes)
+    notes = list(p.notes) + check_plausible(p.source, p.lines, cols, step, service_kw)
     spans = gap_spans(t, step)
     if spans:
         if not allow_gaps:

@@ -41,10 +41,19 @@ def read_text(path: PathLike) -> str:
         ) from None
 
 
-def csv_rows(text: str) -> Rows:
-    """CSV rows with the (1-based) line each ends on; blank rows skipped."""
+def csv_rows(text: str, source: str = "the file") -> Rows:
+    """CSV rows with the (1-based) line each ends on; blank rows skipped. A row the csv
+    module cannot read (a cell over its 128 KiB limit, say) is a UsageError at its line."""
     reader = csv.reader(io.StringIO(text))
-    for cells in reader:
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise fail(f"not a CSV row: {e}", f"{source}:{reader.line_num}",
+                       "a usage file holds short rows of numbers and times: check that this "
+                       "is the right file, or remove the damaged row") from None
         if not cells or (not cells[0].strip() and all(not c.strip() for c in cells)):
             continue
         yield reader.line_num, cells
@@ -55,7 +64,7 @@ def header_and_rows(path: PathLike, empty_fix: str) -> tuple[int, list[str], Row
 
     An empty file is a UsageError whose fix is ``empty_fix``.
     """
-    rows = csv_rows(read_text(path))
+    rows = csv_rows(read_text(path), str(path))
     first = next(rows, None)
     if first is None:
         raise fail("the file is empty", str(path), empty_fix)

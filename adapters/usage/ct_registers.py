@@ -94,6 +94,7 @@ def read_ct_register_csv(
     tz: str | None = None,
     allow_gaps: bool = False,
     registers: Literal["auto", "interval", "cumulative"] = "auto",
+    service_kw: float | None = None,
 ) -> IntervalData:
     """Read a CT-register export (eGauge-style) with a Grid and a Solar register.
 
@@ -361,4 +362,5 @@ def read_ct_register_csv(
         "pv_kwh": list(pv),
     }
     p.notes = notes
-    return assemble(p, interval_s=None, allow_gaps=allow_gaps, zone=zone)
+    return assemble(p, interval_s=None, allow_gaps=allow_gaps, zone=zone,
+                    service_kw=service_kw)

@@ -76,7 +76,8 @@ def _electric_rows(
 
 
 def read_green_button_csv(
-    path: PathLike, *, tz: str = "America/Los_Angeles", allow_gaps: bool = False
+    path: PathLike, *, tz: str = "America/Los_Angeles", allow_gaps: bool = False,
+    service_kw: float | None = None,
 ) -> IntervalData:
     """Read a PG&E "Green Button / Download my data" electric CSV.
 
@@ -110,7 +111,7 @@ def read_green_button_csv(
     """
     src = str(path)
     zone = time_zone(tz, src)
-    rows = csv_rows(read_text(path))
+    rows = csv_rows(read_text(path), str(path))
     header = None
     hline, hcells, seen = 0, [], 0
     for line, cells in rows:
@@ -289,4 +290,5 @@ def read_green_button_csv(
             f"{len(utility_notes)} row(s) carry a utility NOTE "
             f"(first at line {utility_notes[0][0]}): {distinct[:5]}"
         )
-    return assemble(p, interval_s=interval_s, allow_gaps=allow_gaps, zone=zone)
+    return assemble(p, interval_s=interval_s, allow_gaps=allow_gaps, zone=zone,
+                    service_kw=service_kw)

@@ -24,7 +24,8 @@ def _header_index(cells: Sequence[str]) -> dict[str, int]:
     return {c.strip().lower(): i for i, c in enumerate(cells)}
 
 
-def read_interval_csv(path: PathLike, *, allow_gaps: bool = False) -> IntervalData:
+def read_interval_csv(path: PathLike, *, allow_gaps: bool = False,
+                      service_kw: float | None = None) -> IntervalData:
     """Read trueup's interval CSV (README, "Interval data formats").
 
     Columns (any order, names case-insensitive): ``timestamp,import_kwh,export_kwh`` and
@@ -152,4 +153,4 @@ def read_interval_csv(path: PathLike, *, allow_gaps: bool = False) -> IntervalDa
     probs.raise_if_any()
     if not p.starts:
         raise fail("no data rows below the header", f"{src}:{hline}", "add one row per interval")
-    return assemble(p, interval_s=None, allow_gaps=allow_gaps)
+    return assemble(p, interval_s=None, allow_gaps=allow_gaps, service_kw=service_kw)
