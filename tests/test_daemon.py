@@ -618,3 +618,39 @@ def test_a_reload_says_what_waits_for_a_restart(tmp_path, caplog):
     assert "[http] bind changed: applied at the next restart" in caplog.text
     assert daemon.cfg.battery.backup_floor_percent == 30  # the rest applied now
     daemon.close()
+
+
+def test_a_full_disk_is_one_line_that_says_what_to_free_and_the_job_recovers(tmp_path, caplog):
+    """SQLite refuses to grow the store (its page limit stands in for a full disk: the
+    same SQLITE_FULL "database or disk is full"). The read job's failure is one line, with
+    no traceback, counted by job; once there is room the next read stores again and the
+    counters bridge the time missed."""
+    from trueup.daemon import guarded
+
+    cfg = small_config()
+    clock = SimClock(JULY)
+    daemon = Daemon(cfg, dry_run=True, clock=clock, gateway=simulated_site(cfg, clock),
+                    data_dir=tmp_path)
+    daemon.start()
+    simulate(daemon, clock, JULY + 3600)
+    db = daemon.store._conn()
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    db.execute(f"PRAGMA max_page_count = {pages}")
+    job = guarded("read", daemon.read_job, daemon)
+    with caplog.at_level("DEBUG", logger="trueup"):
+        for _ in range(30):  # half an hour of reads on a full disk
+            clock.advance(60)
+            job()
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1  # said once, not every minute
+    assert f"the disk holding {tmp_path} is full" in errors[0].getMessage()
+    assert "MB free" in errors[0].getMessage() and errors[0].exc_info is None
+    # (a read that fits in a page SQLite already has still succeeds)
+    assert 10 <= _samples(daemon.metrics)['trueup_job_failures_total{job=read}'] <= 30
+    db.execute("PRAGMA max_page_count = 1073741823")
+    for _ in range(15):
+        clock.advance(60)
+        job()
+    data = daemon.store.intervals(JULY, JULY + 3600 + 45 * 60, interval_s=300)
+    assert len(data) == 12 + 9  # the hour, and the 45 min after (the last one unfinished)
+    daemon.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import signal
 import threading
 import time
@@ -467,13 +468,14 @@ def run(config: str | None, *, dry_run: bool, data_dir: str | None = None) -> in
                                 job_defaults={"max_instances": 1, "coalesce": True,
                                               "misfire_grace_time": 120})
     s = daemon.schedule
-    sched.add_job(daemon.read_job, "interval", seconds=s.read_s, id="read",
-                  next_run_time=_now_dt())
-    sched.add_job(_plan_if_due(daemon), "interval", seconds=30, id="plan",
-                  next_run_time=_now_dt())
-    sched.add_job(daemon.rollup_job, "interval", seconds=s.rollup_s, id="rollup")
-    sched.add_job(daemon.forecast_job, "interval", seconds=s.forecast_s, id="forecast",
-                  next_run_time=_now_dt())
+    sched.add_job(guarded("read", daemon.read_job, daemon), "interval", seconds=s.read_s,
+                  id="read", next_run_time=_now_dt())
+    sched.add_job(guarded("plan", _plan_if_due(daemon), daemon), "interval", seconds=30,
+                  id="plan", next_run_time=_now_dt())
+    sched.add_job(guarded("rollup", daemon.rollup_job, daemon), "interval",
+                  seconds=s.rollup_s, id="rollup")
+    sched.add_job(guarded("forecast", daemon.forecast_job, daemon), "interval",
+                  seconds=s.forecast_s, id="forecast", next_run_time=_now_dt())
     stop = threading.Event()
     reload_asked = threading.Event()
     # handlers only set flags; the main loop below does the work, never inside a write
@@ -498,6 +500,51 @@ def run(config: str | None, *, dry_run: bool, data_dir: str | None = None) -> in
     http.stop()
     daemon.close()
     return 0
+
+
+JOB_ERROR_REPEAT_S = 600.0  # the same failure of a job is logged again after this long
+
+
+def guarded(name: str, job, daemon: Daemon):
+    """``job`` for the scheduler: a failure is one log line saying what to do (repeated
+    every :data:`JOB_ERROR_REPEAT_S` while it lasts, its traceback at DEBUG level) and a
+    count in ``trueup_job_failures_total{job}``; the next run tries again."""
+    said: dict[str, float] = {}
+
+    def run_job() -> None:
+        try:
+            job()
+        except Exception as e:
+            daemon.metrics.job_failures_total.labels(job=name).inc()
+            msg = job_error_text(e, daemon.data_dir)
+            now = time.monotonic()
+            if now - said.get(msg, -math.inf) >= JOB_ERROR_REPEAT_S:
+                said[msg] = now
+                log.error("the %s job failed: %s", name, msg)
+            log.debug("the %s job's traceback", name, exc_info=True)
+    return run_job
+
+
+def job_error_text(e: BaseException, data_dir: Path) -> str:
+    """One line for a job's failure: what happened and, where we know, what to do."""
+    import shutil
+    import sqlite3
+
+    text = str(e) or type(e).__name__
+    full = (isinstance(e, OSError) and e.errno == errno.ENOSPC) or (
+        isinstance(e, sqlite3.OperationalError) and "full" in text)
+    if full:
+        try:
+            free = f"{shutil.disk_usage(data_dir).free / 1e6:,.0f} MB free"
+        except OSError:
+            free = "free space unknown"
+        return (f"the disk holding {data_dir} is full ({free}): free some space there "
+                "(old logs: journalctl --vacuum-size=200M); the gateway's lifetime counters "
+                "keep the energy, and the time missed is bridged from them once there is space")
+    if isinstance(e, sqlite3.DatabaseError):
+        return (f"the store {data_dir / 'trueup.db'} failed: {text}; trueup retries at the "
+                "next run")
+    return f"{type(e).__name__}: {text} (trueup retries at the next run)"
 
 
 def _check_port_free(cfg: TrueupConfig) -> None:

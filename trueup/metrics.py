@@ -38,6 +38,7 @@ PREFIX = "trueup_"
 FLOWS = ("solar", "home", "battery", "grid")
 SETTINGS = ("mode", "reserve_percent", "grid_charging", "export_rule")
 ERROR_OPS = ("read", "write", "forecast", "plan")
+JOBS = ("read", "plan", "rollup", "forecast")
 QUANTILES = (0.1, 0.5, 0.9)
 
 
@@ -118,6 +119,11 @@ class Metrics:
         self.last_plan_timestamp_seconds = maybe("last_plan_timestamp_seconds",
                                                  "When the last plan was made, UTC epoch s")
         self.dry_run = g("dry_run", "1 when trueup only prints what it would write")
+        self.job_failures_total = Counter(PREFIX + "job_failures_total",
+                                          "Scheduled jobs that failed, by job (the log "
+                                          "says why)", ("job",), registry=r)
+        for job in JOBS:
+            self.job_failures_total.labels(job=job)
         for op in ERROR_OPS:
             self.gateway_errors_total.labels(op=op)
         for name in SETTINGS:
