@@ -415,7 +415,7 @@ def _charges(rate: dict[str, Any], where: _Where, warnings: list[str]) -> dict[s
             raise TariffError(f"mincharge is negative ({mn:g} {units})", where=where("mincharge"),
                               fix="a minimum charge is >= 0; correct or remove it")
         key = {"$/month": "minimum_per_month", "$/day": "minimum_per_day",
-               "$/year": "annual_minimum"}.get(units)
+               "$/year": "annual_minimum"}.get(units) if isinstance(units, str) else None
         if key is None:
             raise TariffError(f"minchargeunits {units!r} is not understood",
                               where=where("minchargeunits"),
@@ -431,7 +431,7 @@ def _export_scheme(rate: dict[str, Any], where: _Where,
         warnings.append("dgrules is missing: assumed 'Net Metering' (export.scheme = 'nem'); "
                         "check how your tariff credits exports")
         return DGRULES["Net Metering"]
-    if rules not in DGRULES:
+    if not isinstance(rules, str) or rules not in DGRULES:
         raise TariffError(f"dgrules {rules!r} is not understood", where=where("dgrules"),
                           fix=f"use one of {sorted(DGRULES)}")
     return DGRULES[rules]
@@ -521,8 +521,11 @@ def _slug(*parts: str) -> str:
 def _date(value: Any, tz: str) -> str:
     if isinstance(value, bool) or value is None or value == "":
         return ""
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(value, ZoneInfo(tz)).date().isoformat()
+    if isinstance(value, int | float):  # epoch seconds; nonsense is left out, not fatal
+        try:
+            return datetime.fromtimestamp(value, ZoneInfo(tz)).date().isoformat()
+        except (OverflowError, ValueError, OSError):
+            return ""
     return str(value)[:10]
 
 

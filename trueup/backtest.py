@@ -401,7 +401,8 @@ def _hourly(r: Replay) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     n = len(r.data) // per
     if n == 0 or int(r.data.start_utc[0]) % 3600:
         raise InputError("the planning strategies plan in whole hours: the window must "
-                         "start on an hour and last at least one", where="backtest")
+                         "start on an hour and last at least one", where="backtest",
+                         fix="give --start a whole day and data that starts on the hour")
     m = n * per
     starts = r.data.start_utc[:m:per]
     pv = r.data.pv_kwh[:m].reshape(n, per).sum(axis=1)
@@ -815,7 +816,9 @@ def select_period(data: IntervalData, start: date | None, days: int | None,
     ``days`` days (default: to the end)."""
     if data.load_kwh is None or data.pv_kwh is None:
         raise InputError("the backtest replays load and PV: the usage needs load_kwh and "
-                         "pv_kwh columns", where=data.source or "usage")
+                         "pv_kwh columns", where=data.source or "usage",
+                         fix="add load_kwh and pv_kwh columns (the gateway's readings, or "
+                         "trueup import of the store), or use `trueup bill` for the bill alone")
     zone = ZoneInfo(tz)
     a = int(data.start_utc[0]) if start is None else int(
         datetime(start.year, start.month, start.day, tzinfo=zone).timestamp())

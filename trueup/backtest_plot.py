@@ -126,7 +126,8 @@ def main_result(bt: Backtest) -> StrategyResult:
     if r is not None:
         return r
     if not bt.results:
-        raise InputError("the backtest has no strategy results to plot", where="backtest")
+        raise InputError("the backtest has no strategy results to plot", where="backtest",
+                         fix="run at least one strategy (--strategy) with --plot")
     return bt.results[0]
 
 
@@ -144,7 +145,8 @@ def pick_week(bt: Backtest) -> date:
     r = main_result(bt)
     t = np.asarray(bt.replay.data.start_utc, dtype=np.int64)
     if not len(t):
-        raise InputError("the backtest has no intervals to plot", where="backtest")
+        raise InputError("the backtest has no intervals to plot", where="backtest",
+                         fix="choose a --start and --days inside the data")
     days = np.unique(local_fields(t, bt.replay.tz).day)
     epoch = date(1970, 1, 1).toordinal()
     cum = np.concatenate([[0.0], np.cumsum(r.intervals.export_kwh)])

@@ -618,10 +618,16 @@ def cmd_backtest(args) -> int:
         except ValueError:
             raise InputError(f"cannot read {args.start!r} as a date", where="--start",
                              fix="give the first day as YYYY-MM-DD") from None
-    if args.days is not None and args.days < 1:
-        raise InputError(f"--days {args.days} must be at least 1", where="--days")
+        if not 2000 <= start.year <= 2100:
+            raise InputError(f"--start {args.start} is outside 2000-2100", where="--start",
+                             fix="give a first day inside the data (YYYY-MM-DD)")
+    if args.days is not None and not 1 <= args.days <= 3660:
+        raise InputError(f"--days {args.days} must be 1 to 3660", where="--days",
+                         fix="give the number of days to replay, or leave --days out to "
+                         "replay to the end of the data")
     if args.jobs < 1:
-        raise InputError(f"--jobs {args.jobs} must be at least 1", where="--jobs")
+        raise InputError(f"--jobs {args.jobs} must be at least 1", where="--jobs",
+                         fix="give the number of worker processes, e.g. --jobs 2")
     window = select_period(data, start, args.days, tariff.tz)
     replay = replay_from_config(cfg, tariff, window, context=context_of(data, window, prior),
                                 forecast=args.forecast, noise=ForecastNoise(seed=args.seed))
