@@ -593,6 +593,8 @@ def test_a_clock_jump_back_is_unhealthy_until_the_jobs_run_on_the_new_clock(tmp_
     daemon.start()
     simulate(daemon, clock, JULY + 3600)
     assert daemon.health()[0]
+    # the load forecast's age is its history's: the last 5-minute interval, minutes old
+    assert 0 <= _samples(daemon.metrics)["trueup_forecast_age_seconds{kind=load}"] <= 600
     plans = daemon.state.plans_made
     clock.jump(-2 * 3600)
     ok, body = daemon.health()

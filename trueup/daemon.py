@@ -18,6 +18,7 @@ Times are UTC epoch seconds from the injected clock; energies kWh; SOC app %.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import math
@@ -286,7 +287,7 @@ class Daemon:
             out["trigger"] = reason
         self.store.save_plan(out, saved_at=now)
         self._record_forecasts(result, now)
-        self._observe_plan(result, now)
+        self._observe_plan(result, now, None if history is None else history.end_utc)
         if result.schedule and result.schedule.entries:
             entry = _entry_in_force(result, now)
             self.gateway.apply(entry.settings)  # recorded by _record_write
@@ -346,7 +347,8 @@ class Daemon:
         data = self.store.intervals(start, int(now))
         return data if len(data) else None
 
-    def _observe_plan(self, result: PlanResult, now: float) -> None:
+    def _observe_plan(self, result: PlanResult, now: float,
+                      history_end: float | None) -> None:
         m, p = self.metrics, result.plan
         if np.isfinite(p.objective):
             m.plan_objective_dollars.set(p.objective)
@@ -358,7 +360,13 @@ class Daemon:
         solar = self.state.solar
         age = (now - solar.fetched_at) if solar is not None else 0.0  # offline: computed now
         m.forecast_age_seconds.labels(kind="pv").set(max(0.0, age))
-        m.forecast_age_seconds.labels(kind="load").set(0.0)  # from the store's history
+        # the load forecast is the stored history's profile: as old as its newest interval
+        # (no history: the seasonal profile, no age, no series)
+        if history_end is None:
+            with contextlib.suppress(KeyError):
+                m.forecast_age_seconds.remove("load")
+        else:
+            m.forecast_age_seconds.labels(kind="load").set(max(0.0, now - history_end))
 
     def rollup_job(self) -> None:
         """The billing state of the stored intervals, for metrics and the store."""
