@@ -94,7 +94,7 @@ class Daemon:
         self.schedule = schedule or Schedule()
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
         self.store = store if store is not None else open_store(self.data_dir, clock=self.clock)
-        raw = gateway if gateway is not None else build_gateway(cfg, self.clock)
+        raw = gateway if gateway is not None else build_gateway(cfg, self.clock, self.data_dir)
         inner = DryRunGateway(raw, self.clock) if dry_run else raw
         self.metrics = Metrics()
         self.gateway = SafeGateway(inner, cfg.rails(), self.clock,

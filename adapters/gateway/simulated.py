@@ -280,6 +280,9 @@ class SimulatedGateway:
             :class:`~optimizer.errors.InputError` is raised).
         counters_wh: initial lifetime counter values, Wh, by field name (default 0 each; a
             real gateway has years on them, and all-zero counters read as unknown).
+        resume_at: UTC epoch s a previous simulator reached (:meth:`snapshot`); the physics
+            start there instead of at the clock's time, so the first read simulates the
+            time between (default None).
     """
 
     name = "simulated"
@@ -300,6 +303,7 @@ class SimulatedGateway:
         seed: int = 0,
         wrap: bool = False,
         counters_wh: Mapping[str, float] | None = None,
+        resume_at: float | None = None,
     ) -> None:
         if not 0.0 <= soc_percent <= 100.0:
             raise InputError(f"soc_percent {soc_percent!r} must be in 0–100 (app %)",
@@ -309,6 +313,8 @@ class SimulatedGateway:
         self.spec = spec
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._t = float(self.clock.now())
+        if resume_at is not None and resume_at < self._t:
+            self._t = float(resume_at)  # the site ran on while no one read it
         series_start = self._t if start is None else float(start)
         if series_start > self._t:
             raise InputError(f"the series starts at {series_start}, after the clock's time "
@@ -355,6 +361,18 @@ class SimulatedGateway:
     def pending(self) -> tuple[tuple[float, Settings], ...]:
         """Accepted writes not yet in force: (effective at, settings)."""
         return tuple((t, s) for t, _, s in sorted(self._pending))
+
+    def snapshot(self) -> dict:
+        """What a later simulator needs to carry on where this one is (JSON-ready): the
+        simulated time, true SOC (app %), lifetime counters (Wh) and the settings in force.
+        Give them back as ``resume_at``, ``soc_percent``, ``counters_wh`` and ``settings``:
+        its first read then simulates the time in between, as a real site runs on while
+        trueup is stopped."""
+        st = self._settings
+        return {"t": self._t, "soc_percent": self.soc_percent, "counters_wh": self.counters_wh,
+                "settings": {"mode": str(st.mode.value), "reserve_percent": st.reserve_percent,
+                             "grid_charging": st.grid_charging,
+                             "export_rule": str(st.export_rule.value)}}
 
     @property
     def counters_wh(self) -> dict[str, float]:
