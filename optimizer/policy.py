@@ -17,12 +17,22 @@ Then changes are kept rare (a minimum dwell time, a budget of changes per day), 
 obeys the 80/100 rule and the floor, and the schedule is *checked*: the behaviour model
 (:mod:`optimizer.behaviour`) says what the settings would really do, and both values are
 reported. Units: kWh per step, app %, UTC epoch seconds.
+
+**The write budget.** Each field a change sets (mode, reserve, grid charging, export rule)
+is one command to the gateway, and the safety rails allow so many an hour and a day per
+control path (Tesla's Fleet API: 5 a day). :func:`fit_to_budget` fits the schedule to what
+is left: while the next day's changes need more writes than the budget (or any hour more
+than its share), it drops the change whose loss costs least — the settings before it, or
+the ones after it, simply last longer — judged by the behaviour model over the horizon,
+with the energy left at the end valued as the plan values it. A change worth less than
+``write_price`` $ per write is dropped too. What the budget costs is reported
+(:class:`BudgetFit`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -37,7 +47,7 @@ from optimizer.behaviour import (
     clamp_reserve,
     simulate,
 )
-from optimizer.plan import Plan, PlanInputs
+from optimizer.plan import Plan, PlanInputs, default_terminal_value
 from optimizer.site import Battery
 
 EPS_KWH = 0.05  # below this a step's flow is noise, not an intent
@@ -55,6 +65,37 @@ class ScheduledSetting:
 
 
 @dataclass(frozen=True)
+class WriteBudget:
+    """Field writes the control path allows (the safety rails' budget, per rolling hour and
+    rolling day), the ages of those already sent (seconds before the plan's start, one per
+    write, the last day's), and ``write_price``: $ a change must earn per write it sends."""
+
+    per_hour: int
+    per_day: int
+    sent_ago_s: tuple[float, ...] = ()
+    write_price: float = 0.0
+
+    @property
+    def left_now(self) -> int:
+        """Writes the day's budget leaves at the plan's start."""
+        return max(0, self.per_day - sum(1 for a in self.sent_ago_s if a < 86400))
+
+
+@dataclass(frozen=True)
+class BudgetFit:
+    """What fitting the schedule to the write budget did: writes the schedule needed over
+    the next 24 h and writes it keeps, changes dropped, and the value lost, $ over the
+    horizon (behaviour model, energy left at the end valued as the plan values it)."""
+
+    writes_wanted: int
+    writes_kept: int
+    changes_dropped: int
+    value_lost: float
+    per_day: int
+    left_today: int
+
+
+@dataclass(frozen=True)
 class Schedule:
     entries: tuple[ScheduledSetting, ...]
     per_step: tuple[Settings, ...]
@@ -62,6 +103,7 @@ class Schedule:
     plan_value: float  # $ the plan's flows cost over the horizon (import − export credit)
     settings_value: float  # $ the settings' simulated flows cost
     simulated_soc_kwh: np.ndarray
+    budget: BudgetFit | None = None
 
 
 def battery_spec(b: Battery) -> BatterySpec:
@@ -280,8 +322,11 @@ def _reason(intent: str, a: int, b: int, x: PlanInputs, plan: Plan, tz: str,
 
 
 def schedule(plan: Plan, x: PlanInputs, tz: str, *, min_dwell_minutes: float = 30.0,
-             max_changes_per_day: int = 8, cap_left_kwh: float | None = None) -> Schedule:
-    """Settings for the plan's steps, merged, rate-limited, reasoned and checked."""
+             max_changes_per_day: int = 8, cap_left_kwh: float | None = None,
+             budget: WriteBudget | None = None, current: Settings | None = None) -> Schedule:
+    """Settings for the plan's steps, merged, rate-limited, reasoned and checked; fitted to
+    the control path's write ``budget`` when one is given (``current``: the settings in
+    force, so the first change's writes count too)."""
     b = x.battery
     spec = battery_spec(b)
     steps_per_day = round(24 / x.step_hours)
@@ -289,9 +334,7 @@ def schedule(plan: Plan, x: PlanInputs, tz: str, *, min_dwell_minutes: float = 3
     labels = _enforce_dwell(labels, max(1, round(min_dwell_minutes / 60 / x.step_hours)))
     labels = _enforce_budget(labels, max_changes_per_day, steps_per_day)
 
-    entries: list[ScheduledSetting] = []
-    per_step: list[Settings] = []
-    signals: list[PriceSignal] = []
+    blocks: list[_Block] = []
     soc_before = np.concatenate([[x.soc_kwh], plan.soc_kwh[:-1]])
     for a, z, intent in _blocks(labels):
         if intent == "charge":
@@ -305,14 +348,17 @@ def schedule(plan: Plan, x: PlanInputs, tz: str, *, min_dwell_minutes: float = 3
         high = intent == "hold" and _hold_high(target, a, z, plan, x)
         s, sig = _settings_for(intent, target, needs_kw, b, spec, hold_high=high)
         reason = _reason(intent, a, z, x, plan, tz, s.reserve_percent, s.mode, cap_left_kwh)
-        if entries and entries[-1].settings == s and entries[-1].signal == sig:
-            per_step += [s] * (z - a)
-            signals += [sig] * (z - a)
+        if blocks and blocks[-1].settings == s and blocks[-1].signal == sig:
+            blocks[-1] = replace(blocks[-1], z=z)
             continue
-        entries.append(ScheduledSetting(int(x.prices.start_utc[a]), s, sig, intent, reason))
-        per_step += [s] * (z - a)
-        signals += [sig] * (z - a)
+        blocks.append(_Block(a, z, s, sig, intent, reason))
+    fit = None
+    if budget is not None:
+        blocks, fit = fit_to_budget(blocks, x, spec, budget, current)
 
+    entries = tuple(ScheduledSetting(int(x.prices.start_utc[k.a]), k.settings, k.signal,
+                                     k.intent, k.reason) for k in blocks)
+    per_step, signals = _per_step(blocks)
     sim = simulate(per_step, x.soc_kwh, x.load_kwh, x.pv_kwh, x.step_hours, spec,
                    price_signals=signals)
     p = x.prices
@@ -322,11 +368,142 @@ def schedule(plan: Plan, x: PlanInputs, tz: str, *, min_dwell_minutes: float = 3
                      + b.wear_cost_per_kwh * np.sum(dis))
 
     return Schedule(
-        entries=tuple(entries), per_step=tuple(per_step), signals=tuple(signals),
+        entries=entries, per_step=tuple(per_step), signals=tuple(signals),
         plan_value=value(plan.import_kwh, plan.export_kwh, plan.discharge_kwh),
         settings_value=value(sim.import_kwh, sim.export_kwh, sim.discharge_kwh),
-        simulated_soc_kwh=sim.soc_kwh,
+        simulated_soc_kwh=sim.soc_kwh, budget=fit,
     )
+
+
+@dataclass(frozen=True)
+class _Block:
+    """Steps [a, z) under one setting, with its intent and reason."""
+
+    a: int
+    z: int
+    settings: Settings
+    signal: PriceSignal
+    intent: str
+    reason: str
+
+
+WRITE_FIELDS = ("mode", "reserve_percent", "grid_charging", "export_rule")
+
+
+def writes_between(before: Settings | None, after: Settings) -> int:
+    """Field writes a change from ``before`` to ``after`` sends (0 when ``before`` is
+    unknown: nothing to compare, the rails count what is really sent)."""
+    if before is None:
+        return 0
+    return sum(getattr(before, f) != getattr(after, f) for f in WRITE_FIELDS)
+
+
+def _per_step(blocks: list[_Block]) -> tuple[list[Settings], list[PriceSignal]]:
+    per_step: list[Settings] = []
+    signals: list[PriceSignal] = []
+    for k in blocks:
+        per_step += [k.settings] * (k.z - k.a)
+        signals += [k.signal] * (k.z - k.a)
+    return per_step, signals
+
+
+def _merged(blocks: list[_Block]) -> list[_Block]:
+    """Neighbours with the same settings and signal become one block."""
+    out: list[_Block] = []
+    for k in blocks:
+        if out and out[-1].settings == k.settings and out[-1].signal == k.signal:
+            out[-1] = replace(out[-1], z=k.z)
+        else:
+            out.append(k)
+    return out
+
+
+def fit_to_budget(blocks: list[_Block], x: PlanInputs, spec: BatterySpec,
+                  budget: WriteBudget, current: Settings | None
+                  ) -> tuple[list[_Block], BudgetFit]:
+    """Drop changes until the next 24 h need no more writes than the day's budget leaves
+    and no hour more than the hour's (see the module's docstring); greedy, cheapest loss
+    per write saved first. Returns the blocks and what it cost."""
+    per_hour = max(1, round(1 / x.step_hours))
+    per_day = round(24 / x.step_hours)
+    b = x.battery
+    tv = x.terminal_value if x.terminal_value is not None else default_terminal_value(x)
+    p = x.prices
+
+    def cost(bl: list[_Block]) -> float:
+        st, sg = _per_step(bl)
+        sim = simulate(st, x.soc_kwh, x.load_kwh, x.pv_kwh, x.step_hours, spec,
+                       price_signals=sg)
+        return float(np.sum(sim.import_kwh * p.import_price)
+                     - np.sum(sim.export_kwh * p.export_credit)
+                     + b.wear_cost_per_kwh * np.sum(sim.discharge_kwh)
+                     - tv * sim.soc_kwh[-1])
+
+    def writes(bl: list[_Block]) -> list[int]:
+        return [writes_between(current if i == 0 else bl[i - 1].settings, k.settings)
+                for i, k in enumerate(bl)]
+
+    step_s = x.step_hours * 3600
+
+    def excess(bl: list[_Block]) -> int:
+        """How far the worst rolling hour or day over the next 24 h exceeds its budget, as
+        the rails count it at each write: the writes sent and planned in the hour (day)
+        up to and including it."""
+        w = writes(bl)
+        over = 0
+        for k0, n0 in zip(bl, w, strict=True):
+            if k0.a >= per_day:
+                break
+            if not n0:
+                continue
+            t = k0.a * step_s
+            for span, limit, steps in ((3600, budget.per_hour, per_hour),
+                                       (86400, budget.per_day, per_day)):
+                past = sum(1 for a in budget.sent_ago_s if a < span - t)
+                planned = sum(n for k, n in zip(bl, w, strict=True)
+                              if k0.a - steps < k.a <= k0.a)
+                over = max(over, past + planned - limit)
+        return over
+
+    def day_writes(bl: list[_Block]) -> int:
+        return sum(n for k, n in zip(bl, writes(bl), strict=True) if k.a < per_day)
+
+    start = list(blocks)
+    wanted = day_writes(start)
+    base = cur = cost(start)
+    bl = start
+    while True:
+        over, n_now = excess(bl), day_writes(bl)
+        best = None
+        for i, k in enumerate(bl):
+            if k.a >= per_day:
+                break
+            options = []
+            if i > 0:
+                options.append(replace(bl[i - 1], a=k.a, z=k.z))  # the setting before lasts
+            elif current is not None and current != k.settings:
+                options.append(replace(k, settings=current))  # leave what is in force
+            if i + 1 < len(bl):
+                options.append(replace(bl[i + 1], a=k.a, z=k.z))  # the next one starts early
+            for new in options:
+                cand = _merged([*bl[:i], new, *bl[i + 1:]])
+                saved = n_now - day_writes(cand)
+                if saved <= 0 or (over and excess(cand) >= over):
+                    continue
+                c = cost(cand)
+                key = (c - cur) / saved
+                if best is None or key < best[0]:
+                    best = (key, cand, c)
+        if best is None:
+            break
+        key, cand, c = best
+        if not over and (budget.write_price <= 0 or key >= budget.write_price):
+            break  # within the budget only a change worth less than its writes goes
+        bl, cur = cand, c
+    dropped = max(0, len(_merged(start)) - len(bl))
+    return bl, BudgetFit(writes_wanted=wanted, writes_kept=day_writes(bl),
+                         changes_dropped=dropped, value_lost=cur - base,
+                         per_day=budget.per_day, left_today=budget.left_now)
 
 
 def safe_default(b: Battery, start_utc: int) -> ScheduledSetting:

@@ -692,3 +692,32 @@ def test_the_simulated_site_keeps_its_counters_in_the_data_dir_across_a_restart(
     assert rise_kwh > 0.5
     assert data.import_kwh.sum() == pytest.approx(rise_kwh, abs=1e-6)
     second.close()
+
+
+def test_the_plan_fits_the_write_budget_so_the_rails_never_refuse_one(tmp_path):
+    """Three July days on a path that allows 5 field writes a day (Tesla's Fleet API):
+    the planner fits each day's changes to what the rails' record leaves, so every change
+    it sends is within the budget (no write refused for the budget), no rolling day holds
+    more than 5, and each plan reports what the budget costs."""
+    cfg = small_config()
+    cfg.safety.max_writes_per_day = 5
+    clock = SimClock(JULY)
+    world = simulated_site(cfg, clock)
+    daemon = Daemon(cfg, dry_run=False, clock=clock, gateway=world, data_dir=tmp_path,
+                    schedule=Schedule(plan_s=3600))
+    daemon.start()
+    simulate(daemon, clock, JULY + 3 * 86400)
+    records = daemon.store.writes(JULY)
+    refused = [r for r in records if r.result.skipped and "budget" in r.result.skipped]
+    assert refused == []
+    sent = sorted(t for t, _, fields in world.attempts for _ in fields)
+    assert 2 <= len(sent)  # the plan still changes settings
+    assert max(sum(1 for u in sent if t - 86400 < u <= t) for t in sent) <= 5
+    plan = daemon.store.last_plan().plan
+    assert plan["write_budget"]["writes_per_day"] == 5
+    assert plan["write_budget"]["writes_kept"] <= 5
+    samples = _samples(daemon.metrics)
+    assert samples["trueup_write_budget_value_lost_dollars"] == pytest.approx(
+        plan["write_budget"]["value_lost_dollars"], abs=1e-4)
+    assert 0 <= samples["trueup_write_budget_left"] <= 5
+    daemon.close()

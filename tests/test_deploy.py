@@ -55,6 +55,9 @@ CONTRACT_METRICS: dict[str, set[str]] = {
     "true_up_measured_fraction": set(),
     "grid_up": set(),
     "setting_known": {"setting"},
+    "job_failures_total": {"job"},
+    "write_budget_value_lost_dollars": set(),
+    "write_budget_left": set(),
 }
 HISTOGRAMS = {"plan_solve_seconds"}
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")

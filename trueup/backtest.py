@@ -45,6 +45,7 @@ Units: kWh per step, $; times UTC epoch seconds.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -57,7 +58,7 @@ from optimizer.billing import Bill, bill
 from optimizer.errors import InputError
 from optimizer.intervals import IntervalData
 from optimizer.plan import CapBudget, Plan, PlanInputs, TrueUpContext, solve
-from optimizer.policy import battery_spec
+from optimizer.policy import battery_spec, writes_between
 from optimizer.prices import StepPrices, decredit_value, step_prices
 from optimizer.projection import periods_between, project_period
 from optimizer.settlement import carries_credit_to_forfeit, settles_at_true_up
@@ -498,6 +499,7 @@ def rolling(r: Replay, *, billing_aware: bool, progress: Callable[[float], None]
     signals: list[PriceSignal] = []
     soc = r.soc0_kwh
     plans = 0
+    sent: deque[tuple[int, int]] = deque()  # (hour index, field writes) of the last day
     tick = max(1, n_h // 100)
     for k in range(0, n_h, REPLAN_EVERY_H):
         if progress and k % tick == 0:
@@ -514,16 +516,28 @@ def rolling(r: Replay, *, billing_aware: bool, progress: Callable[[float], None]
             z = min(k + HORIZON_H, n_h)
             cfg = cfg_full if z - k == HORIZON_H else planner_config(r, z - k)
             pv_f, load_f, said = forecast(k, z, history)
+            while sent and sent[0][0] <= k - 24:
+                sent.popleft()
             kwargs = dict(at_utc=int(starts[k]), soc_percent=100 * soc / r.battery.usable_kwh,
                           history=history,
                           forecast=Forecast(pv_f, load_f, {"pv": said, "load": said}),
-                          grid_up=True, billing_aware=billing_aware, tariff=r.tariff)
+                          grid_up=True, billing_aware=billing_aware, tariff=r.tariff,
+                          writes_sent_ago_s=tuple(3600.0 * (k - h) for h, n in sent
+                                                  for _ in range(n)),
+                          current_settings=settings[-1] if settings else floor_s)
             result = make_plan(cfg, memo=memo, **kwargs)
             if on_plan is not None:
                 on_plan(k, kwargs, result)
             plans += 1
             block_s = list(result.schedule.per_step[:todo])
             block_g = list(result.schedule.signals[:todo])
+        # the writes the daemon would send for it (the rails' budget counts fields)
+        before = settings[-1] if settings else floor_s
+        for h, s in enumerate(block_s):
+            n = writes_between(before, s)
+            if n:
+                sent.append((k + h, n))
+            before = s
         # carry the block out on the actual PV and load (15-minute steps)
         q_s = [s for s in block_s for _ in range(per)]
         q_g = [g for g in block_g for _ in range(per)]

@@ -85,6 +85,9 @@ class SafetySection(_Section):
     min_change_interval_s: Annotated[float, Field(ge=0)] = 900.0
     failures_before_fallback: Annotated[int, Field(ge=1, le=100)] = 3
     kill_switch: bool = False  # restore your own settings at start and never write
+    # $ a change must earn per field it writes to be sent (0: every planned change is worth
+    # its writes while the budget lasts; the budget itself is always kept)
+    write_price: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)] = 0.0
 
 
 class HttpSection(_Section):

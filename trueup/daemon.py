@@ -278,9 +278,12 @@ class Daemon:
             else state.grid_status != "down"
         history = self._history(now)
         t0 = time.perf_counter()
+        current = state.settings.complete() if state is not None else None
         result = make_plan(self.cfg, at_utc=int(now), soc_percent=soc, history=history,
                            solar=solar, grid_up=grid_up, memo=self.memo,
-                           last_good=last_good if last_good and last_good.plan.ok else None)
+                           last_good=last_good if last_good and last_good.plan.ok else None,
+                           writes_sent_ago_s=self.gateway.write_ages(),
+                           current_settings=current)
         self.metrics.plan_solve_seconds.observe(time.perf_counter() - t0)
         out = result.to_json()
         if reason:
@@ -357,6 +360,9 @@ class Daemon:
             m.export_cap_kwh.set(result.outlook.cap_kwh)
             m.export_cap_used_kwh.set(result.outlook.used_kwh)
         m.observe_projection(result.true_up_projection())
+        fit = result.schedule.budget if result.schedule is not None else None
+        m.write_budget_value_lost_dollars.set(None if fit is None else fit.value_lost)
+        m.write_budget_left.set(None if fit is None else float(fit.left_today))
         solar = self.state.solar
         age = (now - solar.fetched_at) if solar is not None else 0.0  # offline: computed now
         m.forecast_age_seconds.labels(kind="pv").set(max(0.0, age))

@@ -109,6 +109,11 @@ class Metrics:
             "scenarios, $", ("quantile",))
         self.true_up_measured_fraction = maybe("true_up_measured_fraction", "Share of the "
                                                "settlement period covered by metered history")
+        self.write_budget_value_lost_dollars = maybe(
+            "write_budget_value_lost_dollars", "What fitting the plan's next 24 h to the "
+            "control path's write budget costs over the horizon, $ (behaviour model)")
+        self.write_budget_left = maybe("write_budget_left", "Field writes the day's budget "
+                                       "leaves now")
         self.gateway_errors_total = Counter(PREFIX + "gateway_errors_total",
                                             "Gateway failures by operation", ("op",),
                                             registry=r)

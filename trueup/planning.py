@@ -34,6 +34,7 @@ import numpy as np
 from forecasts.clearsky import expected_pv_kwh
 from forecasts.last_year import same_weeks_last_year
 from forecasts.load import expected_load_kwh, seasonal_load_kwh
+from optimizer.behaviour import Settings
 from optimizer.intervals import IntervalData
 from optimizer.localtime import local_fields
 from optimizer.outlook import Outlook, month_outlook
@@ -46,7 +47,7 @@ from optimizer.plan import (
     failed_plan,
     solve,
 )
-from optimizer.policy import Schedule, battery_spec, safe_default, schedule
+from optimizer.policy import Schedule, WriteBudget, battery_spec, safe_default, schedule
 from optimizer.prices import decredit_value, step_prices
 from optimizer.projection import (
     PeriodProjection,
@@ -206,6 +207,13 @@ class PlanResult:
         if self.schedule:
             out["value"] = {"plan_dollars": _finite(self.schedule.plan_value),
                             "settings_dollars": _finite(self.schedule.settings_value)}
+            fit = self.schedule.budget
+            if fit is not None:
+                out["write_budget"] = {
+                    "writes_per_day": fit.per_day, "left_today": fit.left_today,
+                    "writes_wanted": fit.writes_wanted, "writes_kept": fit.writes_kept,
+                    "changes_dropped": fit.changes_dropped,
+                    "value_lost_dollars": _finite(fit.value_lost)}
         return out
 
 
@@ -514,7 +522,8 @@ def make_plan(cfg: TrueupConfig, *, at_utc: int | None = None, soc_percent: floa
               history: IntervalData | None = None, forecast: Forecast | None = None,
               solar=None, grid_up: bool | None = None, billing_aware: bool = True,
               memo: PlanMemo | None = None, tariff: Tariff | None = None,
-              last_good: PlanResult | None = None) -> PlanResult:
+              last_good: PlanResult | None = None, writes_sent_ago_s: tuple[float, ...] = (),
+              current_settings: Settings | None = None) -> PlanResult:
     """One plan from the battery's SOC, the grid's state, the forecasts and the history.
 
     Args:
@@ -530,6 +539,9 @@ def make_plan(cfg: TrueupConfig, *, at_utc: int | None = None, soc_percent: floa
         memo: what this planner keeps between plans (the daemon's, a backtest strategy's).
         tariff: the tariff (default: ``cfg.tariff``).
         last_good: the plan to keep if this one cannot be solved.
+        writes_sent_ago_s: the age, seconds, of each field write sent in the last 24 h (the
+            safety rails' record): the schedule is fitted to what the path's budget leaves.
+        current_settings: the settings in force (their change costs writes too), if known.
     """
     tariff = tariff or load_tariff(cfg.tariff)
     memo = memo if memo is not None else PlanMemo()
@@ -596,12 +608,18 @@ def make_plan(cfg: TrueupConfig, *, at_utc: int | None = None, soc_percent: floa
                         schedule=None, tariff=tariff, tz=tz, outlook=outlook,
                         forecast_sources=dict(forecast.sources), notes=notes,
                         cap_budget_kwh=budgets[0].kwh if budgets else None, basis=basis)
-    return solve_with_fallback(result, cfg, last_good=last_good, cap_left_kwh=cap_left)
+    rails = cfg.rails()
+    budget = WriteBudget(per_hour=rails.max_writes_per_hour, per_day=rails.max_writes_per_day,
+                         sent_ago_s=tuple(writes_sent_ago_s),
+                         write_price=cfg.safety.write_price)
+    return solve_with_fallback(result, cfg, last_good=last_good, cap_left_kwh=cap_left,
+                               budget=budget, current=current_settings)
 
 
 def solve_with_fallback(result: PlanResult, cfg: TrueupConfig, *,
                         last_good: PlanResult | None = None,
-                        cap_left_kwh: float | None = None) -> PlanResult:
+                        cap_left_kwh: float | None = None, budget: WriteBudget | None = None,
+                        current: Settings | None = None) -> PlanResult:
     """Solve ``result.inputs``; on failure the other solver, then the last good plan, then
     safe default settings (Self-Powered at the floor). Bad forecasts (negative or not
     finite) go straight to the fallbacks: they are a provider's failure, not data."""
@@ -622,7 +640,15 @@ def solve_with_fallback(result: PlanResult, cfg: TrueupConfig, *,
                          run_pulp=run_cbc_killable)
     if plan is not None and plan.ok:
         result.plan = plan
-        result.schedule = schedule(plan, x, result.tz, cap_left_kwh=cap_left_kwh)
+        result.schedule = schedule(plan, x, result.tz, cap_left_kwh=cap_left_kwh,
+                                   budget=budget, current=current)
+        fit = result.schedule.budget
+        if fit is not None and fit.changes_dropped:
+            notes.append(f"the write budget ({fit.per_day} field writes a day, "
+                         f"{fit.left_today} left) keeps {fit.writes_kept} of the "
+                         f"{fit.writes_wanted} writes the next 24 h wanted: "
+                         f"{fit.changes_dropped} change(s) dropped, worth "
+                         f"${fit.value_lost:.2f} over the horizon")
         return result
     if last_good is not None and last_good.schedule is not None:
         last_good.notes = [*notes, "no plan could be solved: keeping the last good plan"]

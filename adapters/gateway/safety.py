@@ -46,10 +46,12 @@ HOUR, DAY = 3600.0, 86400.0
 # (mode, reserve, grid charging, export rule) is one API command. Tesla bills Fleet API
 # commands, and its subscription plans page lists 5 energy-settings requests per site a day
 # for the Discovery plan (docs/powerwall.md, 'Fleet API billing and limits'); the Owner-API
-# cloud and v1r (LAN) paths publish no limit, so 4 an hour / 24 a day stays. Override with
-# [safety].
+# cloud and v1r (LAN) paths publish no limit, so 4 an hour / 24 a day stays. The hourly
+# budget is never below 4: one change (Time-Based Control, its reserve and its export rule)
+# can take three or four commands, and a smaller hourly budget would forbid it outright.
+# Override with [safety].
 PATH_BUDGETS: dict[str, tuple[int, int]] = {
-    "fleetapi": (2, 5),
+    "fleetapi": (4, 5),
     "cloud": (4, 24),
     "v1r": (4, 24),
     "none": (4, 24),  # read-only: nothing is ever written
@@ -355,6 +357,11 @@ class SafeGateway:
         now = self.clock.now()
         for _ in range(calls):
             self._writes.append(now)
+
+    def write_ages(self) -> tuple[float, ...]:
+        """Seconds since each write command of the last day (what the budget counts)."""
+        now = self.clock.now()
+        return tuple(now - t for t in self._writes if now - t < DAY)
 
     def writes_in_last(self, seconds: float) -> int:
         now = self.clock.now()
