@@ -3,6 +3,8 @@ fallback chain when no plan can be solved."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -180,7 +182,7 @@ def _writes_in_first_day(result) -> list[tuple[int, int]]:
     entries = result.schedule.entries
     t0 = int(result.inputs.prices.start_utc[0])
     out = []
-    for before, e in zip(entries[:-1], entries[1:], strict=True):
+    for before, e in itertools.pairwise(entries):
         if e.start_utc < t0 + 86400:
             out.append((e.start_utc, writes_between(before.settings, e.settings)))
     return out

@@ -68,7 +68,7 @@ def test_a_new_store_is_in_wal_mode_with_normal_sync_foreign_keys_and_the_latest
     assert db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert db.execute("PRAGMA busy_timeout").fetchone()[0] >= 1000
-    assert db.execute("PRAGMA user_version").fetchone()[0] == schema_version() == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == schema_version() == 3
     assert store.schema_version == schema_version()
     assert store.integrity_check() == ["ok"]
 
@@ -383,27 +383,30 @@ def test_a_version_1_store_is_migrated_keeping_its_data_and_a_backup(tmp_path):
 
 def test_migrations_run_in_order_and_a_failing_step_leaves_the_previous_version(
         tmp_path, monkeypatch):
+    """Two more steps after this code's own: the first runs, the second fails half-way,
+    and the store is left at the first one's version, its data intact."""
     path = tmp_path / DB_FILE
-    _store_at_version(path, 2)
+    n = len(store_schema.MIGRATIONS)
+    _store_at_version(path, n)
     ran = []
 
-    def v3(db):
-        ran.append(3)
-        db.execute("CREATE TABLE v3 (x)")
+    def one_more(db):
+        ran.append(n + 1)
+        db.execute("CREATE TABLE one_more (x)")
 
-    def v4(db):
-        ran.append(4)
-        db.execute("CREATE TABLE v4 (x)")
+    def buggy(db):
+        ran.append(n + 2)
+        db.execute("CREATE TABLE buggy (x)")
         db.execute("INSERT INTO no_such_table VALUES (1)")  # a buggy step
 
-    monkeypatch.setattr(store_schema, "MIGRATIONS", [*store_schema.MIGRATIONS, v3, v4])
-    with pytest.raises(InputError, match="from schema version 3 to 4 failed"):
+    monkeypatch.setattr(store_schema, "MIGRATIONS", [*store_schema.MIGRATIONS, one_more, buggy])
+    with pytest.raises(InputError, match=f"from schema version {n + 1} to {n + 2} failed"):
         Store(path)
-    assert ran == [3, 4]
+    assert ran == [n + 1, n + 2]
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == n + 1
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
-    assert "v3" in tables and "v4" not in tables
+    assert "one_more" in tables and "buggy" not in tables
     assert db.execute("SELECT count(*) FROM telemetry").fetchone()[0] == 1
     db.close()
 

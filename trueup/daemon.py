@@ -119,8 +119,12 @@ class Daemon:
     def start(self) -> None:
         """Learn the owner's settings; resume telemetry from the last stored reading so a
         restart's gap is bridged by the counters, not lost."""
-        self.gateway.start()
         now = self.clock.now()
+        self.gateway.remember_writes([  # the budget spans restarts
+            (w.at, w.result.api_calls if w.result.api_calls is not None
+             else len(w.result.written), bool(w.result.written))
+            for w in self.store.writes(now - 86400, now + 1)])
+        self.gateway.start()
         before = self.store.readings(now - BRIDGE_GAP_S, now)
         if before:
             self._anchor_t = before[-1].timestamp

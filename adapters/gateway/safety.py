@@ -358,6 +358,19 @@ class SafeGateway:
         for _ in range(calls):
             self._writes.append(now)
 
+    def remember_writes(self, sent: list[tuple[float, int, bool]]) -> None:
+        """Writes a previous process sent, from the store's record: ``(when, commands
+        sent, a field changed)``, UTC epoch s. The budget counts them and the pace starts
+        from the last change, so a restart never opens a fresh budget."""
+        now = self.clock.now()
+        with self._lock:
+            for t, calls, changed in sorted(sent):
+                if now - t < DAY:
+                    self._writes.extend([t] * calls)
+                if changed and (self._last_change is None or t > self._last_change):
+                    self._last_change = t
+            self._writes = deque(sorted(self._writes))
+
     def write_ages(self) -> tuple[float, ...]:
         """Seconds since each write command of the last day (what the budget counts)."""
         now = self.clock.now()

@@ -720,14 +720,14 @@ class Store:
         with self._write() as db:
             return db.execute(
                 "INSERT INTO writes (at, requested, applied, written, verified, skipped, "
-                "errors, notes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "errors, notes, api_calls) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (float(at), *codec.apply_result_to_row(result))).lastrowid
 
     def writes(self, since: float, until: float | None = None) -> list[WriteRecord]:
         """Settings requests recorded in [since, until), oldest first."""
         rows = self._conn().execute(
-            "SELECT id, at, requested, applied, written, verified, skipped, errors, notes "
-            "FROM writes WHERE at >= ? AND at < ? ORDER BY at, id",
+            "SELECT id, at, requested, applied, written, verified, skipped, errors, notes, "
+            "api_calls FROM writes WHERE at >= ? AND at < ? ORDER BY at, id",
             (float(since), math.inf if until is None else float(until)))
         return [WriteRecord(r[0], r[1], codec.apply_result_from_row(*r[2:])) for r in rows]
 

@@ -51,19 +51,22 @@ def settings_from_json(d: dict | None) -> Settings | None:
 
 
 def apply_result_to_row(r: ApplyResult) -> tuple:
-    """(requested, applied, written, verified, skipped, errors, notes) for the writes table."""
+    """(requested, applied, written, verified, skipped, errors, notes, api_calls) for the
+    writes table."""
     return (dumps(settings_to_json(r.requested)), _opt(settings_to_json(r.applied)),
             dumps(list(r.written)), int(bool(r.verified)), r.skipped, dumps(list(r.errors)),
-            dumps(list(r.notes)))
+            dumps(list(r.notes)), r.api_calls)
 
 
 def apply_result_from_row(requested: str, applied: str | None, written: str, verified: int,
-                          skipped: str | None, errors: str, notes: str) -> ApplyResult:
+                          skipped: str | None, errors: str, notes: str,
+                          api_calls: int | None = None) -> ApplyResult:
     return ApplyResult(
         requested=settings_from_json(json.loads(requested)),  # type: ignore[arg-type]
         applied=settings_from_json(json.loads(applied)) if applied else None,
         written=tuple(json.loads(written)), verified=bool(verified), skipped=skipped,
-        errors=tuple(json.loads(errors)), notes=tuple(json.loads(notes)))
+        errors=tuple(json.loads(errors)), notes=tuple(json.loads(notes)),
+        api_calls=api_calls)
 
 
 def _opt(d: dict | None) -> str | None:

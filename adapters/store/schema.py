@@ -169,8 +169,15 @@ def _v2_forecasts(db: sqlite3.Connection) -> None:
     """)
 
 
+def _v3_write_commands(db: sqlite3.Connection) -> None:
+    """The commands each settings request sent (failed sends and re-sends included), so the
+    write budget counted after a restart is the one the gateway's path counted."""
+    _run(db, "ALTER TABLE writes ADD COLUMN api_calls INTEGER;  -- NULL: one per field written")
+
+
 #: ``MIGRATIONS[i]`` takes a database from schema version ``i`` to ``i + 1``.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1_core, _v2_forecasts]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1_core, _v2_forecasts,
+                                                          _v3_write_commands]
 
 
 def schema_version() -> int:
