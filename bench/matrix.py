@@ -20,7 +20,7 @@ Homes (trueup/example.py's ``Home``; PV moved from Greensboro's typical year):
 
 Usage::
 
-    .venv/bin/python bench/matrix.py --jobs 2            # the whole matrix (~40 min here)
+    .venv/bin/python bench/matrix.py --jobs 2            # the whole matrix (~60 min here)
     .venv/bin/python bench/matrix.py --homes example --tariffs nem2 --windows month
 
 Prints one row per cell and a summary; ``--json FILE`` keeps every figure.
@@ -102,6 +102,9 @@ def run_cell(home: str, tariff_key: str, true_up_month: int, window: str) -> dic
     from optimizer.tariff import load_tariff
     from trueup.backtest import Replay, context_of, run_backtest, select_period
     from trueup.example import Home, example_year
+    from trueup.solvers import silence_highs_banner
+
+    silence_highs_banner()
 
     h = HOMES[home]
     tariff = load_tariff(TARIFFS[tariff_key])

@@ -42,8 +42,9 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=365)
     args = ap.parse_args()
     silence_highs_banner()
-    data = example_year(2025)
     tariff = load_tariff(args.tariff)
+    data = example_year(2025, tz=tariff.tz)
+    prior = example_year(2024, tz=tariff.tz)  # the history before, as `trueup backtest`
     window = select_period(data, date.fromisoformat(args.start), args.days, tariff.tz)
     base = load_config()
     budgets = {
@@ -60,7 +61,7 @@ def main() -> None:
     for name, update in budgets.items():
         cfg = base.model_copy(update=update)
         rails = cfg.rails()
-        r = Replay(window, tariff, cfg, context=context_of(data, window, None))
+        r = Replay(window, tariff, cfg, context=context_of(data, window, prior))
         dropped: list[int] = []
 
         def seen(k, kwargs, res, dropped=dropped) -> None:
