@@ -37,6 +37,49 @@ class GatewaySection(_Section):
     authpath: str = "/var/lib/trueup/auth"
     password_file: str = "/etc/trueup/gw_password"
     tls_pin_file: str = ""  # the gateway certificate's pin; "" = <authpath>/gateway-cert.sha256
+    # the simulated site only (trueup/simclock.py): simulated seconds per real second (> 1
+    # runs a day in minutes), the simulated start (ISO 8601 with its offset; default now)
+    # and failures to inject (adapters/gateway/simulated.py Faults, e.g. write_error = 0.1)
+    sim_speed: Annotated[float, Field(ge=1, le=3600, allow_inf_nan=False)] = 1.0
+    sim_start: str | None = None
+    sim_faults: dict[str, float | str | bool] = {}
+
+    @field_validator("sim_start")
+    @classmethod
+    def _sim_start(cls, v: str | None) -> str | None:
+        if v is not None:
+            from datetime import datetime
+
+            try:
+                t = datetime.fromisoformat(v.replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError(f"cannot read {v!r} as a time; give ISO 8601 with its "
+                                 "offset, e.g. 2025-07-01T00:00-07:00") from None
+            if t.tzinfo is None:
+                raise ValueError("give sim_start with its UTC offset, e.g. "
+                                 "2025-07-01T00:00-07:00")
+        return v
+
+    @field_validator("sim_faults")
+    @classmethod
+    def _sim_faults(cls, v: dict) -> dict:
+        from dataclasses import fields
+
+        from adapters.gateway.simulated import Faults
+
+        known = {f.name for f in fields(Faults)}
+        bad = sorted(set(v) - known)
+        if bad:
+            raise ValueError(f"unknown fault(s) {bad}; known: {sorted(known)}")
+        Faults(**v)  # its own checks (probabilities in 0-1 ...)
+        return v
+
+    def sim_start_utc(self) -> float | None:
+        from datetime import datetime
+
+        if self.sim_start is None:
+            return None
+        return datetime.fromisoformat(self.sim_start.replace("Z", "+00:00")).timestamp()
 
 
 def _offline_solar():

@@ -472,7 +472,9 @@ def run(config: str | None, *, dry_run: bool, data_dir: str | None = None) -> in
     if config is None:
         dry_run = True  # the built-in example site never writes
     _check_port_free(cfg)  # before the store or the gateway is touched
-    daemon = Daemon(cfg, dry_run=dry_run, data_dir=data_dir)
+    sim_clock = _simulated_clock(cfg, data_dir)
+    rate = sim_clock.speed if sim_clock is not None else 1.0  # simulated s per real s
+    daemon = Daemon(cfg, dry_run=dry_run, data_dir=data_dir, clock=sim_clock)
     daemon.start()
     http = HttpEndpoint(cfg.http.bind, daemon.metrics, daemon.health, daemon.current_plan,
                         allowed_hosts=tuple(cfg.http.allowed_hosts)).start()
@@ -486,14 +488,14 @@ def run(config: str | None, *, dry_run: bool, data_dir: str | None = None) -> in
                                 job_defaults={"max_instances": 1, "coalesce": True,
                                               "misfire_grace_time": 120})
     s = daemon.schedule
-    sched.add_job(guarded("read", daemon.read_job, daemon), "interval", seconds=s.read_s,
-                  id="read", next_run_time=_now_dt())
-    sched.add_job(guarded("plan", _plan_if_due(daemon), daemon), "interval", seconds=30,
-                  id="plan", next_run_time=_now_dt())
+    sched.add_job(guarded("read", daemon.read_job, daemon), "interval",
+                  seconds=s.read_s / rate, id="read", next_run_time=_now_dt())
+    sched.add_job(guarded("plan", _plan_if_due(daemon), daemon), "interval",
+                  seconds=max(0.1, 30 / rate), id="plan", next_run_time=_now_dt())
     sched.add_job(guarded("rollup", daemon.rollup_job, daemon), "interval",
-                  seconds=s.rollup_s, id="rollup")
+                  seconds=s.rollup_s / rate, id="rollup")
     sched.add_job(guarded("forecast", daemon.forecast_job, daemon), "interval",
-                  seconds=s.forecast_s, id="forecast", next_run_time=_now_dt())
+                  seconds=s.forecast_s / rate, id="forecast", next_run_time=_now_dt())
     stop = threading.Event()
     reload_asked = threading.Event()
     # handlers only set flags; the main loop below does the work, never inside a write
@@ -502,8 +504,10 @@ def run(config: str | None, *, dry_run: bool, data_dir: str | None = None) -> in
     signal.signal(signal.SIGHUP, lambda *_: reload_asked.set())
     install_kill_signal(daemon.gateway)
     sched.start()
-    watch = ClockWatch()
+    watch = ClockWatch(daemon.clock.now, rate)
     while not stop.wait(0.5):
+        if sim_clock is not None:
+            sim_clock.take_jump()  # a jump the simulation asks for, seen by the watch
         if reload_asked.is_set():
             reload_asked.clear()
             daemon.reload(config)
@@ -590,17 +594,32 @@ def _check_port_free(cfg: TrueupConfig) -> None:
 
 
 class ClockWatch:
-    """Detects jumps of the wall clock: its change against the monotonic clock's since
-    the last look, when larger than :data:`CLOCK_JUMP_S` (seconds; None otherwise)."""
+    """Detects jumps of the wall clock ``now`` (the daemon's): its change against the
+    monotonic clock's × ``rate`` (simulated seconds per real second) since the last look,
+    when larger than :data:`CLOCK_JUMP_S` (seconds; None otherwise)."""
 
-    def __init__(self) -> None:
-        self._wall, self._mono = time.time(), time.monotonic()
+    def __init__(self, now=time.time, rate: float = 1.0) -> None:
+        self._now, self._rate = now, rate
+        self._wall, self._mono = now(), time.monotonic()
 
     def jump(self) -> float | None:
-        wall, mono = time.time(), time.monotonic()
-        drift = (wall - self._wall) - (mono - self._mono)
+        wall, mono = self._now(), time.monotonic()
+        drift = (wall - self._wall) - (mono - self._mono) * self._rate
         self._wall, self._mono = wall, mono
         return drift if abs(drift) > CLOCK_JUMP_S else None
+
+
+def _simulated_clock(cfg: TrueupConfig, data_dir: str | None):
+    """The simulated site's accelerated clock (trueup/simclock.py) when the configuration
+    asks for one, else None (the system clock)."""
+    g = cfg.gateway
+    if g.kind != "simulated" or (g.sim_speed == 1 and g.sim_start is None):
+        return None
+    from adapters.store import default_data_dir
+    from trueup.simclock import AcceleratedClock
+
+    return AcceleratedClock(Path(data_dir) if data_dir else default_data_dir(), g.sim_speed,
+                            g.sim_start_utc())
 
 
 def _duration(seconds: float) -> str:

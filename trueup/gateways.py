@@ -85,7 +85,8 @@ def _load_state(path: Path | None, now: float) -> dict | None:
 
 
 class _Persisted:
-    """A simulated gateway that saves its state after every read and write."""
+    """A simulated gateway that saves its state after every read and write, and appends
+    each command it receives to ``simulator-writes.jsonl`` beside it."""
 
     def __init__(self, inner, path: Path) -> None:
         self._inner, self._path = inner, path
@@ -107,9 +108,17 @@ class _Persisted:
         return state
 
     def apply(self, settings):
+        before = len(self._inner.attempts)
         result = self._inner.apply(settings)
         with contextlib.suppress(OSError):
             self._save()
+            # the site's own record of every command it received (the fault campaign
+            # counts writes from it, independently of the store)
+            with open(self._path.with_name("simulator-writes.jsonl"), "a") as f:
+                for t, s, fields in self._inner.attempts[before:]:
+                    f.write(json.dumps({"t": t, "fields": list(fields),
+                                        "reserve_percent": s.reserve_percent,
+                                        "mode": str(s.mode.value)}) + "\n")
         return result
 
 
@@ -123,6 +132,8 @@ def build_gateway(cfg: TrueupConfig, clock: Clock | None = None,
         sim_clock = clock or SimClock(time.time() - STEP_S)
         state = None if data_dir is None else Path(data_dir) / "simulator.json"
         gw = simulated_site(cfg, sim_clock, state_file=state)
+        if cfg.gateway.sim_faults:
+            gw.set_faults(**cfg.gateway.sim_faults)
         if clock is None:
             sim_clock.advance(STEP_S)  # five minutes of physics, so flows have a value
         return gw

@@ -60,3 +60,6 @@ def setup_logging(fmt: str = "text", level: str = "info", secrets: list[str] | N
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run
+    # a job still running at its next tick is skipped by design (one plan at a time)
+    logging.getLogger("apscheduler.scheduler").addFilter(
+        lambda r: "maximum number of running instances" not in r.getMessage())

@@ -1,0 +1,271 @@
+"""The fault campaign: the real `trueup run` process on the simulated site, a simulated day
+and more at 300× real time, through the faults a home server meets.
+
+The daemon runs as a child process (``python -m trueup.cli run``), writing through the
+safety rails, on a 5-writes-a-day budget (Tesla's Fleet API), with gateway faults on
+throughout (2 % of reads time out, 10 % of writes fail, 10 % are accepted and dropped).
+On it, in simulated time from 1 July 2025 00:00 (PDT):
+
+* a busy port at start (exit 2, nothing created);
+* kill -9 and a restart, ten times (each down ~10 simulated minutes);
+* SIGHUP with a broken configuration (kept running on the old one), then with the kill
+  switch set (the owner's settings restored, no write after), then a restart;
+* the wall clock jumping 2 h forward, later 2 h back;
+* a full disk for a simulated hour (the data dir on a small tmpfs, filled; needs root to
+  mount it, else skipped and said), then space freed.
+
+It prints what the gateway itself received (``simulator-writes.jsonl``, the simulated
+site's record, independent of trueup's store) and what the store kept:
+
+* unsafe writes: a reserve below the floor or 0, above 80 and not 100, or any write after
+  the kill switch other than the restore;
+* writes over any budget: commands in a rolling hour or day beyond the rails' budget;
+* lost intervals: 5-minute intervals of the simulated span missing from the store;
+* tracebacks in the daemon's log;
+* commands a day against the 5-a-day budget, and what the plans say the budget cost.
+
+Not a test: it asserts nothing; it exits 1 when a count that must be 0 is not.
+
+    sudo .venv/bin/python bench/fault_campaign.py      # ~8 min; root for the tmpfs
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SPEED = 300.0
+START = "2025-07-01T00:00-07:00"
+HOUR = 3600.0
+FLOOR = 20.0  # the example site's backup floor, app %
+BUDGET = (4, 5)  # commands an hour, a day
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Campaign:
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.data = work / "data"
+        self.port = free_port()
+        self.config = work / "trueup.toml"
+        self.log = work / "daemon.log"
+        self.proc: subprocess.Popen | None = None
+        self.events: list[tuple[float, str]] = []  # (simulated time, what was done)
+        self.kill_window: list[tuple[float, float]] = []  # simulated spans under the kill
+        self.tmpfs = False
+        self.write_config()
+
+    # -- the daemon -----------------------------------------------------------------
+
+    def write_config(self, extra: str = "") -> None:
+        self.config.write_text(f"""
+[gateway]
+kind = "simulated"
+sim_speed = {SPEED}
+sim_start = "{START}"
+sim_faults = {{ read_timeout = 0.02, write_error = 0.1, drop_writes = 0.1 }}
+[safety]
+max_writes_per_day = {BUDGET[1]}
+[http]
+bind = "127.0.0.1:{self.port}"
+{extra}""")
+
+    def start(self) -> None:
+        out = open(self.log, "a")  # noqa: SIM115 - the child holds it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "trueup.cli", "run", "--config", str(self.config),
+             "--data-dir", str(self.data)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        out.close()
+        deadline = time.time() + 60
+        while time.time() < deadline and not (self.data / "simulator-clock.json").exists():
+            time.sleep(0.1)
+
+    def sim_now(self) -> float:
+        a = json.loads((self.data / "simulator-clock.json").read_text())
+        return a["sim"] + (time.time() - a["real"]) * a["speed"]
+
+    def until(self, sim_t: float) -> None:
+        """Wait for the simulated clock to reach ``sim_t``."""
+        while (left := sim_t - self.sim_now()) > 0:
+            time.sleep(min(left / SPEED, 1.0))
+
+    def note(self, what: str) -> None:
+        t = self.sim_now() if (self.data / "simulator-clock.json").exists() else float("nan")
+        self.events.append((t, what))
+        print(f"  {what}", flush=True)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=120)
+        self.proc = None
+
+    # -- the faults -----------------------------------------------------------------
+
+    def busy_port(self) -> str:
+        fresh = self.work / "busy-data"
+        with socket.socket() as held:
+            held.bind(("127.0.0.1", self.port))
+            held.listen()
+            r = subprocess.run([sys.executable, "-m", "trueup.cli", "run", "--config",
+                                str(self.config), "--data-dir", str(fresh)], cwd=ROOT,
+                               capture_output=True, text=True, timeout=120)
+        ok = (r.returncode == 2 and "already uses the port" in r.stderr
+              and "Traceback" not in r.stderr and not fresh.exists())
+        return f"busy port at start: exit {r.returncode}, " + (
+            "one-line error, nothing created" if ok else f"UNEXPECTED: {r.stderr[-300:]}")
+
+    def mount_tmpfs(self) -> None:
+        self.data.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m,mode=0700", "tmpfs",
+                            str(self.data)], capture_output=True, text=True)
+        self.tmpfs = r.returncode == 0
+
+    def fill_disk(self) -> Path | None:
+        if not self.tmpfs:
+            return None
+        filler = self.data / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            for size in (1 << 20, 4096, 1):  # unbuffered: to the last byte
+                with contextlib.suppress(OSError):
+                    while True:
+                        os.write(fd, b"\0" * size)
+        finally:
+            os.close(fd)
+        return filler
+
+    def jump(self, seconds: float) -> None:
+        (self.data / "simulator-clock-jump.json").write_text(json.dumps({"jump_s": seconds}))
+        deadline = time.time() + 30
+        while (self.data / "simulator-clock-jump.json").exists() and time.time() < deadline:
+            time.sleep(0.1)
+
+
+def main() -> int:
+    from adapters.store import open_store
+    from trueup.planning import parse_at
+
+    t0 = parse_at(START)
+    work = Path(tempfile.mkdtemp(prefix="trueup-campaign-"))
+    c = Campaign(work)
+    wall0 = time.time()
+    print(f"fault campaign in {work} ({SPEED:.0f}× real time, from {START})", flush=True)
+    print("  " + c.busy_port(), flush=True)
+    c.mount_tmpfs()
+    c.start()
+    c.note("started")
+    for k in range(10):  # kill -9 and restart, ten times, an hour apart
+        c.until(t0 + (k + 1) * HOUR)
+        c.stop(signal.SIGKILL)
+        time.sleep(2.0)  # ~10 simulated minutes down
+        c.start()
+        c.note(f"kill -9 #{k + 1} and restart")
+    c.until(t0 + 11 * HOUR)
+    c.write_config("[optimizer\nhorizon_hours = ")  # broken TOML
+    c.proc.send_signal(signal.SIGHUP)
+    time.sleep(2.0)
+    alive = c.proc.poll() is None
+    c.write_config()
+    c.note(f"SIGHUP with a broken config: {'still running' if alive else 'DIED'}")
+    c.until(t0 + 12 * HOUR)
+    c.jump(2 * HOUR)
+    c.note("clock jumped 2 h forward")
+    c.until(t0 + 16 * HOUR)
+    c.jump(-2 * HOUR)
+    c.note("clock jumped 2 h back")
+    c.until(t0 + 17 * HOUR)
+    filler = c.fill_disk()
+    c.note("disk full" if filler else "disk full: SKIPPED (mounting a tmpfs needs root)")
+    c.until(t0 + 18 * HOUR)
+    if filler:
+        filler.unlink()
+        c.note("space freed")
+    c.until(t0 + 22 * HOUR)
+    c.config.write_text(c.config.read_text().replace(
+        "[safety]\n", "[safety]\nkill_switch = true\n"))
+    c.proc.send_signal(signal.SIGHUP)
+    kill_at = c.sim_now()
+    c.note("SIGHUP with the kill switch set")
+    c.until(t0 + 24 * HOUR)
+    c.stop()
+    c.kill_window.append((kill_at, c.sim_now()))
+    c.write_config()
+    c.start()
+    c.note("restarted without the kill switch")
+    c.until(t0 + 26 * HOUR)
+    c.stop()
+    end = c.sim_now()
+    wall = time.time() - wall0
+
+    # -- what happened ----------------------------------------------------------------
+    sent = [json.loads(line) for line in
+            (c.data / "simulator-writes.jsonl").read_text().splitlines()] \
+        if (c.data / "simulator-writes.jsonl").exists() else []
+    unsafe = []
+    for w in sent:
+        r = w["reserve_percent"]
+        if "reserve_percent" in w["fields"] and (r < FLOOR or r == 0 or 80 < r < 100):
+            unsafe.append(w)
+    owner = json.loads((c.data / "owner-settings.json").read_text())
+    for a, z in c.kill_window:
+        unsafe += [w for w in sent if a + 2 < w["t"] < z
+                   and w["reserve_percent"] != owner.get("reserve_percent")]
+    times = sorted(w["t"] for w in sent for _ in w["fields"])
+    over = 0
+    for t in times:
+        hour = sum(1 for u in times if t - HOUR < u <= t)
+        day = sum(1 for u in times if t - 24 * HOUR < u <= t)
+        over = max(over, hour - BUDGET[0], day - BUDGET[1])
+    log = c.log.read_text()
+    tracebacks = log.count("Traceback")
+    with open_store(c.data) as store:
+        data = store.intervals(int(t0), int(end) - 600, interval_s=300)
+        expected = (int(end) - 600 - int(t0)) // 300
+        plans = store.plans(t0 - HOUR, end + 3 * HOUR)
+    lost = expected - len(data)
+    days = (end - t0) / 86400
+    fits = [p.plan.get("write_budget") for p in plans if p.plan.get("write_budget")]
+    lost_value = sorted(f["value_lost_dollars"] or 0.0 for f in fits)
+    full_lines = len(re.findall(r"is full \(", log))
+    if c.tmpfs:
+        subprocess.run(["umount", str(c.data)], capture_output=True)
+
+    print(f"\n{days:.1f} simulated days in {wall / 60:.1f} min; {len(plans)} plans; "
+          f"{len(sent)} write requests reached the gateway")
+    print(f"unsafe writes:            {len(unsafe)}")
+    print(f"writes over any budget:   {max(0, over)}  (budget {BUDGET[0]} an hour, "
+          f"{BUDGET[1]} a day)")
+    print(f"lost intervals:           {lost}  (of {expected} 5-minute intervals)")
+    print(f"tracebacks in the log:    {tracebacks}")
+    print(f"commands a day:           {len(times) / days:.1f} against the Fleet API budget "
+          f"of {BUDGET[1]}")
+    if lost_value:
+        print(f"plan value lost to it:    median ${lost_value[len(lost_value) // 2]:.2f}, "
+              f"max ${lost_value[-1]:.2f} per plan over its 48 h horizon "
+              f"({sum(1 for f in fits if f['changes_dropped'])} of {len(fits)} plans "
+              "dropped changes)")
+    print(f"full-disk messages:       {full_lines} one-line error(s) in the log")
+    bad = unsafe or over > 0 or lost or tracebacks
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
