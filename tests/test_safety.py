@@ -378,3 +378,18 @@ def test_new_rails_with_the_kill_switch_trip_it_and_a_reload_cannot_untrip_it():
     assert r.killed and gw.settings == OWNER
     r.update_rails(Rails(floor_percent=20.0, min_change_interval_s=0, kill_switch=False))
     assert r.rails.kill_switch and r.apply(sp(50)).skipped == "kill switch: writes are off"
+
+
+def test_after_a_clock_jump_back_the_pace_and_budget_count_elapsed_time():
+    """A write, then the wall clock put back 2 h. Told of the jump, the rails move their
+    record with it: 15 minutes later a change is allowed (elapsed time), not refused as
+    "too soon" for 2 h 15 min, and the write still counts in the day's budget."""
+    clock = SimClock()
+    gw = site(clock=clock)
+    r = rails(gw, min_change_interval_s=900)
+    assert r.apply(sp(40)).written
+    clock.jump(-7200)
+    r.clock_jumped(-7200)
+    clock.advance(900)
+    assert r.apply(sp(50)).written
+    assert sorted(round(a) for a in r.write_ages()) == [0, 900, 900, 900]  # 3 fields, then 1

@@ -146,6 +146,7 @@ class Daemon:
         with self._lock:
             self.state.last_plan_at = None
             self.state.last_read_at = None
+        self.gateway.clock_jumped(seconds)
         if seconds < 0:
             self._anchor_t = None
 

@@ -371,6 +371,17 @@ class SafeGateway:
                     self._last_change = t
             self._writes = deque(sorted(self._writes))
 
+    def clock_jumped(self, seconds: float) -> None:
+        """The wall clock moved ``seconds`` without time passing: move the rails' record
+        with it, so the budget and the pace keep counting elapsed time (after a jump back,
+        writes would otherwise look to come from the future and block every change)."""
+        with self._lock:
+            self._writes = deque(t + seconds for t in self._writes)
+            if self._last_change is not None:
+                self._last_change += seconds
+            if self._next_restore_at is not None:
+                self._next_restore_at += seconds
+
     def write_ages(self) -> tuple[float, ...]:
         """Seconds since each write command of the last day (what the budget counts)."""
         now = self.clock.now()
