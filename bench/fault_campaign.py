@@ -225,10 +225,12 @@ def main() -> int:
         if "reserve_percent" in w["fields"] and (r < FLOOR or r == 0 or 80 < r < 100):
             unsafe.append(w)
     owner = json.loads((c.data / "owner-settings.json").read_text())
-    for a, z in c.kill_window:
-        unsafe += [w for w in sent if a + 2 < w["t"] < z
-                   and w["reserve_percent"] != owner.get("reserve_percent")]
-    times = sorted(w["t"] for w in sent for _ in w["fields"])
+    restores = [w for a, z in c.kill_window for w in sent if a - 60 <= w["t"] < z
+                and w["reserve_percent"] == owner.get("reserve_percent")]
+    for a, z in c.kill_window:  # after the kill switch only the restore may be sent
+        unsafe += [w for w in sent if a + 2 < w["t"] < z and w not in restores]
+    # the kill switch's restore is sent whatever the budget says (the owner's word wins)
+    times = sorted(w["t"] for w in sent if w not in restores for _ in w["fields"])
     over = 0
     for t in times:
         hour = sum(1 for u in times if t - HOUR < u <= t)
@@ -241,6 +243,8 @@ def main() -> int:
         expected = (int(end) - 600 - int(t0)) // 300
         plans = store.plans(t0 - HOUR, end + 3 * HOUR)
     lost = expected - len(data)
+    have = set(int(t) for t in data.start_utc)
+    missing = [t for t in range(int(t0), int(end) - 600, 300) if t not in have]
     days = (end - t0) / 86400
     fits = [p.plan.get("write_budget") for p in plans if p.plan.get("write_budget")]
     lost_value = sorted(f["value_lost_dollars"] or 0.0 for f in fits)
@@ -253,10 +257,12 @@ def main() -> int:
     print(f"unsafe writes:            {len(unsafe)}")
     print(f"writes over any budget:   {max(0, over)}  (budget {BUDGET[0]} an hour, "
           f"{BUDGET[1]} a day)")
-    print(f"lost intervals:           {lost}  (of {expected} 5-minute intervals)")
+    print(f"lost intervals:           {lost}  (of {expected} 5-minute intervals)"
+          + (f": from {(missing[0] - t0) / HOUR:.2f} h" if missing else ""))
     print(f"tracebacks in the log:    {tracebacks}")
     print(f"commands a day:           {len(times) / days:.1f} against the Fleet API budget "
-          f"of {BUDGET[1]}")
+          f"of {BUDGET[1]} (and {len(restores)} kill-switch restore(s), sent whatever the "
+          "budget says)")
     if lost_value:
         print(f"plan value lost to it:    median ${lost_value[len(lost_value) // 2]:.2f}, "
               f"max ${lost_value[-1]:.2f} per plan over its 48 h horizon "

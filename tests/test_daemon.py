@@ -588,8 +588,9 @@ def test_a_clock_jump_back_is_unhealthy_until_the_jobs_run_on_the_new_clock(tmp_
     plan job re-plans at once instead of two hours later."""
     cfg = small_config()
     clock = SimClock(JULY)
-    daemon = Daemon(cfg, dry_run=True, clock=clock, gateway=simulated_site(cfg, clock),
-                    data_dir=tmp_path)
+    world = simulated_site(cfg, clock)
+    begin = world.counters_wh["grid_import_wh"]
+    daemon = Daemon(cfg, dry_run=True, clock=clock, gateway=world, data_dir=tmp_path)
     daemon.start()
     simulate(daemon, clock, JULY + 3600)
     assert daemon.health()[0]
@@ -604,6 +605,14 @@ def test_a_clock_jump_back_is_unhealthy_until_the_jobs_run_on_the_new_clock(tmp_
     daemon.plan_job()
     assert daemon.state.plans_made == plans + 1
     assert daemon.health()[0]
+    # the readings of the next two hours are not stored over the ones already there: the
+    # accounting waits for the clock to pass them, then the counters bridge; no interval
+    # of the day is lost or counted twice
+    simulate(daemon, clock, JULY + 3 * 3600)
+    data = daemon.store.intervals(JULY, JULY + 3 * 3600, interval_s=300)
+    assert len(data) == 36 and np.all(np.diff(data.start_utc) == 300)
+    rise = (world.counters_wh["grid_import_wh"] - begin) / 1000
+    assert data.import_kwh.sum() == pytest.approx(rise, abs=1e-6)
     daemon.close()
 
 

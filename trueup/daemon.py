@@ -113,6 +113,9 @@ class Daemon:
         self._lock = threading.Lock()  # guards self.state between the job threads
         self.memo = PlanMemo()  # what the planner keeps between plans
         self._anchor_t: float | None = None  # reading before the oldest unfinished interval
+        # after the clock went back: readings are not stored until it passes this time
+        # again (their times are taken by the readings made before the jump)
+        self._hold_until: float | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -120,13 +123,14 @@ class Daemon:
         """Learn the owner's settings; resume telemetry from the last stored reading so a
         restart's gap is bridged by the counters, not lost."""
         now = self.clock.now()
+        self._hold_after_jump_back(now)
         self.gateway.remember_writes([  # the budget spans restarts
             (w.at, w.result.api_calls if w.result.api_calls is not None
              else len(w.result.written), bool(w.result.written))
             for w in self.store.writes(now - 86400, now + 1)])
         self.gateway.start()
         before = self.store.readings(now - BRIDGE_GAP_S, now)
-        if before:
+        if before and self._hold_until is None:
             self._anchor_t = before[-1].timestamp
             log.info("resuming after a stop: last reading %.0f s ago", now - self._anchor_t)
 
@@ -148,7 +152,20 @@ class Daemon:
             self.state.last_read_at = None
         self.gateway.clock_jumped(seconds)
         if seconds < 0:
-            self._anchor_t = None
+            self._hold_after_jump_back(self.clock.now())
+
+    def _hold_after_jump_back(self, now: float) -> None:
+        """Readings stored with times after ``now`` (the clock went back, running or
+        stopped): hold the interval accounting at the newest of them until the clock
+        passes it again; then the lifetime counters bridge from it. Nothing stored is
+        rewritten or mixed with readings of the same times."""
+        later = [r for r in self.store.readings(now + 1, now + BRIDGE_GAP_S)
+                 if r.grid_import_wh is not None and r.grid_export_wh is not None]
+        if later:
+            self._hold_until = self._anchor_t = later[-1].timestamp
+            log.warning("readings are stored up to %s ahead of the clock: new readings are "
+                        "not stored until it gets there again; the lifetime counters bridge "
+                        "the time", _duration(self._hold_until - now))
 
     def read_job(self) -> SiteState:
         """One read: metrics, store, intervals, events."""
@@ -164,8 +181,11 @@ class Daemon:
             if name in ("soc_percent", "grid_w"):
                 self.metrics.gateway_errors_total.labels(op="read").inc()
                 break
-        self.store.add_readings([state])
-        self._store_intervals(now)
+        if self._hold_until is not None and now > self._hold_until:
+            self._hold_until = None
+        if self._hold_until is None:
+            self.store.add_readings([state])
+            self._store_intervals(now)
         with self._lock:
             previous = self.state.last_state
             self.state.last_state = state
