@@ -391,10 +391,10 @@ WRITE_FIELDS = ("mode", "reserve_percent", "grid_charging", "export_rule")
 
 
 def writes_between(before: Settings | None, after: Settings) -> int:
-    """Field writes a change from ``before`` to ``after`` sends (0 when ``before`` is
-    unknown: nothing to compare, the rails count what is really sent)."""
+    """Field writes a change from ``before`` to ``after`` sends (every field when
+    ``before`` is unknown: the adapter writes what it cannot compare)."""
     if before is None:
-        return 0
+        return len(WRITE_FIELDS)
     return sum(getattr(before, f) != getattr(after, f) for f in WRITE_FIELDS)
 
 

@@ -750,3 +750,26 @@ def test_a_restart_never_opens_a_fresh_write_budget(tmp_path):
     sent = sorted(t for t, _, fields in world.attempts for _ in fields)
     assert len(sent) >= 5
     assert max(sum(1 for u in sent if t - 86400 < u <= t) for t in sent) <= 5
+
+
+def test_a_restart_bridges_from_the_last_reading_with_counters(tmp_path):
+    """The process dies right after a read that timed out (no counters): the next one
+    bridges from the reading before it, so no interval of the time it was down is lost."""
+    cfg = small_config()
+    clock = SimClock(JULY)
+    world = simulated_site(cfg, clock)
+    first = Daemon(cfg, dry_run=True, clock=clock, gateway=world, data_dir=tmp_path)
+    first.start()
+    simulate(first, clock, JULY + 3600)
+    world.set_faults(read_timeout=1.0)
+    clock.advance(60)
+    first.read_job()  # stored: a reading without counters
+    first.close()
+    world.set_faults(read_timeout=0.0)
+    clock.advance(15 * 60)  # down
+    second = Daemon(cfg, dry_run=True, clock=clock, gateway=world, data_dir=tmp_path)
+    second.start()
+    simulate(second, clock, JULY + 2 * 3600)
+    data = second.store.intervals(JULY, JULY + 2 * 3600, interval_s=300)
+    assert len(data) == 24
+    second.close()

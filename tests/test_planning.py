@@ -174,14 +174,14 @@ def test_a_tariff_whose_cap_is_the_pv_estimate_gets_it_from_the_arrays(tmp_path)
     assert any("export cap estimated from the arrays" in n for n in r.notes)
 
 
-def _writes_in_first_day(result) -> list[tuple[int, int]]:
+def _writes_in_first_day(result, current) -> list[tuple[int, int]]:
     """(UTC start, field writes) of each change in the plan's first 24 h, from the
-    settings in force before it."""
+    settings in force before it (``current`` before the first)."""
     from optimizer.policy import writes_between
 
     entries = result.schedule.entries
     t0 = int(result.inputs.prices.start_utc[0])
-    out = []
+    out = [(entries[0].start_utc, writes_between(current, entries[0].settings))]
     for before, e in itertools.pairwise(entries):
         if e.start_utc < t0 + 86400:
             out.append((e.start_utc, writes_between(before.settings, e.settings)))
@@ -192,17 +192,20 @@ def test_a_fleet_api_budget_fits_the_days_changes_and_says_what_it_costs():
     """A July afternoon with 48 h of 15-minute steps: unlimited, the plan changes settings
     with more field writes than Fleet API's 5 a day; fitted, its first day needs 5 or
     fewer, and the plan value lost is reported (≥ 0: dropping changes can only cost)."""
+    from optimizer.behaviour import ExportRule, Settings
+
+    now = Settings(Mode.SELF_POWERED, 20.0, False, ExportRule.PV_ONLY)
     at = parse_at("2025-07-15T10:00-07:00")
     free = load_config()
     free.safety.max_writes_per_day, free.safety.max_writes_per_hour = 500, 60
-    wanted = sum(n for _, n in _writes_in_first_day(make_plan(free, at_utc=at,
-                                                              soc_percent=50)))
+    wanted = sum(n for _, n in _writes_in_first_day(
+        make_plan(free, at_utc=at, soc_percent=50, current_settings=now), now))
     assert wanted > 5
     fleet = load_config()
     fleet.gateway.kind, fleet.gateway.mode = "powerwall", "fleetapi"
-    result = make_plan(fleet, at_utc=at, soc_percent=50)
+    result = make_plan(fleet, at_utc=at, soc_percent=50, current_settings=now)
     fit = result.schedule.budget
-    kept = sum(n for _, n in _writes_in_first_day(result))
+    kept = sum(n for _, n in _writes_in_first_day(result, now))
     assert kept == fit.writes_kept <= 5 and fit.writes_wanted >= kept
     assert fit.changes_dropped >= 1 and fit.value_lost >= -1e-6
     assert any("write budget (5 field writes a day" in n for n in result.notes)
@@ -222,5 +225,5 @@ def test_writes_sent_in_the_last_day_count_against_the_budget():
     t0 = int(result.inputs.prices.start_utc[0])
     first = result.schedule.entries[0]
     assert first.settings == now
-    assert all(n == 0 or t >= t0 + 23 * 3600 for t, n in _writes_in_first_day(result))
+    assert all(n == 0 or t >= t0 + 23 * 3600 for t, n in _writes_in_first_day(result, now))
     assert result.schedule.budget.left_today == 0

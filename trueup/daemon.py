@@ -34,6 +34,7 @@ from adapters.gateway.base import Clock, Gateway, SiteState, SystemClock
 from adapters.gateway.dryrun import DryRunGateway
 from adapters.gateway.safety import SafeGateway, install_kill_signal
 from adapters.telemetry import readings_to_intervals
+from optimizer.behaviour import Settings
 from optimizer.billing import billing_state
 from optimizer.errors import InputError
 from optimizer.tariff import load_tariff
@@ -75,6 +76,7 @@ class DaemonState:
     replan_reason: str | None = None
     events: list[str] = field(default_factory=list)
     last_soc: tuple[float | None, float] = (None, 0.0)  # (app %, when read)
+    last_settings: Settings | None = None  # the settings last read whole
     waiting_said: bool = False
 
 
@@ -129,7 +131,10 @@ class Daemon:
              else len(w.result.written), bool(w.result.written))
             for w in self.store.writes(now - 86400, now + 1)])
         self.gateway.start()
-        before = self.store.readings(now - BRIDGE_GAP_S, now)
+        # the counters bridge from the last reading that has them (the very last one may
+        # have been a timeout)
+        before = [r for r in self.store.readings(now - BRIDGE_GAP_S, now)
+                  if r.grid_import_wh is not None and r.grid_export_wh is not None]
         if before and self._hold_until is None:
             self._anchor_t = before[-1].timestamp
             log.info("resuming after a stop: last reading %.0f s ago", now - self._anchor_t)
@@ -220,6 +225,8 @@ class Daemon:
             self._anchor_t = older[-1]
 
     def _events(self, previous: SiteState | None, state: SiteState) -> None:
+        if state.settings.complete() is not None:
+            self.state.last_settings = state.settings.complete()
         if state.soc_percent is not None:
             self.state.last_soc = (state.soc_percent, state.timestamp)
         if state.grid_status == "down" and (previous is None or previous.grid_status != "down"):
@@ -303,7 +310,8 @@ class Daemon:
             else state.grid_status != "down"
         history = self._history(now)
         t0 = time.perf_counter()
-        current = state.settings.complete() if state is not None else None
+        with self._lock:
+            current = self.state.last_settings
         result = make_plan(self.cfg, at_utc=int(now), soc_percent=soc, history=history,
                            solar=solar, grid_up=grid_up, memo=self.memo,
                            last_good=last_good if last_good and last_good.plan.ok else None,
