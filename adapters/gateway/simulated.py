@@ -464,8 +464,10 @@ class SimulatedGateway:
         fail, drop = self._rng.random(), self._rng.random()
         tried = tuple(fl.name for fl in fields(Settings)
                       if getattr(settings, fl.name) != getattr(self._last_requested, fl.name))
-        if tried:
-            self.attempts.append((now, settings, tried))
+        if not tried:  # nothing to send: no command, nothing to fail
+            return ApplyResult(requested=settings, applied=settings, written=(),
+                               verified=True, api_calls=0)
+        self.attempts.append((now, settings, tried))
         if fail < f.write_error:
             self.log.append((now, f"write HTTP {HTTP_ERROR_STATUS}"))
             if f.errors == "raise":
