@@ -488,12 +488,19 @@ def fit_to_budget(blocks: list[_Block], x: PlanInputs, spec: BatterySpec,
             for new in options:
                 cand = _merged([*bl[:i], new, *bl[i + 1:]])
                 saved = n_now - day_writes(cand)
-                if saved <= 0 or (over and excess(cand) >= over):
+                if over:  # any change that eases the worst window, a delay included
+                    if excess(cand) >= over:
+                        continue
+                elif saved <= 0:
                     continue
                 c = cost(cand)
-                key = (c - cur) / saved
+                key = (c - cur) / max(saved, 1)
                 if best is None or key < best[0]:
                     best = (key, cand, c)
+        if best is None and over and current is not None and bl[0].settings != current:
+            # nothing else helps: send nothing now, keep what is in force
+            cand = _merged([replace(bl[0], settings=current), *bl[1:]])
+            best = (0.0, cand, cost(cand))
         if best is None:
             break
         key, cand, c = best

@@ -227,3 +227,28 @@ def test_writes_sent_in_the_last_day_count_against_the_budget():
     assert first.settings == now
     assert all(n == 0 or t >= t0 + 23 * 3600 for t, n in _writes_in_first_day(result, now))
     assert result.schedule.budget.left_today == 0
+
+
+def test_when_dropping_a_write_cannot_help_the_budget_delays_it():
+    """Found by the year's replay on a 5-a-day budget: five commands sent in the last day,
+    the plan wants Time-Based Control at 20 % now (one command: the reserve) and Self-Powered
+    at the floor an hour later. Keeping 41 % an hour longer saves no command over the next
+    24 h (41 % → Self-Powered needs one more), yet it is the only way to stay in the budget
+    now: the fit waits instead of sending a sixth command."""
+    from optimizer.behaviour import ExportRule, PriceSignal, Settings
+    from optimizer.policy import WriteBudget, _Block, battery_spec, fit_to_budget
+
+    fleet = load_config()
+    fleet.gateway.kind, fleet.gateway.mode = "powerwall", "fleetapi"
+    fleet.optimizer.step_minutes = 60
+    x = make_plan(fleet, at_utc=parse_at("2025-02-19T16:00-08:00"), soc_percent=45).inputs
+    n = len(x.pv_kwh)
+    tbc = Settings(Mode.TIME_BASED, 41.0, False, ExportRule.BATTERY_OK)
+    floor = Settings(Mode.SELF_POWERED, 20.0, False, ExportRule.PV_ONLY)
+    blocks = [_Block(0, 1, Settings(Mode.TIME_BASED, 20.0, False, ExportRule.BATTERY_OK),
+                     PriceSignal.HOLD, "export", ""),
+              _Block(1, n, floor, PriceSignal.HOLD, "self", "")]
+    budget = WriteBudget(per_hour=4, per_day=5, sent_ago_s=(25200.0,) * 3 + (14400.0, 7200.0))
+    fitted, fit = fit_to_budget(blocks, x, battery_spec(x.battery), budget, tbc)
+    assert fitted[0].settings == tbc  # nothing sent now
+    assert fit.left_today == 0 and fit.changes_dropped >= 1
