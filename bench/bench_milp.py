@@ -26,7 +26,9 @@ def main() -> None:
     from trueup.config import load_config
     from trueup.example import example_year
     from trueup.planning import PlanMemo, make_plan, parse_at
+    from trueup.solvers import silence_highs_banner
 
+    silence_highs_banner()
     history = example_year(2025)
     first = parse_at("2025-01-06T14:00-08:00")  # a Monday
     print(f"{'tariff':<24} {'MILPs':>9} {'median s':>9} {'max s':>7}")
