@@ -122,6 +122,15 @@ bind = "127.0.0.1:{self.port}"
             self.proc.wait(timeout=120)
         self.proc = None
 
+    def restart(self, what: str) -> float:
+        """Stop, write the configuration afresh, start; return when it stopped."""
+        self.stop()
+        stopped = self.sim_now()
+        self.write_config()
+        self.start()
+        self.note(what)
+        return stopped
+
     # -- the faults -----------------------------------------------------------------
 
     def busy_port(self) -> str:
@@ -210,18 +219,10 @@ def main() -> int:
     kill_at = c.sim_now()
     c.note("SIGHUP with the kill switch set")
     c.until(t0 + 24 * HOUR)
-    c.stop()
-    c.kill_window.append((kill_at, c.sim_now()))
-    c.write_config()
-    c.start()
-    c.note("restarted without the kill switch")
+    c.kill_window.append((kill_at, c.restart("restarted without the kill switch")))
     c.until(t0 + 26 * HOUR)
-    c.stop()
-    fleet_at = c.sim_now()
     c.budget = FLEET
-    c.write_config()
-    c.start()
-    c.note("restarted on the Fleet API budget (5 commands a day)")
+    fleet_at = c.restart("restarted on the Fleet API budget (5 commands a day)")
     c.until(t0 + 50 * HOUR)
     c.stop()
     end = c.sim_now()
