@@ -252,3 +252,25 @@ def test_when_dropping_a_write_cannot_help_the_budget_delays_it():
     fitted, fit = fit_to_budget(blocks, x, battery_spec(x.battery), budget, tbc)
     assert fitted[0].settings == tbc  # nothing sent now
     assert fit.left_today == 0 and fit.changes_dropped >= 1
+
+
+def test_a_tariff_path_in_the_config_is_relative_to_the_config_file(tmp_path, monkeypatch):
+    """trueup.toml names `tariff = "rates/mine.toml"`: read beside the file, whatever the
+    current directory; a tariff that is neither bundled nor a file is refused at load,
+    naming the key."""
+    from optimizer.errors import InputError
+    from optimizer.tariff import bundled_path
+
+    (tmp_path / "rates").mkdir()
+    (tmp_path / "rates" / "mine.toml").write_text(
+        bundled_path("pge-ev2a-nem2-2024").read_text())
+    cfg_file = tmp_path / "trueup.toml"
+    cfg_file.write_text('tariff = "rates/mine.toml"\n')
+    monkeypatch.chdir("/")
+    cfg = load_config(cfg_file)
+    assert cfg.tariff == str(tmp_path / "rates" / "mine.toml")
+    assert make_plan(cfg, at_utc=parse_at("2025-07-15T10:00-07:00"), soc_percent=50).plan.ok
+    cfg_file.write_text('tariff = "rates/typo.toml"\n')
+    with pytest.raises(InputError) as e:
+        load_config(cfg_file)
+    assert e.value.where == f"{cfg_file}: tariff" and "bundled tariff" in e.value.what

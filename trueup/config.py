@@ -281,7 +281,7 @@ def load_config(path: str | Path | None = None) -> TrueupConfig:
             from None
     data.setdefault("source", where if path else "built-in example site")
     try:
-        return TrueupConfig(**data)
+        cfg = TrueupConfig(**data)
     except ValidationError as e:
         msgs = []
         for err in e.errors():
@@ -293,3 +293,24 @@ def load_config(path: str | Path | None = None) -> TrueupConfig:
         raise InputError("invalid configuration:\n  " + "\n  ".join(msgs), where=where,
                          fix="edit the keys named above (README: Configuration); environment "
                          "variables TRUEUP_<SECTION>__<KEY> override the file") from None
+    cfg.tariff = _tariff_path(cfg.tariff, file, where)
+    return cfg
+
+
+def _tariff_path(tariff: str, file: Path, where: str) -> str:
+    """``tariff`` as trueup will load it: a bundled id as it is, a path relative to the
+    configuration file's folder (not the current directory); one that names neither is an
+    error naming the key."""
+    from optimizer.tariff import bundled_ids
+
+    if tariff in bundled_ids():
+        return tariff
+    p = Path(tariff).expanduser()
+    if not p.is_absolute():
+        p = file.parent / p
+    if not p.is_file():
+        raise InputError(f"tariff {tariff!r} is neither a bundled tariff nor a file "
+                         f"({p} does not exist)", where=f"{where}: tariff",
+                         fix="give a bundled id (trueup tariff list) or the path of a tariff "
+                         "TOML, relative to this file's folder or absolute")
+    return str(p)
