@@ -268,3 +268,19 @@ def test_a_tariff_warning_reaches_stderr(tmp_path, example_csv, capsys):
     assert main(["bill", "--tariff", str(f), "--usage", str(example_csv)]) == 0
     assert "warning: " in capsys.readouterr().err
 
+
+
+def test_bill_with_the_config_uses_its_tariff_and_true_up_month(tmp_path, example_csv, capsys):
+    """`trueup bill --config mine.toml` bills as the daemon would: the config's tariff and
+    true-up month, the same JSON as naming them on the command line."""
+    cfg = tmp_path / "trueup.toml"
+    cfg.write_text('tariff = "pge-ev2a-nem2-2024"\n[optimizer]\ntrue_up_month = 4\n')
+    assert main(["bill", "--config", str(cfg), "--usage", str(example_csv), "--json",
+                 "--allow-gaps"]) == 0
+    with_config = json.loads(capsys.readouterr().out)
+    assert main(["bill", "--tariff", "pge-ev2a-nem2-2024", "--true-up-month", "4", "--usage",
+                 str(example_csv), "--json", "--allow-gaps"]) == 0
+    assert with_config == json.loads(capsys.readouterr().out)
+    assert with_config["true_ups"][0]["month"].endswith("-04")
+    assert main(["bill", "--usage", str(example_csv)]) == 2
+    assert "give --tariff, or --config" in capsys.readouterr().err

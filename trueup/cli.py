@@ -47,8 +47,12 @@ def _bill_parser(sub) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--tariff", required=True, metavar="FILE_OR_ID",
-                   help="a tariff TOML file or a bundled id (see `trueup tariff list`)")
+    p.add_argument("--tariff", metavar="FILE_OR_ID",
+                   help="a tariff TOML file or a bundled id (see `trueup tariff list`); "
+                   "default: the config's")
+    p.add_argument("--config", metavar="FILE",
+                   help="your trueup.toml: its tariff, true-up month, export caps, metering "
+                   "topology and service size are used where no option says otherwise")
     p.add_argument("--usage", required=True, metavar="CSV", help="interval data file")
     p.add_argument("--format", default="auto", choices=["auto", "csv", "green-button", "ct"],
                    help="the usage file's format (default: detect)")
@@ -306,11 +310,13 @@ def _load_tariff(name):
     return tariff
 
 
-def _read_usage(args, tz: str):
+def _read_usage(args, tz: str, cfg=None):
     from adapters.usage import read_usage
 
+    topology = args.topology or (cfg.site.metering_topology if cfg is not None else None)
     return read_usage(args.usage, fmt=args.format.replace("-", "_"), tz=args.timezone or tz,
-                      topology=args.topology, allow_gaps=args.allow_gaps)
+                      topology=topology, allow_gaps=args.allow_gaps,
+                      service_kw=cfg.optimizer.service_limit_kw if cfg is not None else None)
 
 
 def _parse_caps(text: str | None, tariff) -> list[float] | None:
@@ -341,9 +347,22 @@ def cmd_bill(args) -> int:
     from optimizer.billing import bill, load_only
     from trueup.report import bill_table, money
 
-    tariff = _load_tariff(args.tariff)
-    data = _read_usage(args, tariff.tz)
+    cfg = None
+    if args.config:
+        from trueup.config import load_config
+
+        cfg = load_config(args.config)
+    elif args.tariff is None:
+        raise InputError("no tariff: give --tariff, or --config with your trueup.toml",
+                         where="--tariff",
+                         fix="e.g. --tariff pge-ev2a-nem2ps-2024 (trueup tariff list)")
+    tariff = _load_tariff(args.tariff or cfg.tariff)
+    data = _read_usage(args, tariff.tz, cfg)
     caps = _parse_caps(args.export_cap, tariff)
+    if caps is None and cfg is not None and args.tariff is None:
+        caps = cfg.optimizer.export_cap_kwh  # the config's caps go with the config's tariff
+    if args.true_up_month is None and cfg is not None:
+        args.true_up_month = cfg.optimizer.true_up_month
     b = bill(tariff, data, true_up_month=args.true_up_month, export_cap_kwh=caps,
              allow_gaps=args.allow_gaps)
     savings = None
