@@ -274,3 +274,15 @@ def test_a_tariff_path_in_the_config_is_relative_to_the_config_file(tmp_path, mo
     with pytest.raises(InputError) as e:
         load_config(cfg_file)
     assert e.value.where == f"{cfg_file}: tariff" and "bundled tariff" in e.value.what
+
+
+def test_a_plan_far_from_the_tariffs_effective_date_says_so():
+    """The bundled EV2-A rates are effective 2024-01-01: a plan in 2010 or in 2026 is
+    priced at rates that may not apply, and says so; one in 2024 does not."""
+    cfg = load_config()
+    notes = {year: make_plan(cfg, at_utc=parse_at(f"{year}-07-15T10:00-07:00"),
+                             soc_percent=50).notes for year in (2010, 2024, 2026)}
+    assert any("take effect 2024-01-01, after 2010-07-15" in n for n in notes[2010])
+    assert not any("2024-01-01" in n for n in notes[2024])
+    assert any("2.5 years before 2026-07-15" in n and "newer tariff" in n
+               for n in notes[2026])
