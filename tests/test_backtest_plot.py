@@ -280,3 +280,38 @@ def test_missing_matplotlib_says_how_to_install_it(cap_bt, tmp_path, monkeypatch
     assert "pip install 'trueup[plot]'" in e.value.fix
     assert "matplotlib" in e.value.what
     assert not (tmp_path / "x.png").exists()
+
+
+def test_on_nem2_the_bill_panel_shows_the_charges_before_the_minimum(nocap_bt):
+    """EV2-A NEM2 settles charges at the true-up: each statement bills only the minimum
+    ($0.39167/day), so bars of `billed` would all be the minimum. The bars are the month's
+    energy + NBC + fixed charges instead, and the minimum is a dashed line."""
+    from trueup.backtest_plot import deferred_charges, monthly_charges
+
+    assert deferred_charges(nocap_bt)
+    _, charges, minimum = monthly_charges(nocap_bt)
+    jan = nocap_bt.result("self_powered").bill.months[0]
+    assert jan.billed == pytest.approx(jan.minimum)  # what the old panel showed
+    assert charges["self_powered"][0] == pytest.approx(jan.energy_charges + jan.nbc
+                                                       + jan.fixed)
+    assert minimum[0] == pytest.approx(31 * 0.39167, abs=0.01)  # $12.14 in January
+    # the months differ from the minimum and from each other
+    assert len({round(v, 2) for v in charges["self_powered"]}) == 12
+    fig = backtest_figure(nocap_bt)
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "$ charges accrued"
+    bars = {c.get_label().split(" (total")[0]: [p.get_height() for p in c.patches]
+            for c in ax.containers}
+    assert bars["self_powered"] == pytest.approx(list(charges["self_powered"]))
+    labels = ax.get_legend_handles_labels()[1]
+    assert "minimum charge, billed monthly" in labels
+
+
+def test_the_no_cap_note_and_the_legend_do_not_overlap(nocap_bt):
+    fig = backtest_figure(nocap_bt)
+    fig.canvas.draw()
+    ax = fig.axes[2]
+    r = fig.canvas.get_renderer()
+    note = next(t for t in ax.texts if t.get_text() == NO_CAP_NOTE).get_window_extent(r)
+    legend = ax.get_legend().get_window_extent(r)
+    assert not note.overlaps(legend)

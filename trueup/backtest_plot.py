@@ -2,7 +2,9 @@
 
 1. **Monthly bill by strategy** — $ billed per billing month for each strategy (grouped
    bars; below zero = a credit on that month's statement) and the same home without a
-   battery (hollow bars).
+   battery (hollow bars). On a tariff that settles charges at the true-up (NEM2), where each
+   statement shows only the minimum, the bars are the month's charges before the minimum
+   (energy + NBC + fixed) and the minimum is a dashed line.
 2. **A sample week** — the battery's state of charge (% of usable kWh) under ``trueup``
    (``self_powered`` dashed) and trueup's grid flow in kW (import +, export −) on a twin
    axis, against *local* time in the replay's zone.
@@ -102,6 +104,29 @@ def monthly_bills(bt: Backtest) -> tuple[list[str], dict[str, np.ndarray]]:
     out = {r.name: _per_month(months, r.bill.months, "billed") for r in bt.results}
     out[NO_BATTERY] = _per_month(months, bt.no_battery.months, "billed")
     return months, out
+
+
+def deferred_charges(bt: Backtest) -> bool:
+    """True when the tariff settles its energy charges at the true-up (NEM2): the monthly
+    statement then shows only the minimum, so the panel shows the charges accrued instead."""
+    return bt.replay.tariff.spec.settlement.charges == "at_true_up"
+
+
+def monthly_charges(bt: Backtest) -> tuple[list[str], dict[str, np.ndarray], np.ndarray]:
+    """Each billing month's charges before the minimum, for a tariff that settles them at
+    the true-up: energy charges (after any baseline credit; < 0: a credit) + non-bypassable
+    charges + fixed charges, $, per strategy in ``bt.results`` order and then
+    :data:`NO_BATTERY`; and the minimum charge billed each month (the no-battery bill's, the
+    same for every strategy), $. NaN where a bill lacks the month."""
+    months = _months(bt)
+
+    def charges(statements) -> np.ndarray:
+        by = {m.month: m.energy_charges + m.nbc + m.fixed for m in statements}
+        return np.array([by.get(k, np.nan) for k in months], dtype=float)
+
+    out = {r.name: charges(r.bill.months) for r in bt.results}
+    out[NO_BATTERY] = charges(bt.no_battery.months)
+    return months, out, _per_month(months, bt.no_battery.months, "minimum")
 
 
 def monthly_exports(bt: Backtest) -> tuple[list[str], dict[str, np.ndarray], np.ndarray | None]:
@@ -248,7 +273,11 @@ def _headroom(ax, values: np.ndarray, top: float = 0.35) -> None:
 
 
 def _bills_panel(ax, bt: Backtest, colors: dict[str, str]) -> None:
-    months, bills = monthly_bills(bt)
+    deferred = deferred_charges(bt)
+    if deferred:
+        months, bills, minimum = monthly_charges(bt)
+    else:
+        months, bills = monthly_bills(bt)
     names = [r.name for r in bt.results]
     n = len(names) + 1
     width = 0.8 / n
@@ -269,14 +298,25 @@ def _bills_panel(ax, bt: Backtest, colors: dict[str, str]) -> None:
         if label_bars:
             ax.bar_label(bars, fmt=money.format, fontsize=7, padding=2)
     ax.axhline(0.0, color="black", linewidth=0.8)
-    _headroom(ax, vals)
+    if deferred:
+        ok = ~np.isnan(minimum)
+        ax.hlines(minimum[ok], x[ok] - 0.45, x[ok] + 0.45, colors="0.3", linestyles="--",
+                  linewidth=1.2, label="minimum charge, billed monthly")
+        vals = np.concatenate([vals, minimum])
+    _headroom(ax, vals, top=0.35 + 0.1 * ((n + 2) // 3))
     ax.set_xticks(x, months)
     ax.set_xlabel("billing month")
-    ax.set_ylabel("$ billed")
-    ax.set_title("Monthly bill by strategy ($ per billing month; below 0 = credit; "
-                 "legend: the period's total incl. any true-up)")
+    if deferred:
+        ax.set_ylabel("$ charges accrued")
+        ax.set_title("Monthly charges by strategy before the minimum ($: energy + NBC + fixed; "
+                     "below 0 = credit), settled at the true-up\n(each statement shows only "
+                     "the minimum, dashed; legend: the period's total incl. the true-up)")
+    else:
+        ax.set_ylabel("$ billed")
+        ax.set_title("Monthly bill by strategy ($ per billing month; below 0 = credit; "
+                     "legend: the period's total incl. any true-up)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncols=min(3, n), loc="upper left")
+    ax.legend(fontsize=8, ncols=min(3, n + deferred), loc="upper left")
 
 
 def _week_panel(ax, bt: Backtest, week: date, colors: dict[str, str], mdates) -> None:
@@ -328,7 +368,8 @@ def _exports_panel(ax, bt: Backtest, colors: dict[str, str]) -> None:
     ax.set_ylabel("kWh exported")
     if cap is None:
         ax.set_title("Exports by month (kWh)")
-        ax.text(0.5, 0.93, NO_CAP_NOTE, transform=ax.transAxes, ha="center", va="top",
+        # top right, the legend top left in at most three columns: they never meet
+        ax.text(0.99, 0.95, NO_CAP_NOTE, transform=ax.transAxes, ha="right", va="top",
                 fontsize=10, style="italic", bbox={"facecolor": "white", "edgecolor": "0.7"})
     else:
         ax.set_title("Exports by month vs the export cap (kWh; the cap pro-rated for a "
@@ -337,9 +378,11 @@ def _exports_panel(ax, bt: Backtest, colors: dict[str, str]) -> None:
         ax.hlines(cap[ok], x[ok] - 0.45, x[ok] + 0.45, colors="black", linestyles="--",
                   linewidth=1.5, label="export cap")
     vals = np.concatenate([*exports.values(), [] if cap is None else cap])
-    _headroom(ax, vals, top=0.45 if cap is None else 0.3)
+    cols = min(3, n + (cap is not None))
+    rows = -(-(n + (cap is not None)) // cols)
+    _headroom(ax, vals, top=0.3 + 0.1 * rows)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncols=n + 1, loc="upper left")
+    ax.legend(fontsize=8, ncols=cols, loc="upper left")
 
 
 def backtest_figure(bt: Backtest, *, week_start: date | None = None):
