@@ -253,7 +253,7 @@ def test_cli_backtest_rejects_an_unknown_strategy(capsys):
     assert "unknown strategy" in capsys.readouterr().err
 
 
-def test_cli_backtest_prior_without_pv_is_refused_and_an_unwritable_plot_keeps_the_results(
+def test_cli_backtest_short_window_is_refused_and_an_unwritable_plot_keeps_the_results(
         tmp_path, capsys):
     from trueup.example import example_year, write_csv
 
@@ -263,10 +263,12 @@ def test_cli_backtest_prior_without_pv_is_refused_and_an_unwritable_plot_keeps_t
     prior = tmp_path / "prior.csv"
     prior.write_text("timestamp,import_kwh,export_kwh\n2024-07-01T00:00:00-07:00,1.0,0.0\n"
                      "2024-07-01T00:15:00-07:00,1.0,0.0\n", encoding="utf-8")
+    # a prior of meter data alone is completed like the usage (PV estimated, load rebuilt);
+    # two intervals of 2024 say nothing of 2025's other months: still refused
     assert main(["backtest", "--usage", str(usage), "--prior", str(prior),
                  "--strategy", "tbc_like"]) == 2
     err = capsys.readouterr().err
-    assert "load_kwh and pv_kwh" in err and "prior.csv" in err
+    assert "scored on its whole settlement periods" in err
     # two days of a year-long settlement period, nothing else known: refused, never trued
     # up at the end of the data; the message says what to pass
     assert main(["backtest", "--usage", str(usage), "--strategy", "tbc_like"]) == 2

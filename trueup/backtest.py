@@ -927,3 +927,31 @@ def report_table(bt: Backtest) -> str:
     for n in bt.notes:
         lines.append(f"note: {n}")
     return "\n".join(lines)
+
+
+def whatif_summary(bt: Backtest, metered: IntervalData | None = None) -> str:
+    """The owner's question in three lines: the bill with no battery, with the battery as
+    Tesla runs it (Self-Powered at the owner's floor) and with trueup, in dollars over the
+    scored period; with ``metered`` (the file's own import/export over the window) also the
+    bill of what the meter saw."""
+    from trueup.report import money, table
+
+    base = bt.no_battery.annual_total
+    rows = [["no battery (the same home, its PV, no battery)", money(base), ""]]
+    labels = {"self_powered": "the battery as Tesla runs it (Self-Powered)",
+              "trueup": "the battery run by trueup"}
+    for name, label in labels.items():
+        r = bt.result(name)
+        if r is not None:
+            rows.append([label, money(r.bill.annual_total), money(base - r.bill.annual_total)])
+    sp, tu = bt.result("self_powered"), bt.result("trueup")
+    lines = [table(["what-if", "bill $", "saves vs no battery $"], rows)]
+    if metered is not None:
+        m = bill_window(bt.replay, metered)
+        lines.append(f"as metered (the file's import and export, billed): "
+                     f"${m.annual_total:,.2f}")
+    if sp is not None and tu is not None:
+        more = sp.bill.annual_total - tu.bill.annual_total
+        lines.append(f"trueup {'saves' if more >= 0 else 'costs'} ${abs(more):,.2f} "
+                     f"more than Self-Powered over this period")
+    return "\n".join(lines)
