@@ -735,6 +735,41 @@ def read_rates_csv(path: Path) -> tuple[np.ndarray, int]:
 
 
 # --------------------------------------------------------------------------------------
+# The rates' age
+
+#: a tariff's rates older than this (days) at a planned or billed date are noted
+RATES_AGE_DAYS = 366
+
+
+def rates_date_note(tariff: Tariff, first_utc: int, last_utc: int | None = None,
+                    *, what: str = "the plan") -> str | None:
+    """A warning when ``what`` (a plan, a bill) prices dates the tariff's rates may not be
+    the ones billed: before its ``effective`` date, or more than :data:`RATES_AGE_DAYS` after
+    it. ``first_utc``/``last_utc``: the first and last instant priced, UTC epoch seconds.
+    None when in range, or when the tariff states no effective date."""
+    from datetime import UTC, datetime
+
+    try:
+        eff = datetime.fromisoformat(tariff.spec.effective).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+    last = first_utc if last_utc is None else last_utc
+    day = datetime.fromtimestamp(first_utc, UTC).date().isoformat()
+    if first_utc < eff:
+        return (f"the tariff {tariff.id}'s rates take effect {tariff.spec.effective}, after "
+                f"{day}: {what} prices that day at rates not yet in force (use the tariff "
+                "in force then, or check the dates)")
+    days = (last - eff) / 86400
+    if days <= RATES_AGE_DAYS:
+        return None
+    day = datetime.fromtimestamp(last, UTC).date().isoformat()
+    return (f"the tariff {tariff.id}'s rates are from {tariff.spec.effective}, "
+            f"{days / 365.25:.1f} years before {day}: {what} may not use the rates billed "
+            "then. Check them against the utility's current schedule and update the file "
+            "(docs/tariffs.md), or use a newer bundled tariff (trueup tariff list)")
+
+
+# --------------------------------------------------------------------------------------
 # Loading: a path or a bundled id
 
 

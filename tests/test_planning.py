@@ -284,5 +284,5 @@ def test_a_plan_far_from_the_tariffs_effective_date_says_so():
                              soc_percent=50).notes for year in (2010, 2024, 2026)}
     assert any("take effect 2024-01-01, after 2010-07-15" in n for n in notes[2010])
     assert not any("2024-01-01" in n for n in notes[2024])
-    assert any("2.5 years before 2026-07-15" in n and "newer tariff" in n
-               for n in notes[2026])
+    assert any("2.5 years before 2026-07-15" in n and "newer bundled tariff" in n
+               and "docs/tariffs.md" in n for n in notes[2026])

@@ -365,6 +365,7 @@ def cmd_bill(args) -> int:
         args.true_up_month = cfg.optimizer.true_up_month
     b = bill(tariff, data, true_up_month=args.true_up_month, export_cap_kwh=caps,
              allow_gaps=args.allow_gaps)
+    _warn_rates_date(tariff, data, "the bill")
     savings = None
     if data.load_kwh is not None and tariff.spec.export.scheme != "buy_all_sell_all":
         base = bill(tariff, load_only(data), true_up_month=args.true_up_month,
@@ -384,16 +385,38 @@ def cmd_bill(args) -> int:
     return 0
 
 
+def _warn_rates_date(tariff, data, what: str) -> None:
+    """Say on stderr when ``data``'s dates are far from the tariff's effective date."""
+    from optimizer.tariff import rates_date_note
+
+    if len(data):
+        note = rates_date_note(tariff, int(data.start_utc[0]), data.end_utc - 1, what=what)
+        if note:
+            print(f"warning: {note}", file=sys.stderr)
+
+
 def cmd_tariff(args) -> int:
     from optimizer.tariff import bundled_ids, load_tariff
     from trueup.report import table, tariff_summary
 
     if args.tariff_cmd == "list":
-        rows = []
+        import time
+
+        from optimizer.tariff import rates_date_note
+
+        rows, old = [], 0
+        now = int(time.time())
         for tid in bundled_ids():
             t = load_tariff(tid)
-            rows.append([tid, t.spec.export.scheme, t.spec.effective, t.spec.name])
-        print(table(["id", "scheme", "effective", "name"], rows, align="llll"))
+            stale = rates_date_note(t, now) is not None
+            old += stale
+            rows.append([tid, t.spec.export.scheme, t.spec.effective + (" *" if stale else ""),
+                         _short(t.spec.source, 72)])
+        print(table(["id", "scheme", "effective", "source"], rows, align="llll"))
+        if old:
+            print(f"\n* {old} tariff(s) more than a year old today: their rates may have "
+                  "changed since. `trueup tariff show ID` gives each one's source and notes; "
+                  "docs/tariffs.md says how to update a file.")
         return 0
     if args.tariff_cmd == "show":
         print(tariff_summary(_load_tariff(args.tariff)))
@@ -411,6 +434,12 @@ def cmd_tariff(args) -> int:
     else:
         print(text)
     return 0
+
+
+def _short(text: str, width: int) -> str:
+    """``text`` on one line, cut to ``width`` characters with an ellipsis."""
+    one = " ".join(text.split())
+    return one if len(one) <= width else one[: width - 1] + "…"
 
 
 def cmd_estimate_cap(args) -> int:
@@ -603,6 +632,7 @@ def cmd_backtest(args) -> int:
         report_table,
         run_backtest,
         select_period,
+        whatif_summary,
     )
     from trueup.config import load_config
     from trueup.report import ProgressBar
@@ -612,20 +642,22 @@ def cmd_backtest(args) -> int:
     prior = None
     if args.usage:
         from adapters.usage import read_usage
+        from trueup.whatif import complete_usage
 
-        data = read_usage(args.usage, tz=tariff.tz, service_kw=cfg.optimizer.service_limit_kw)
+        data = read_usage(args.usage, tz=tariff.tz, service_kw=cfg.optimizer.service_limit_kw,
+                          topology=cfg.site.metering_topology)
+        completed = complete_usage(data, cfg)
+        data = completed.data
         if args.prior:
-            prior = read_usage(args.prior, tz=tariff.tz, service_kw=cfg.optimizer.service_limit_kw)
-            if prior.load_kwh is None or prior.pv_kwh is None:
-                raise InputError("the prior year needs load_kwh and pv_kwh columns: the "
-                                 "weeks ahead are read from both", where=args.prior,
-                                 fix="give a CSV of the year before with load_kwh,pv_kwh, "
-                                 "or leave --prior out (then the clear-sky model and the "
-                                 "typical load profile stand in)")
+            prior = complete_usage(read_usage(args.prior, tz=tariff.tz,
+                                              service_kw=cfg.optimizer.service_limit_kw,
+                                              topology=cfg.site.metering_topology), cfg).data
     else:
         from trueup.example import example_year
+        from trueup.whatif import Completed
 
         data = example_year(2025, tz=tariff.tz)
+        completed = Completed(data=data)
         prior = example_year(2024, tz=tariff.tz)
         if args.prior:
             raise InputError("--prior goes with --usage", where="--prior",
@@ -648,6 +680,7 @@ def cmd_backtest(args) -> int:
         raise InputError(f"--jobs {args.jobs} must be at least 1", where="--jobs",
                          fix="give the number of worker processes, e.g. --jobs 2")
     window = select_period(data, start, args.days, tariff.tz)
+    _warn_rates_date(tariff, window, "the backtest")
     replay = replay_from_config(cfg, tariff, window, context=context_of(data, window, prior),
                                 forecast=args.forecast, noise=ForecastNoise(seed=args.seed))
     bar = None if args.json else ProgressBar(sys.stderr)
@@ -656,11 +689,21 @@ def cmd_backtest(args) -> int:
     if bar:
         bar.close()
     # the results first: a plot that cannot be written must not lose minutes of replay
+    metered = window if completed.estimated else None
     if args.json:
-        print(json.dumps(result.to_json(), indent=2))
+        out = result.to_json()
+        out["usage"] = {"source": data.source, "estimated": list(completed.estimated),
+                        "notes": list(completed.notes)}
+        print(json.dumps(out, indent=2))
     else:
         print(f"backtest: {tariff.spec.name} — {window.source}, {len(window)} intervals, "
               f"{window.load_kwh.sum():,.0f} kWh load, {window.pv_kwh.sum():,.0f} kWh PV\n")
+        if completed.estimated:
+            print(f"estimated from the meter: {', '.join(completed.estimated)}")
+            for n in completed.notes:
+                print(f"  - {n}")
+            print()
+        print(whatif_summary(result, metered) + "\n")
         print(report_table(result))
     if args.plot:
         from trueup.backtest_plot import plot_backtest

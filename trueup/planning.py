@@ -60,7 +60,7 @@ from optimizer.projection import (
     scenario_grid,
 )
 from optimizer.settlement import carries_credit_to_forfeit, leftover_after, settles_at_true_up
-from optimizer.tariff import Tariff, load_tariff
+from optimizer.tariff import Tariff, load_tariff, rates_date_note
 from trueup.config import TrueupConfig
 from trueup.solvers import run_cbc_killable
 
@@ -558,7 +558,7 @@ def make_plan(cfg: TrueupConfig, *, at_utc: int | None = None, soc_percent: floa
     notes: list[str] = []
     if soc_percent is None:
         notes.append("no SOC given: planning from 50 %")
-    stale = tariff_date_note(tariff, start)
+    stale = rates_date_note(tariff, start)
     if stale:
         notes.append(stale)
 
@@ -676,29 +676,6 @@ def _backup_mode():
 
 
 AT_YEARS = (2000, 2100)  # the years --at may name
-TARIFF_AGE_DAYS = 366  # a tariff's rates older than this at the planned date are noted
-
-
-def tariff_date_note(tariff: Tariff, at_utc: int) -> str | None:
-    """A note when the planned date lies before the tariff's ``effective`` date or more than
-    a year after it: the rates may not be the ones billed then. None when it is in range
-    (or the tariff states no date)."""
-    try:
-        eff = datetime.fromisoformat(tariff.spec.effective).replace(tzinfo=UTC)
-    except ValueError:
-        return None
-    days = (at_utc - eff.timestamp()) / 86400
-    if 0 <= days <= TARIFF_AGE_DAYS:
-        return None
-    when = datetime.fromtimestamp(at_utc, UTC).date().isoformat()
-    if days < 0:
-        return (f"the tariff {tariff.id}'s rates take effect {tariff.spec.effective}, after "
-                f"{when}: the plan prices that day at rates not yet in force")
-    return (f"the tariff {tariff.id}'s rates are from {tariff.spec.effective}, "
-            f"{days / 365.25:.1f} years before {when}: check them against your utility's "
-            "current schedule, or use a newer tariff file (trueup tariff list)")
-
-
 def parse_at(text: str | None) -> int | None:
     """``--at`` as UTC epoch seconds: ISO 8601 with an offset (or Z)."""
     if text is None:
