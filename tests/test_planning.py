@@ -286,3 +286,19 @@ def test_a_plan_far_from_the_tariffs_effective_date_says_so():
     assert not any("2024-01-01" in n for n in notes[2024])
     assert any("2.5 years before 2026-07-15" in n and "newer bundled tariff" in n
                and "docs/tariffs.md" in n for n in notes[2026])
+
+
+def test_gateway_file_keys_are_read_from_the_config_files_folder(tmp_path, monkeypatch):
+    """authpath, password_file and tls_pin_file, relative, are the config folder's (not the
+    current directory's, which for a systemd unit is /)."""
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    cfg_file = folder / "trueup.toml"
+    cfg_file.write_text('[gateway]\nkind = "powerwall"\nmode = "v1r"\nauthpath = "auth"\n'
+                        'password_file = "secrets/gw_password"\n'
+                        'tls_pin_file = "/var/lib/trueup/pin"\n', encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    g = load_config(cfg_file).gateway
+    assert g.authpath == str(folder / "auth")
+    assert g.password_file == str(folder / "secrets" / "gw_password")
+    assert g.tls_pin_file == "/var/lib/trueup/pin"

@@ -78,8 +78,16 @@ def _tariff_parser(sub) -> None:
     tsub = p.add_subparsers(dest="tariff_cmd", required=True,
                             metavar="{list,show,import-urdb,estimate-cap}")
     tsub.add_parser("list", help="the tariffs that ship with trueup")
-    s = tsub.add_parser("show", help="periods, rates and settlement rules of a tariff")
-    s.add_argument("tariff", metavar="FILE_OR_ID")
+    s = tsub.add_parser("show", help="periods, rates and settlement rules of a tariff",
+                        epilog=("examples:\n"
+                                "  trueup tariff show pge-ev2a-nem2ps-2024\n"
+                                "  trueup tariff show --config trueup.toml   the config's "
+                                "tariff\n"),
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("tariff", metavar="FILE_OR_ID", nargs="?",
+                   help="a tariff TOML file or a bundled id (trueup tariff list)")
+    s.add_argument("--config", metavar="FILE",
+                   help="trueup.toml: show the tariff it names (when no FILE_OR_ID is given)")
     u = tsub.add_parser(
         "import-urdb", help="convert an OpenEI URDB rate (JSON) into a trueup tariff TOML",
         description=("Convert an OpenEI Utility Rate Database JSON record (the API response "
@@ -419,7 +427,17 @@ def cmd_tariff(args) -> int:
                   "docs/tariffs.md says how to update a file.")
         return 0
     if args.tariff_cmd == "show":
-        print(tariff_summary(_load_tariff(args.tariff)))
+        name = args.tariff
+        if name is None:
+            if not args.config:
+                raise InputError("which tariff? give a tariff file or bundled id, or --config",
+                                 where="trueup tariff show",
+                                 fix="e.g. trueup tariff show pge-ev2a-nem2ps-2024, or "
+                                 "trueup tariff show --config trueup.toml")
+            from trueup.config import load_config
+
+            name = load_config(args.config).tariff
+        print(tariff_summary(_load_tariff(name)))
         return 0
     if args.tariff_cmd == "estimate-cap":
         return cmd_estimate_cap(args)

@@ -294,7 +294,24 @@ def load_config(path: str | Path | None = None) -> TrueupConfig:
                          fix="edit the keys named above (README: Configuration); environment "
                          "variables TRUEUP_<SECTION>__<KEY> override the file") from None
     cfg.tariff = _tariff_path(cfg.tariff, file, where)
+    if path:  # the example's paths are the system defaults, not relative to the package
+        _relative_paths(cfg, file)
     return cfg
+
+
+#: the [gateway] keys that name files or folders: relative ones are read from the config
+#: file's folder, as the tariff is
+GATEWAY_PATH_KEYS = ("authpath", "password_file", "tls_pin_file")
+
+
+def _relative_paths(cfg: TrueupConfig, file: Path) -> None:
+    """Resolve relative file keys against the configuration file's folder."""
+    for key in GATEWAY_PATH_KEYS:
+        value = getattr(cfg.gateway, key)
+        if value and not Path(value).expanduser().is_absolute():
+            setattr(cfg.gateway, key, str(file.parent / Path(value).expanduser()))
+        elif value:
+            setattr(cfg.gateway, key, str(Path(value).expanduser()))
 
 
 def _tariff_path(tariff: str, file: Path, where: str) -> str:
