@@ -247,8 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
         "backtest",
         help="replay a year through the simulated Powerwall under each strategy and bill it",
         description=(
-            "Replay PV and load (15-minute kWh: the built-in example year, or --usage with "
-            "load_kwh,pv_kwh) through the Powerwall behaviour model under each strategy's "
+            "Replay PV and load (kWh per interval: the built-in example year, or --usage: "
+            "a trueup CSV, a PG&E Green Button download or a CT export; a file without "
+            "load or PV gets PV estimated for the configured arrays and load rebuilt as "
+            "import − export + PV, and the report says which columns were estimated) "
+            "through the Powerwall behaviour model under each strategy's "
             "settings, and bill what the simulated battery did with the billing engine "
             "(never a plan). Strategies: self_powered (Tesla's default at the owner's floor), "
             "tbc_like (Time-Based Control: grid-charge off-peak, export everything at peak), "
@@ -270,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  trueup backtest                               the example year, all strategies\n"
             "  trueup backtest --start 2025-07-01 --days 14 --strategy tbc_like --json\n"
             "  trueup backtest --config trueup.toml --usage my-year.csv --prior last-year.csv\n"
+            "  trueup backtest --config trueup.toml --usage pge-download.csv   what-if from "
+            "PG&E data\n"
             "  trueup backtest --tariff pge-ev2a-nbt-2024 --jobs 2 --plot nbt.png\n"
             "  trueup backtest --forecast persistence --strategy trueup\n"
         ),
@@ -278,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--config", metavar="FILE",
                     help="trueup.toml: site, battery and tariff (default: the example site)")
     bt.add_argument("--usage", metavar="CSV",
-                    help="interval CSV with load_kwh,pv_kwh (default: the example year 2025)")
+                    help="your data: trueup CSV, Green Button download (import/export is "
+                    "enough) or CT export (default: the example year 2025)")
     bt.add_argument("--tariff", metavar="FILE_OR_ID",
                     help="a tariff TOML file or a bundled id (default: the config's)")
     bt.add_argument("--strategy", action="append", metavar="NAME",
@@ -288,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="first local day of the replay (default: the data's start)")
     bt.add_argument("--days", type=int, metavar="N", help="replay N days (default: all)")
     bt.add_argument("--prior", metavar="CSV",
-                    help="the year before --usage (load_kwh,pv_kwh): what the daemon knows "
+                    help="the year before --usage (any --usage format): what the daemon knows "
                     "of the weeks ahead (default for the example: its previous year)")
     bt.add_argument("--forecast", default="noisy",
                     choices=["noisy", "persistence", "clear_sky", "perfect"],
