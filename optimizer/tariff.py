@@ -747,14 +747,16 @@ def rates_date_note(tariff: Tariff, first_utc: int, last_utc: int | None = None,
     the ones billed: before its ``effective`` date, or more than :data:`RATES_AGE_DAYS` after
     it. ``first_utc``/``last_utc``: the first and last instant priced, UTC epoch seconds.
     None when in range, or when the tariff states no effective date."""
-    from datetime import UTC, datetime
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
 
+    zone = ZoneInfo(tariff.tz)
     try:
-        eff = datetime.fromisoformat(tariff.spec.effective).replace(tzinfo=UTC).timestamp()
+        eff = datetime.fromisoformat(tariff.spec.effective).replace(tzinfo=zone).timestamp()
     except ValueError:
         return None
     last = first_utc if last_utc is None else last_utc
-    day = datetime.fromtimestamp(first_utc, UTC).date().isoformat()
+    day = datetime.fromtimestamp(first_utc, zone).date().isoformat()
     if first_utc < eff:
         return (f"the tariff {tariff.id}'s rates take effect {tariff.spec.effective}, after "
                 f"{day}: {what} prices that day at rates not yet in force (use the tariff "
@@ -762,7 +764,7 @@ def rates_date_note(tariff: Tariff, first_utc: int, last_utc: int | None = None,
     days = (last - eff) / 86400
     if days <= RATES_AGE_DAYS:
         return None
-    day = datetime.fromtimestamp(last, UTC).date().isoformat()
+    day = datetime.fromtimestamp(last, zone).date().isoformat()
     return (f"the tariff {tariff.id}'s rates are from {tariff.spec.effective}, "
             f"{days / 365.25:.1f} years before {day}: {what} may not use the rates billed "
             "then. Check them against the utility's current schedule and update the file "
