@@ -8,7 +8,8 @@ the DST days ``scenarios/powerwall/seattle/2022-03-13.csv`` and ``2022-11-06.csv
 5 minutes, ISO 8601 times with the UTC offset in force, 0.1 kW resolution, Energy Remaining
 filled every 15 minutes, Grid positive = import, Powerwall positive = discharging. The
 month-view sample follows the daily-kWh files in craigahobbs/solar (``data-raw/2025-03.csv``).
-docs/formats.md, 'Tesla app export', lists the sources.
+The reader's module docstring lists every source; docs/formats.md, 'Tesla app export',
+describes the layout.
 """
 
 from __future__ import annotations

@@ -28,16 +28,18 @@ can be exported):
   ``scenarios/powerwall/seattle/2022-03-13.csv`` and ``2022-11-06.csv``);
 - Month-view files in the craigahobbs/solar repository (``data-raw/2020-03.csv`` …
   ``2025-03.csv``): daily kWh rows, the ``Vehicle (kWh)`` column appearing by 2025;
-- readers of the Day view: cjw296/energy ``octopus-tesla-rec.py`` (``Date time`` index,
-  ``Grid (kW)`` negative = export, kW × 5/60 h = kWh) and a Tesla-CSV parser whose tests use
-  ``Date time,Home (kW),Solar (kW),Powerwall (kW),Grid (kW)`` and refuse Week/Month/Year
-  exports as daily totals;
-- the cloud API the app reads (the tesla-api documentation by timdorr; Powerwall-Dashboard's
-  ``tesla-history`` tool: home = solar + battery + grid, battery > 0 = from Powerwall,
-  grid > 0 = from grid);
-- PowerwallCompanion issue 8 (the app rounds power to 0.1 kW) and netzero-labs
-  tesla-solar-download issue 6 (values in the app's download appear 5 minutes later than in
-  the API's start-stamped series).
+- programs that read these files: cjw296/energy (README: the app saves each export as
+  ``data.csv``, one day at a time; ``octopus-tesla-rec.py``: ``Date time`` index, ``Grid
+  (kW)`` negative = export, kW × 5/60 h = kWh) and client-side-apps/life-dashboard
+  (``src/importers/energy/tesla.js``: ``Date time``, ``Solar Energy (kWh)``, ``Home
+  (kWh)``);
+- the cloud API the app reads (timdorr's tesla-api documentation, energy history: 5-minute
+  power in W; jasonacox/Powerwall-Dashboard issue 87, the ``tesla-history`` tool's mapping:
+  home = solar + battery + grid, battery > 0 = from Powerwall, grid > 0 = from grid);
+- tomhollander/PowerwallCompanion issue 8 (the app rounds power to 0.1 kW);
+  netzero-labs/tesla-solar-download issue 6 (values in the app's download appear 5 minutes
+  later than in the API's start-stamped series, checked against Powerwall-Dashboard's
+  gateway readings) and issue 21 (the app exports one day at a time, at limited precision).
 
 Interval timing: each row is read as the average over the 5 minutes *starting* at its time,
 so a day's rows 00:00 … 23:55 tile that day and a month of day files bills as that month.
