@@ -33,9 +33,10 @@ can be exported):
   (kW)`` negative = export, kW × 5/60 h = kWh) and client-side-apps/life-dashboard
   (``src/importers/energy/tesla.js``: ``Date time``, ``Solar Energy (kWh)``, ``Home
   (kWh)``);
-- the cloud API the app reads (timdorr's tesla-api documentation, energy history: 5-minute
-  power in W; jasonacox/Powerwall-Dashboard issue 87, the ``tesla-history`` tool's mapping:
-  home = solar + battery + grid, battery > 0 = from Powerwall, grid > 0 = from grid);
+- the cloud API the app reads (timdorr's tesla-api documentation, energy history: power in W
+  as ``solar_power``, ``battery_power``, ``grid_power``; jasonacox/Powerwall-Dashboard
+  issue 87, the ``tesla-history`` tool's mapping: home = solar + battery + grid, battery > 0
+  = from Powerwall, grid > 0 = from grid);
 - tomhollander/PowerwallCompanion issue 8 (the app rounds power to 0.1 kW);
   netzero-labs/tesla-solar-download issue 6 (values in the app's download appear 5 minutes
   later than in the API's start-stamped series, checked against Powerwall-Dashboard's
@@ -146,7 +147,7 @@ def header_columns(cells: Sequence[str]) -> Header | None:
         return None
     if power:
         cols = {**other, **power}
-        extra += [name for k, (_, name, _) in energy.items()]
+        extra += [name for _, name, _ in energy.values()]
         return Header("power", ts, cols, extra, list(cells))
     return Header("energy", ts, energy, extra, list(cells))
 
