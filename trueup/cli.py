@@ -44,6 +44,8 @@ def _bill_parser(sub) -> None:
             "               ISO 8601 interval starts with their UTC offset\n"
             "  green-button PG&E 'Download my data' electric CSV (local times, --timezone)\n"
             "  ct           CT registers (Grid, Solar) with --topology backfed|line_side_tap\n"
+            "  tesla        the Tesla app's Day export: 5-minute kW (Date time,Home (kW),\n"
+            "               Solar (kW),Powerwall (kW),Grid (kW)); days may be joined in one file\n"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -54,10 +56,12 @@ def _bill_parser(sub) -> None:
                    help="your trueup.toml: its tariff, true-up month, export caps, metering "
                    "topology and service size are used where no option says otherwise")
     p.add_argument("--usage", required=True, metavar="CSV", help="interval data file")
-    p.add_argument("--format", default="auto", choices=["auto", "csv", "green-button", "ct"],
+    p.add_argument("--format", default="auto",
+                   choices=["auto", "csv", "green-button", "ct", "tesla"],
                    help="the usage file's format (default: detect)")
     p.add_argument("--timezone", default=None,
-                   help="time zone of local timestamps (Green Button, CT); default: the "
+                   help="time zone of local timestamps (Green Button, CT, Tesla without "
+                   "offsets); default: the "
                    "tariff's")
     p.add_argument("--topology", choices=["backfed", "line_side_tap"], default=None,
                    help="how the PV is wired, for CT-register files: backfed (the grid CTs "
@@ -141,6 +145,7 @@ def _import_parser(sub) -> None:
             "  csv          timestamp,import_kwh,export_kwh[,load_kwh,pv_kwh,battery_kwh]\n"
             "  green-button PG&E 'Download my data' electric CSV (local times: [site] timezone)\n"
             "  ct           CT registers (Grid, Solar); [site] metering_topology applies\n"
+            "  tesla        the Tesla app's Day export (5-minute kW), days joined or not\n"
             "\nexamples:\n"
             "  trueup import --usage pge-download.csv\n"
             "  sudo -u trueup trueup import --usage pge.csv --config /etc/trueup/trueup.toml "
@@ -155,7 +160,8 @@ def _import_parser(sub) -> None:
     p.add_argument("--data-dir", metavar="DIR",
                    help="the store's directory (default: $STATE_DIRECTORY under systemd, "
                    "else the user data directory, e.g. ~/.local/share/trueup)")
-    p.add_argument("--format", default="auto", choices=["auto", "csv", "green-button", "ct"],
+    p.add_argument("--format", default="auto",
+                   choices=["auto", "csv", "green-button", "ct", "tesla"],
                    help="the usage file's format (default: detect)")
     p.add_argument("--allow-gaps", action="store_true",
                    help="import data with missing intervals (they stay missing; default: "

@@ -1,6 +1,7 @@
 """Read metered interval data (usage CSVs) into :class:`optimizer.intervals.IntervalData`.
 
-Three formats (README, "Interval data formats"; docs/billing-rules.md, 'Interval data'):
+Four formats (README, "Interval data formats"; docs/billing-rules.md, 'Interval data';
+docs/formats.md):
 
 - **trueup interval CSV** (:func:`read_interval_csv`): ``timestamp,import_kwh,export_kwh`` and
   optional ``load_kwh,pv_kwh,battery_kwh``; ISO 8601 interval starts with a UTC offset.
@@ -8,6 +9,9 @@ Three formats (README, "Interval data formats"; docs/billing-rules.md, 'Interval
   times, a preamble, ``IMPORT (kWh)``/``EXPORT (kWh)`` or a single ``USAGE (kWh)`` column.
 - **CT-register exports** (:func:`read_ct_register_csv`, eGauge-style): a Grid and a Solar
   register, turned into meter import/export by the site's metering topology.
+- **Tesla app energy export** (:func:`read_tesla_app_csv`): the Day view's 5-minute average
+  power ``Date time,Home (kW),Solar (kW),Powerwall (kW),Grid (kW)``, converted to kWh; the
+  Week/Month/Year views' daily or monthly kWh totals are refused for billing.
 
 Every reader returns kWh per interval (never kW) with interval starts as UTC epoch seconds,
 one fixed interval length, and warnings in ``notes``. Bad input raises
@@ -20,7 +24,8 @@ filled in or zeroed: a missing interval is an error, or with ``allow_gaps=True``
 :func:`renet` aggregates to a coarser interval; :func:`coverage_gaps` lists missing spans;
 :func:`read_usage` sniffs the format and dispatches.
 
-Modules: :mod:`.interval_csv`, :mod:`.green_button`, :mod:`.ct_registers` (one reader each),
+Modules: :mod:`.interval_csv`, :mod:`.green_button`, :mod:`.ct_registers`, :mod:`.tesla_app`
+(one reader each),
 :mod:`.resample` (renet, coverage_gaps); shared by the readers: :mod:`._csv_input` (text, rows,
 numbers), :mod:`._times` (zones, local → UTC), :mod:`._problems` (collecting row errors),
 :mod:`._assemble` (sequence and gap checks, building IntervalData). This module sniffs the
@@ -29,13 +34,14 @@ format and dispatches.
 
 from __future__ import annotations
 
-from adapters.usage import ct_registers, green_button
+from adapters.usage import ct_registers, green_button, tesla_app
 from adapters.usage._csv_input import PathLike, csv_rows, read_text
 from adapters.usage._problems import MAX_PROBLEMS, fail
 from adapters.usage.ct_registers import Topology, read_ct_register_csv
 from adapters.usage.green_button import read_green_button_csv
 from adapters.usage.interval_csv import read_interval_csv
 from adapters.usage.resample import coverage_gaps, renet
+from adapters.usage.tesla_app import read_tesla_app_csv
 from optimizer.intervals import IntervalData
 
 __all__ = [
@@ -45,18 +51,20 @@ __all__ = [
     "read_ct_register_csv",
     "read_green_button_csv",
     "read_interval_csv",
+    "read_tesla_app_csv",
     "read_usage",
     "renet",
     "sniff_format",
 ]
 
 #: Format names accepted by :func:`read_usage` (``"auto"`` sniffs one of these).
-FORMATS = ("interval", "green_button", "ct_register")
+FORMATS = ("interval", "green_button", "ct_register", "tesla_app")
 _FORMAT_ALIASES = {
     "csv": "interval",
     "trueup": "interval",
     "greenbutton": "green_button",
     "ct": "ct_register",
+    "tesla": "tesla_app",
 }
 
 
@@ -76,6 +84,8 @@ def sniff_format(path: PathLike) -> str:
         if n == 0:
             if "import_kwh" in names:
                 return "interval"
+            if tesla_app.header_columns(cells) is not None:
+                return "tesla_app"
             ct = ct_registers.register_columns(cells)
             if "grid" in ct and "solar" in ct:
                 return "ct_register"
@@ -83,7 +93,8 @@ def sniff_format(path: PathLike) -> str:
                 f"cannot tell the file's format from its header {cells[:8]}",
                 f"{src}:{line}",
                 "use timestamp,import_kwh,export_kwh (trueup), a PG&E Green Button "
-                "download, or a CT export with Grid and Solar columns; or name the "
+                "download, a CT export with Grid and Solar columns, or the Tesla app's Day "
+                f"export ({tesla_app.DAY_HEADER}); or name the "
                 f"format with --format (fmt=) one of {list(FORMATS)}",
             )
     raise fail("the file is empty", src, "give a usage CSV with a header and data rows")
@@ -103,10 +114,11 @@ def read_usage(
     Args:
         path: the CSV file.
         fmt: ``"auto"`` (sniff from the header) or one of :data:`FORMATS`; the CLI's names
-            ``"csv"``, ``"green-button"`` and ``"ct"`` are accepted too.
+            ``"csv"``, ``"green-button"``, ``"ct"`` and ``"tesla"`` are accepted too.
         tz: IANA zone of local wall-clock times: Green Button files (default
-            ``"America/Los_Angeles"``, PG&E) and CT exports with local times. Ignored for
-            trueup's CSV, whose timestamps carry their offsets.
+            ``"America/Los_Angeles"``, PG&E), CT exports with local times, and Tesla app
+            exports whose times lost their offsets. Ignored for trueup's CSV, whose
+            timestamps carry their offsets.
         topology: ``"backfed"`` or ``"line_side_tap"``; required for CT-register files.
         allow_gaps: accept missing intervals (only real rows kept, gaps described in notes).
         service_kw: the site's service size, kW (default 96 kW, 400 A at 240 V): intervals
@@ -131,5 +143,7 @@ def read_usage(
             )
         return read_ct_register_csv(path, topology=topology, tz=tz, allow_gaps=allow_gaps,
                                     service_kw=service_kw)
+    if kind == "tesla_app":
+        return read_tesla_app_csv(path, tz=tz, allow_gaps=allow_gaps, service_kw=service_kw)
     raise fail(f"unknown usage format {fmt!r}", src,
                f"use --format auto (fmt='auto') or one of {list(FORMATS)}")
