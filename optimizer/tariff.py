@@ -487,7 +487,7 @@ class Tariff:
             return
         total = math.fsum(c.nbc_components.values())
         if abs(total - c.nbc_per_kwh) > NBC_SUM_TOLERANCE + 1e-12:
-            parts = " + ".join(f"{k} {v:g}" for k, v in c.nbc_components.items()) or "nothing"
+            parts = " + ".join(f"{k} {v:.5f}" for k, v in c.nbc_components.items()) or "nothing"
             raise self._err(("charges", "nbc_components"),
                             f"the components add up to {total:.5f} $/kWh ({parts}), but "
                             f"nbc_per_kwh is {c.nbc_per_kwh:.5f}",

@@ -121,7 +121,7 @@ def tariff_summary(t: Tariff) -> str:
                f"{c.minimum_per_month} $/month; annual minimum {c.annual_minimum} $")
     if c.nbc_components:
         out.append("  NBC components ($/kWh): "
-                   + ", ".join(f"{k} {v:g}" for k, v in c.nbc_components.items()))
+                   + ", ".join(f"{k} {v:.5f}" for k, v in c.nbc_components.items()))
     e = s.export
     value = ("" if e.scheme == "nem" else
              f"; export value: flat {e.flat_rate}" if e.flat_rate is not None else
