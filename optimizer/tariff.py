@@ -38,6 +38,8 @@ WEEKDAY, WEEKEND = 0, 1
 NETTING_WINDOWS = ("instantaneous", "15min", "hourly", "daily", "billing_period")
 #: $/kWh: an import rate above this is reported (no US residential rate comes near it)
 IMPLAUSIBLE_RATE = 2.0
+#: $/kWh: how far ``charges.nbc_components`` may add up from ``nbc_per_kwh`` (rounding)
+NBC_SUM_TOLERANCE = 0.00001
 
 
 class _Model(BaseModel):
@@ -82,6 +84,10 @@ class ChargesSpec(_Model):
     fixed_per_month: NonNeg = 0.0
     fixed_per_day: NonNeg = 0.0
     nbc_per_kwh: NonNeg = 0.0
+    # what nbc_per_kwh is made of, name → $/kWh, as the rate schedule lists them; they must
+    # add up to nbc_per_kwh. A component may be negative: PG&E publishes credits among them
+    # (a Nuclear Decommissioning refund, a Recovery Bond Credit)
+    nbc_components: dict[str, float] | None = None
     minimum_per_day: NonNeg = 0.0
     minimum_per_month: NonNeg = 0.0
     annual_minimum: NonNeg = 0.0
@@ -376,6 +382,7 @@ class Tariff:
                 reach[month_season[m], p] = True
         self.reachable = reach
         self._compile_rates(reach)
+        self._check_nbc_components()
         self._compile_export(reach)
         self._check_settlement_and_cap()
 
@@ -471,6 +478,21 @@ class Tariff:
                     raise self._err(("baseline", "allowance_kwh_per_day"),
                                     f"no baseline allowance for season {sname!r}",
                                     f"add {sname} = <kWh per day>")
+
+    def _check_nbc_components(self) -> None:
+        """``charges.nbc_components``, when given, must add up to ``nbc_per_kwh`` (to within
+        :data:`NBC_SUM_TOLERANCE`): a component typed wrong, or left out, shows here."""
+        c = self.spec.charges
+        if c.nbc_components is None:
+            return
+        total = math.fsum(c.nbc_components.values())
+        if abs(total - c.nbc_per_kwh) > NBC_SUM_TOLERANCE + 1e-12:
+            parts = " + ".join(f"{k} {v:.5f}" for k, v in c.nbc_components.items()) or "nothing"
+            raise self._err(("charges", "nbc_components"),
+                            f"the components add up to {total:.5f} $/kWh ({parts}), but "
+                            f"nbc_per_kwh is {c.nbc_per_kwh:.5f}",
+                            "correct the component that is wrong or missing, or set "
+                            f"nbc_per_kwh = {total:.5f} (their sum)")
 
     def _check_plausible_rates(self, tiers: dict[tuple[int, int], list]) -> None:
         """The NBC is a component of every import rate (PG&E's rate components), so it

@@ -240,3 +240,39 @@ def test_an_nbc_above_every_import_rate_is_refused_and_above_some_warned():
 def test_an_import_rate_in_cents_is_warned():
     t = load(EV2A.replace("summer = { peak = 0.658", "summer = { peak = 65.8", 1))
     assert any("import rate 65.8 $/kWh is above 2 $/kWh" in w for w in t.warnings)
+
+
+def with_nbc_components(components: str) -> str:
+    """EV2A (nbc_per_kwh = 0.03273) with an ``nbc_components`` line under it."""
+    nbc = next(ln for ln in EV2A.splitlines() if ln.startswith("nbc_per_kwh"))
+    return EV2A.replace(nbc, f"{nbc}\nnbc_components = {{ {components} }}")
+
+
+def test_nbc_components_that_add_up_to_the_nbc_are_kept():
+    """PG&E's 2023-09-01 components: 0.02578 + 0.00135 + 0.00530 + 0.00030 = 0.03273; a
+    credit among them (a negative component) is allowed, and so is rounding within
+    $0.00001."""
+    parts = ("public_purpose_programs = 0.02578, nuclear_decommissioning = 0.00135, "
+             "wildfire_fund_charge = 0.00530, competition_transition_charge = 0.00030")
+    t = load(with_nbc_components(parts))
+    assert t.spec.charges.nbc_components["wildfire_fund_charge"] == 0.00530
+    assert sum(t.spec.charges.nbc_components.values()) == pytest.approx(0.03273, abs=1e-12)
+    # 0.02578 + 0.00136 + 0.00530 + 0.00030 = 0.03274: $0.00001 off, still rounding
+    load(with_nbc_components(parts.replace("0.00135", "0.00136")))
+    # a bond charge and its credit cancel: 0.03273 + 0.00857 − 0.00857
+    load(with_nbc_components(parts + ", recovery_bond_charge = 0.00857, "
+                                     "recovery_bond_credit = -0.00857"))
+
+
+def test_nbc_components_that_do_not_add_up_are_refused_at_their_line():
+    """The Competition Transition Charge left out: 0.02578 + 0.00135 + 0.00530 = 0.03243,
+    $0.00030 short of nbc_per_kwh 0.03273."""
+    text = with_nbc_components("public_purpose_programs = 0.02578, "
+                               "nuclear_decommissioning = 0.00135, wildfire_fund_charge = 0.00530")
+    line = next(i for i, ln in enumerate(text.splitlines(), 1)
+                if ln.startswith("nbc_components"))
+    e = error_of(text)
+    assert e.where == f"my.toml:{line}: charges.nbc_components"
+    assert "add up to 0.03243 $/kWh" in e.what and "nbc_per_kwh is 0.03273" in e.what
+    assert "set nbc_per_kwh = 0.03243" in e.fix
+    assert str(e).startswith(f"my.toml:{line}: charges.nbc_components: the components add up")

@@ -119,6 +119,9 @@ def tariff_summary(t: Tariff) -> str:
     out.append(f"  charges: NBC {c.nbc_per_kwh} $/kWh on every import; fixed {c.fixed_per_month}"
                f" $/month + {c.fixed_per_day} $/day; minimum {c.minimum_per_day} $/day + "
                f"{c.minimum_per_month} $/month; annual minimum {c.annual_minimum} $")
+    if c.nbc_components:
+        out.append("  NBC components ($/kWh): "
+                   + ", ".join(f"{k} {v:.5f}" for k, v in c.nbc_components.items()))
     e = s.export
     value = ("" if e.scheme == "nem" else
              f"; export value: flat {e.flat_rate}" if e.flat_rate is not None else
