@@ -284,3 +284,19 @@ def test_bill_with_the_config_uses_its_tariff_and_true_up_month(tmp_path, exampl
     assert with_config["true_ups"][0]["month"].endswith("-04")
     assert main(["bill", "--usage", str(example_csv)]) == 2
     assert "give --tariff, or --config" in capsys.readouterr().err
+
+
+def test_tariff_list_shows_pge_tariffs_with_effective_dates_and_sources(capsys):
+    assert main(["tariff", "list"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("pge-")
+            and "-2026 " in line]
+    # E-TOU-C, E-TOU-D, E-ELEC and EV2-A under NEM1, NEM2, NEM2-PS and NBT
+    assert len(rows) == 16
+    for line in rows:
+        assert "2026-03-01" in line and "AL 7846-E" in line and "Schedule" in line
+        assert " *" not in line or "2026-03-01 *" in line
+    # the 2024 illustrative files are older than a year at any date after 2025-03: marked
+    old = [line for line in out.splitlines() if line.startswith("pge-ev2a-nem2ps-2024")]
+    assert old and "2024-01-01 *" in old[0]
+    assert "more than a year old" in out

@@ -431,7 +431,7 @@ def cmd_tariff(args) -> int:
             stale = rates_date_note(t, now) is not None
             old += stale
             rows.append([tid, t.spec.export.scheme, t.spec.effective + (" *" if stale else ""),
-                         _short(t.spec.source, 72)])
+                         _source_label(t.spec.source)])
         print(table(["id", "scheme", "effective", "source"], rows, align="llll"))
         if old:
             print(f"\n* {old} tariff(s) more than a year old today: their rates may have "
@@ -464,6 +464,17 @@ def cmd_tariff(args) -> int:
     else:
         print(text)
     return 0
+
+
+def _source_label(source: str) -> str:
+    """A tariff's source for a table row: "<schedule>, AL <number>" when the source names an
+    advice letter, else its first 72 characters."""
+    import re
+
+    m = re.search(r"Advice Letter (\S+?)[,;. ]", source + " ")
+    if m:
+        return f"{source.split(',')[0].strip()}, AL {m.group(1)}"
+    return _short(source, 72)
 
 
 def _short(text: str, width: int) -> str:
