@@ -764,11 +764,13 @@ RATES_AGE_DAYS = 366
 
 
 def rates_date_note(tariff: Tariff, first_utc: int, last_utc: int | None = None,
-                    *, what: str = "the plan") -> str | None:
+                    *, what: str = "the plan", before: bool = True) -> str | None:
     """A warning when ``what`` (a plan, a bill) prices dates the tariff's rates may not be
     the ones billed: before its ``effective`` date, or more than :data:`RATES_AGE_DAYS` after
     it. ``first_utc``/``last_utc``: the first and last instant priced, UTC epoch seconds.
-    None when in range, or when the tariff states no effective date."""
+    None when in range, or when the tariff states no effective date. ``before=False``
+    leaves dates before the effective date unremarked (a what-if of past usage at today's
+    rates is the point, not a mistake)."""
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
@@ -779,7 +781,7 @@ def rates_date_note(tariff: Tariff, first_utc: int, last_utc: int | None = None,
         return None
     last = first_utc if last_utc is None else last_utc
     day = datetime.fromtimestamp(first_utc, zone).date().isoformat()
-    if first_utc < eff:
+    if first_utc < eff and before:
         return (f"the tariff {tariff.id}'s rates take effect {tariff.spec.effective}, after "
                 f"{day}: {what} prices that day at rates not yet in force (use the tariff "
                 "in force then, or check the dates)")

@@ -300,3 +300,21 @@ def test_tariff_list_shows_pge_tariffs_with_effective_dates_and_sources(capsys):
     old = [line for line in out.splitlines() if line.startswith("pge-ev2a-nem2ps-2024")]
     assert old and "2024-01-01 *" in old[0]
     assert "more than a year old" in out
+
+
+def test_bill_warns_when_the_rates_are_not_in_force_for_the_billed_dates(tmp_path, capsys):
+    """The example year 2025 on the 2026 rates (effective 2026-03-01) is a bill at rates not
+    yet in force; on the 2024 rates (effective 2024-01-01) its last day is 730 days later:
+    more than 366, warned; the year 2024 on them is within 366 days: no warning."""
+    from trueup.example import example_year, write_csv
+
+    usage, usage24 = tmp_path / "year.csv", tmp_path / "2024.csv"
+    write_csv(example_year(2025), usage)
+    write_csv(example_year(2024), usage24)
+    assert main(["bill", "--tariff", "pge-ev2a-nem2-2026", "--usage", str(usage)]) == 0
+    err = capsys.readouterr().err
+    assert "take effect 2026-03-01, after 2025-01-01: the bill prices" in err
+    assert main(["bill", "--tariff", "pge-ev2a-nem2-2024", "--usage", str(usage)]) == 0
+    assert "rates are from 2024-01-01, 2.0 years before 2025-12-31" in capsys.readouterr().err
+    assert main(["bill", "--tariff", "pge-ev2a-nem2-2024", "--usage", str(usage24)]) == 0
+    assert "warning: the tariff" not in capsys.readouterr().err

@@ -405,12 +405,14 @@ def cmd_bill(args) -> int:
     return 0
 
 
-def _warn_rates_date(tariff, data, what: str) -> None:
-    """Say on stderr when ``data``'s dates are far from the tariff's effective date."""
+def _warn_rates_date(tariff, data, what: str, *, before: bool = True) -> None:
+    """Say on stderr when ``data``'s dates are far from the tariff's effective date
+    (``before=False``: not when they precede it)."""
     from optimizer.tariff import rates_date_note
 
     if len(data):
-        note = rates_date_note(tariff, int(data.start_utc[0]), data.end_utc - 1, what=what)
+        note = rates_date_note(tariff, int(data.start_utc[0]), data.end_utc - 1, what=what,
+                               before=before)
         if note:
             print(f"warning: {note}", file=sys.stderr)
 
@@ -721,7 +723,8 @@ def cmd_backtest(args) -> int:
         raise InputError(f"--jobs {args.jobs} must be at least 1", where="--jobs",
                          fix="give the number of worker processes, e.g. --jobs 2")
     window = select_period(data, start, args.days, tariff.tz)
-    _warn_rates_date(tariff, window, "the backtest")
+    # last year's usage at this year's rates is what a what-if asks: only old rates warn
+    _warn_rates_date(tariff, window, "the backtest", before=False)
     replay = replay_from_config(cfg, tariff, window, context=context_of(data, window, prior),
                                 forecast=args.forecast, noise=ForecastNoise(seed=args.seed))
     bar = None if args.json else ProgressBar(sys.stderr)
