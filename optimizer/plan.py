@@ -12,9 +12,11 @@ expression per step):
 * :func:`add_soc_dynamics` — SOC with one-way efficiencies, the floor and the ceiling.
 * :func:`add_grid_charge_limit` — grid charging no faster than a setting can command.
 * :func:`add_export_cap` — the NEM-PS monthly cap on *total* exports, soft: kWh beyond the
-  month's budget are allowed only at the price the tariff de-credits them (§2.3).
+  month's budget are allowed only at the price the tariff de-credits them (docs/billing-rules.md,
+  'The NEM-PS export cap and de-credit order').
 * :func:`add_wear` — battery wear on the cycling a plan adds beyond Self-Powered's.
-* :func:`add_true_up_epigraph` — PG&E NEM2's true-up as convex epigraph variables (§2.2):
+* :func:`add_true_up_epigraph` — PG&E NEM2's true-up as convex epigraph variables
+  (docs/true-up.md):
   ``due = max(ΣNBC + max(0, ΣCx), ΣMDC) − ΣMDC`` over year-to-date + plan + rest of period.
 * :func:`add_no_simultaneous_flows` — binaries, added only when the LP's answer charges and
   discharges (or imports and exports) in the same step.

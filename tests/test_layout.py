@@ -52,3 +52,19 @@ def test_the_check_itself_sees_a_forbidden_import(tmp_path):
     f = tmp_path / "x.py"
     f.write_text("def f():\n    import os\n    from trueup.config import load_config\n")
     assert imports(f) == [(2, "os"), (3, "trueup")]
+
+
+def test_the_product_points_only_to_files_in_the_repository():
+    """README, docs, --help and messages are read by owners who have only the clone: no
+    team notes outside it, no tracker numbers of ours, no section marks of a notes file."""
+    import re
+
+    bad = re.compile(r"shared/|DOMAIN\.md|ARCHITECTURE\.md|issue [0-9]|§\s*[0-9]\.[0-9]")
+    files = [ROOT / "README.md"] + [p for d in ("docs", "trueup", "optimizer", "adapters",
+                                                "forecasts")
+                                    for p in (ROOT / d).rglob("*") if p.is_file()
+                                    and p.suffix in {".md", ".py", ".toml", ".txt"}]
+    hits = [f"{p.relative_to(ROOT)}:{n}: {line.strip()}" for p in files
+            for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+            if bad.search(line)]
+    assert not hits, "\n".join(hits)

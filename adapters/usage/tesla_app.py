@@ -35,12 +35,12 @@ can be exported):
   (kWh)``);
 - the cloud API the app reads (timdorr's tesla-api documentation, energy history: power in W
   as ``solar_power``, ``battery_power``, ``grid_power``; jasonacox/Powerwall-Dashboard
-  issue 87, the ``tesla-history`` tool's mapping: home = solar + battery + grid, battery > 0
+  GitHub #87, the ``tesla-history`` tool's mapping: home = solar + battery + grid, battery > 0
   = from Powerwall, grid > 0 = from grid);
-- tomhollander/PowerwallCompanion issue 8 (the app rounds power to 0.1 kW);
-  netzero-labs/tesla-solar-download issue 6 (values in the app's download appear 5 minutes
+- tomhollander/PowerwallCompanion GitHub #8 (the app rounds power to 0.1 kW);
+  netzero-labs/tesla-solar-download GitHub #6 (values in the app's download appear 5 minutes
   later than in the API's start-stamped series, checked against Powerwall-Dashboard's
-  gateway readings) and issue 21 (the app exports one day at a time, at limited precision).
+  gateway readings) and #21 (the app exports one day at a time, at limited precision).
 
 Interval timing: each row is read as the average over the 5 minutes *starting* at its time,
 so a day's rows 00:00 … 23:55 tile that day and a month of day files bills as that month.
