@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -133,3 +134,24 @@ def test_backtest_json_names_the_estimated_columns(green_button, capsys):
     assert code == 0
     assert out["usage"]["estimated"] == ["pv_kwh", "load_kwh"]
     assert any("pvlib" in n for n in out["usage"]["notes"])
+
+
+def test_a_green_button_year_and_a_trueup_toml_give_the_what_if_in_one_command(
+        green_button, tmp_path, capsys):
+    """The owner's config (its tariff, its arrays) is what the what-if uses: PV is estimated
+    for its 9.6 kW array, and the 2026 tariff bills it."""
+    cfg = tmp_path / "trueup.toml"
+    text = (Path(__file__).resolve().parents[1] / "trueup" / "example-site.toml").read_text()
+    text = text.replace('tariff = "pge-ev2a-nem2ps-2024"', 'tariff = "pge-ev2a-nem2-2026"')
+    text = text.replace("kw_dc = 7.2", "kw_dc = 9.6")
+    cfg.write_text(text, encoding="utf-8")
+    code = main(["backtest", "--config", str(cfg), "--usage", str(green_button),
+                 "--start", "2025-08-01", "--days", "2", "--strategy", "trueup"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "PG&E EV2-A, NEM2 (rates effective 2026-03-01" in out
+    assert "(1 array(s), 9.6 kW DC)" in out
+    rows = {line.split("  ")[0]: line for line in out.splitlines()}
+    assert {"no battery (the same home, its PV, no battery)",
+            "the battery as Tesla runs it (Self-Powered)",
+            "the battery run by trueup"} <= set(rows)
