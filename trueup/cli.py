@@ -485,24 +485,9 @@ def cmd_plan(args) -> int:
 
 
 def cmd_status(args) -> int:
-    import dataclasses
+    from trueup.gateway_check import run_status
 
-    from trueup.config import load_config
-    from trueup.gateways import build_gateway
-    from trueup.report import status_report
-
-    cfg = load_config(args.config)
-    gw = build_gateway(cfg)
-    state = gw.read()
-    if args.json:
-        out = dataclasses.asdict(state)
-        out["settings"] = {k: (str(v) if v is not None and not isinstance(v, bool | float)
-                               else v) for k, v in out["settings"].items()}
-        out["gateway"] = gw.name
-        print(json.dumps(out, indent=2))
-    else:
-        print(status_report(state, gw.name, cfg))
-    return 0 if state.ok else 1
+    return run_status(args.config, as_json=args.json)
 
 
 def _duration(seconds: int) -> str:

@@ -512,6 +512,9 @@ class PowerwallGateway:
                     f"setup -v1r -authpath {auth}` (it writes {auth}/{V1R_KEY}, chmod 600; "
                     "switch the Powerwall off and on within 10 minutes if it asks)")
         flag, name = ("-fleetapi ", FLEET_CONFIG) if kind == "fleetapi" else ("", CLOUD_AUTH)
+        email = "" if kind == "fleetapi" else self._cloud_email(required=False)
+        if email and email != "nobody@nowhere.com":
+            flag = f"-email {email} "
         return (f"run `python -m pypowerwall setup {flag}-authpath {auth}` as the user trueup "
                 f"runs as; then check that {auth}/{name} is readable and writable by that "
                 "user only (chmod 600)")
