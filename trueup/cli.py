@@ -16,6 +16,7 @@ EPILOG = """\
 examples:
   trueup run                                    the daemon (example site, simulated, dry run)
   trueup demo                                   bill the built-in example year
+  trueup gateway setup                          connect trueup to your Powerwall (guided)
   trueup status                                 read the Powerwall once (the first thing to run)
   trueup plan                                   the battery plan for the next 48 h (dry run)
   trueup tariff list                            tariffs that ship with trueup
@@ -212,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     stp.add_argument("--config", metavar="FILE",
                      help="trueup.toml (default: the built-in example site, simulated)")
     stp.add_argument("--json", action="store_true", help="print the reading as JSON")
+    from trueup.gateway_setup import add_parser as _gateway_parser
+
+    _gateway_parser(sub)
     r = sub.add_parser(
         "run",
         help="the daemon: read, forecast, plan and apply, always on",
@@ -708,6 +712,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_plan(args)
         if args.cmd == "status":
             return cmd_status(args)
+        if args.cmd == "gateway":
+            from trueup.gateway_setup import cmd_gateway
+
+            return cmd_gateway(args)
         if args.cmd == "import":
             return cmd_import(args)
         if args.cmd == "backtest":
