@@ -402,3 +402,25 @@ def test_the_written_files_hold_no_secret_and_the_backup_keeps_the_old_file(
         assert PASSWORD not in (home / name).read_text()
     assert (home / "trueup.toml.bak").read_bytes() == (home / "before.toml").read_bytes()
     assert PASSWORD not in capsys.readouterr().out
+
+
+def test_the_daemon_log_masks_both_gateway_passwords(tmp_path):
+    from trueup.logs import RedactingFilter, secret_values
+
+    pw, wifi = tmp_path / "pw", tmp_path / "wifi"
+    pw.write_text(PASSWORD + "\n")
+    wifi.write_text(WIFI + "\n")
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "got %s and %s",
+                               (PASSWORD, WIFI), None)
+    RedactingFilter(secret_values(str(pw), str(wifi), "")).filter(record)
+    assert record.getMessage() == "got *** and ***"
+
+
+def test_status_json_says_what_answered_and_what_failed(home, capsys):
+    import json
+
+    (home / "trueup.toml").write_text(MINE)
+    assert main(["status", "--config", str(home / "trueup.toml"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["answered_by"] == ["simulated"] and out["failures"] == []
+    assert out["settings"]["reserve_percent"] == 35.0
