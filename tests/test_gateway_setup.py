@@ -424,3 +424,20 @@ def test_status_json_says_what_answered_and_what_failed(home, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["answered_by"] == ["simulated"] and out["failures"] == []
     assert out["settings"]["reserve_percent"] == 35.0
+
+
+def test_the_toml_editor_changes_only_the_keys_it_sets():
+    from optimizer.errors import InputError
+    from trueup.toml_section import set_keys
+
+    text = ('top = "x"  # [gateway] in a comment\r\n[gateway]\r\nhost = "a#b"   # the host\r\n'
+            'hosts = ["a",  # a multi-line value\r\n  "b"]\r\n'
+            '[gateway.more]\r\nz = 1\r\n')
+    new = set_keys(text, "gateway", {"host": "10.0.0.2", "mode": "none"})
+    assert new == text.replace('host = "a#b"   # the host',
+                               'host = "10.0.0.2" # the host').replace(
+        '  "b"]\r\n', '  "b"]\r\nmode = "none"\r\n')
+    assert set_keys("a = 1", "gateway", {"kind": "powerwall"}) == \
+        'a = 1\n\n[gateway]\nkind = "powerwall"\n'
+    with pytest.raises(InputError, match="cannot edit"):
+        set_keys('gateway = { kind = "simulated" }\n', "gateway", {"kind": "powerwall"})

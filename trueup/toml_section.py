@@ -62,14 +62,15 @@ def _value_end(lines: list[str], i: int, eq: int) -> tuple[int, int]:
 def set_keys(text: str, table: str, values: dict[str, Any]) -> str:
     """``text`` with ``[table]``'s keys set to ``values``; see the module docstring."""
     lines = text.splitlines(keepends=True)
+    nl = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"  # the file's own
     headers = [(i, m.group(1).strip("\"'"), line.lstrip().startswith("[["))
                for i, line in enumerate(lines) if (m := _HEADER.match(line))]
     start = next((i for i, name, array in headers if name == table and not array), None)
     todo = dict(values)
     if start is None:
-        add = "".join(f"{k} = {toml_value(v)}\n" for k, v in todo.items())
-        sep = "" if not text else ("\n" if text.endswith("\n") else "\n\n")
-        new = f"{text}{sep}[{table}]\n{add}"
+        add = "".join(f"{k} = {toml_value(v)}{nl}" for k, v in todo.items())
+        sep = "" if not text else (nl if text.endswith("\n") else nl * 2)
+        new = f"{text}{sep}[{table}]{nl}{add}"
     else:
         end = next((i for i, _, _ in headers if i > start), len(lines))
         last = start  # the table's last line that belongs to a key/value
@@ -100,8 +101,8 @@ def set_keys(text: str, table: str, values: dict[str, Any]) -> str:
             i = j + 1
         if todo:
             if not lines[last].endswith("\n"):
-                lines[last] += "\n"
-            lines[last + 1:last + 1] = [f"{k} = {toml_value(v)}\n" for k, v in todo.items()]
+                lines[last] += nl
+            lines[last + 1:last + 1] = [f"{k} = {toml_value(v)}{nl}" for k, v in todo.items()]
         new = "".join(lines)
     _check(text, new, table, values)
     return new
