@@ -92,6 +92,7 @@ class GatewayState:
     """What the fake gateway reports. Change it freely between reads."""
 
     password: str = "S3cret"  # the customer password
+    gw_pwd: str = "QRSTICKER1"  # the gateway Wi-Fi password (QR sticker), for /tedapi/din
     soe_raw: float = app_to_raw(50.0)  # raw %, as /api/system_status/soe reports it
     site_w: float = 250.0  # + importing
     solar_w: float = 3200.0
@@ -189,6 +190,15 @@ class FakeGateway:
     ``/api/site_info``, ``/api/site_info/site_name``, ``/api/powerwalls``,
     ``/api/devices/vitals`` (404, as firmware ≥ 23.44). Anything else: 404. Every request
     but the login needs a valid session cookie (else 401, and pypowerwall logs in again).
+    The login takes the form body pypowerwall's local client posts and the JSON body its
+    v1r transport posts.
+
+    TEDAPI, only as far as connecting: ``GET /`` answers the web portal (200, no login, as
+    a Powerwall 2 gateway does), ``GET /tedapi/din`` the DIN to HTTP Basic auth
+    ``Tesla_Energy_Device:<gw_pwd>`` or a session's bearer token, else 403 (the answer
+    pypowerwall reads as a wrong gateway password). The protobuf queries (``/tedapi/v1``,
+    ``/tedapi/v1r``) are not faked: they answer 404, so TEDAPI and v1r connections log in
+    and then read nothing.
     """
 
     def __init__(self, state: GatewayState | None = None, *, port: int = 0) -> None:
@@ -299,6 +309,19 @@ class FakeGateway:
         if path == "/api/login/Basic" and method == "POST":
             self._login(h, body)
             return
+        if path == "/" and method == "GET":
+            self._send_raw(h, 200, b"<html><body>Tesla Energy Gateway</body></html>",
+                           "text/html")
+            return
+        if path == "/tedapi/din" and method == "GET":
+            if self._basic_ok(h) or self._authorised(h):
+                self._send_raw(h, 200, _template("status.json")["din"].encode(), "text/plain")
+            else:
+                self._send(h, 403, {"code": 403, "error": "Access Denied"})
+            return
+        if path.startswith("/tedapi/") and self._basic_ok(h):
+            self._send(h, 404, {"code": 404, "error": "Not found", "message": path})
+            return
         if not self._authorised(h):
             self._send(h, 401, {"code": 401, "error": "bad credentials",
                                 "message": "Unauthorized"})
@@ -336,7 +359,15 @@ class FakeGateway:
         self._send(h, 200, route())
 
     def _login(self, h: _Handler, body: bytes) -> None:
-        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+        text = body.decode("utf-8", "replace")
+        try:  # v1r posts JSON, the local client a form
+            given = json.loads(text) if text.lstrip().startswith("{") else None
+        except ValueError:
+            given = None
+        if isinstance(given, dict):
+            form = {k: [str(v)] for k, v in given.items()}
+        else:
+            form = urllib.parse.parse_qs(text)
         if form.get("password", [""])[0] != self.state.password or \
                 form.get("username", [""])[0] != "customer":
             self._send(h, 401, {"code": 401, "error": "bad credentials",
@@ -360,6 +391,18 @@ class FakeGateway:
                 jar[k] = v
         bearer = (h.headers.get("Authorization") or "").removeprefix("Bearer ")
         return jar.get("AuthCookie") in self._sessions or bearer in self._sessions
+
+    def _basic_ok(self, h: _Handler) -> bool:
+        import base64
+
+        auth = h.headers.get("Authorization") or ""
+        if not auth.startswith("Basic "):
+            return False
+        try:
+            user, _, pwd = base64.b64decode(auth[6:]).decode().partition(":")
+        except ValueError:
+            return False
+        return user == "Tesla_Energy_Device" and pwd == self.state.gw_pwd
 
     def _aggregates(self) -> dict:
         s = self.state

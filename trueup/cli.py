@@ -16,6 +16,7 @@ EPILOG = """\
 examples:
   trueup run                                    the daemon (example site, simulated, dry run)
   trueup demo                                   bill the built-in example year
+  trueup gateway setup                          connect trueup to your Powerwall (guided)
   trueup status                                 read the Powerwall once (the first thing to run)
   trueup plan                                   the battery plan for the next 48 h (dry run)
   trueup tariff list                            tariffs that ship with trueup
@@ -226,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     stp.add_argument("--config", metavar="FILE",
                      help="trueup.toml (default: the built-in example site, simulated)")
     stp.add_argument("--json", action="store_true", help="print the reading as JSON")
+    from trueup.gateway_setup import add_parser as _gateway_parser
+
+    _gateway_parser(sub)
     r = sub.add_parser(
         "run",
         help="the daemon: read, forecast, plan and apply, always on",
@@ -557,24 +561,9 @@ def cmd_plan(args) -> int:
 
 
 def cmd_status(args) -> int:
-    import dataclasses
+    from trueup.gateway_check import run_status
 
-    from trueup.config import load_config
-    from trueup.gateways import build_gateway
-    from trueup.report import status_report
-
-    cfg = load_config(args.config)
-    gw = build_gateway(cfg)
-    state = gw.read()
-    if args.json:
-        out = dataclasses.asdict(state)
-        out["settings"] = {k: (str(v) if v is not None and not isinstance(v, bool | float)
-                               else v) for k, v in out["settings"].items()}
-        out["gateway"] = gw.name
-        print(json.dumps(out, indent=2))
-    else:
-        print(status_report(state, gw.name, cfg))
-    return 0 if state.ok else 1
+    return run_status(args.config, as_json=args.json)
 
 
 def _duration(seconds: int) -> str:
@@ -659,7 +648,8 @@ def cmd_run(args) -> int:
     from trueup.logs import secret_values, setup_logging
 
     cfg = load_config(args.config)  # errors here exit 2 before anything starts
-    setup_logging(args.log_format, secrets=secret_values(cfg.gateway.password_file))
+    setup_logging(args.log_format, secrets=secret_values(cfg.gateway.password_file,
+                                                         cfg.gateway.gw_pwd_file))
     return run(args.config, dry_run=args.dry_run or args.config is None,
                data_dir=args.data_dir)
 
@@ -810,6 +800,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_plan(args)
         if args.cmd == "status":
             return cmd_status(args)
+        if args.cmd == "gateway":
+            from trueup.gateway_setup import cmd_gateway
+
+            return cmd_gateway(args)
         if args.cmd == "import":
             return cmd_import(args)
         if args.cmd == "backtest":

@@ -33,9 +33,12 @@ class _Section(BaseModel):
 class GatewaySection(_Section):
     kind: Literal["simulated", "powerwall"] = "simulated"
     host: str = "192.168.91.1"
-    mode: Literal["fleetapi", "cloud", "v1r", "none"] = "fleetapi"
+    # fleetapi | cloud | v1r control the battery; none (local API) and tedapi (the gateway's
+    # Wi-Fi TEDAPI) only read it (docs/powerwall.md, "Connecting your Powerwall")
+    mode: Literal["fleetapi", "cloud", "v1r", "tedapi", "none"] = "fleetapi"
     authpath: str = "/var/lib/trueup/auth"
     password_file: str = "/etc/trueup/gw_password"
+    gw_pwd_file: str = ""  # the gateway Wi-Fi password (QR sticker), for mode = tedapi
     tls_pin_file: str = ""  # the gateway certificate's pin; "" = <authpath>/gateway-cert.sha256
     # the simulated site only (trueup/simclock.py): simulated seconds per real second (> 1
     # runs a day in minutes), the simulated start (ISO 8601 with its offset; default now)

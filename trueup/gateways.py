@@ -27,6 +27,9 @@ def simulated_site(cfg: TrueupConfig, clock: Clock, *, soc_percent: float = 50.0
     """The configured site simulated: expected PV (clear sky × clearness) and the typical
     load, 5-minute steps, lifetime counters with a few years on them.
 
+    A fresh simulator starts in the configured owner's settings: Self-Powered at the
+    configured backup floor (``battery.backup_floor_percent``), not the example home's 20 %.
+
     With ``state_file`` (``simulator.json`` in the data dir) the simulator carries on from
     the state saved there — time, SOC, lifetime counters, settings — simulating the time
     the process was stopped, as a real site runs on; it saves its state after every read
@@ -47,7 +50,10 @@ def simulated_site(cfg: TrueupConfig, clock: Clock, *, soc_percent: float = 50.0
     counters = {"grid_import_wh": 0.4e3 * years, "grid_export_wh": 0.5e3 * years,
                 "solar_wh": 1.3e3 * years, "home_wh": 1.2e3 * years,
                 "battery_import_wh": 0.3e3 * years, "battery_export_wh": 0.27e3 * years}
-    kw: dict = {}
+    from optimizer.behaviour import ExportRule, Mode, Settings
+
+    kw: dict = {"settings": Settings(Mode.SELF_POWERED, cfg.battery.backup_floor_percent,
+                                     False, ExportRule.PV_ONLY)}
     saved = _load_state(state_file, clock.now())
     if saved is not None:
         soc_percent, counters = saved["soc_percent"], saved["counters_wh"]

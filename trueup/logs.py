@@ -41,12 +41,14 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def secret_values(password_file: str | None) -> list[str]:
-    """The secrets whose values must never be logged (read only to mask them)."""
+def secret_values(*files: str | None) -> list[str]:
+    """The secrets in ``files`` (the gateway's password files), whose values must never
+    be logged (read only to mask them)."""
     out = []
-    if password_file:
-        with contextlib.suppress(OSError):  # unreadable: then it cannot be logged either
-            out.append(Path(password_file).read_text(encoding="utf-8").strip())
+    for file in files:
+        if file:
+            with contextlib.suppress(OSError):  # unreadable: then it cannot be logged either
+                out.append(Path(file).read_text(encoding="utf-8").strip())
     return out
 
 

@@ -226,8 +226,11 @@ def plan_report(result, cfg) -> str:
     return "\n".join(out)
 
 
-def status_report(state, gateway: str, cfg) -> str:
-    """One gateway reading for the terminal; unknowns with their reasons."""
+def status_report(state, gateway: str, cfg, *, answered_by: str | None = None,
+                  limits=None, firmware: str | None = None) -> str:
+    """One gateway reading for the terminal. With ``limits`` (what the path cannot read,
+    trueup.gateway_check) only those are explained here, the failures being printed apart;
+    without, every unknown with its reason."""
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
@@ -238,7 +241,11 @@ def status_report(state, gateway: str, cfg) -> str:
     s = state.settings
     soc = "unknown" if state.soc_percent is None else f"{state.soc_percent:.1f} %"
     lines = [
-        f"trueup status — {gateway}, answered by: {state.source} ({when:%Y-%m-%d %H:%M:%S %Z})",
+        f"trueup status — {gateway}, answered by: {answered_by or state.source} "
+        f"({when:%Y-%m-%d %H:%M:%S %Z})",
+        f"  site      {cfg.source}: {cfg.battery.usable_kwh:g} kWh usable in "
+        f"{cfg.battery.units} unit{'s' if cfg.battery.units > 1 else ''}, backup floor "
+        f"{cfg.battery.backup_floor_percent:g} %",
         f"  battery   {soc}",
         f"  solar     {kw(state.solar_w)}",
         f"  home      {kw(state.home_w)}",
@@ -257,6 +264,12 @@ def status_report(state, gateway: str, cfg) -> str:
 
         lines.append(f"  counters  grid in {kwh_or_unknown(state.grid_import_wh)}, grid out "
                      f"{kwh_or_unknown(state.grid_export_wh)} since installation")
+    if firmware:
+        lines.append(f"  firmware  {firmware}")
+    if limits is not None:
+        for names, why in limits:
+            lines.append(f"  not read: {', '.join(names)}: {why}")
+        return "\n".join(lines)
     by_reason: dict[str, list[str]] = {}
     for name, why in state.unknown.items():
         by_reason.setdefault(why, []).append(name)

@@ -8,11 +8,14 @@ never silently answered by another path (docs/powerwall.md, 'Connection paths'):
   ``password_file`` are set: free, within the LAN, and the only path with lifetime energy
   counters. Otherwise (``host`` or ``password_file`` empty) reads go over the control
   connection (about two billed requests per read on FleetAPI). In ``v1r`` mode one
-  TEDAPI-v1r connection reads and writes.
+  TEDAPI-v1r connection reads and writes. In ``tedapi`` mode (read-only) reads go over
+  the gateway's Wi-Fi TEDAPI at ``host`` (192.168.91.1 on the gateway's own Wi-Fi
+  network) with the Wi-Fi password from the gateway's QR sticker, kept in ``gw_pwd_file``.
 * **control** — ``fleetapi`` (Tesla Fleet API; billed per request), ``cloud`` (Owner API)
   or ``v1r`` (LAN TEDAPI with an RSA key registered by ``python -m pypowerwall setup -v1r``
-  and stored as ``<authpath>/tedapi_rsa_private.pem``). ``none`` = read-only: :meth:`apply`
-  refuses. The local customer login cannot write (the gateway answers 403).
+  and stored as ``<authpath>/tedapi_rsa_private.pem``). ``none`` and ``tedapi`` are
+  read-only: :meth:`apply` refuses. The local customer login cannot write (the gateway
+  answers 403).
 
 Reads never raise and never turn a failure into a number: each of pypowerwall's failure shapes
 (docs/powerwall.md, 'Failure shapes') becomes ``None`` with the reason in
@@ -38,22 +41,29 @@ goes through the injected :class:`Clock`.
 Public API: :class:`PowerwallGateway` — ``from_config(section)``, ``read()``,
 ``apply(settings)``, ``fields_to_write(settings)`` (for the safety rails' write budget),
 ``connect()`` (raises :class:`~optimizer.errors.InputError` naming the fix), ``close()``,
-``source``, ``warnings``.
+``firmware()`` (read-only), ``source``, ``warnings``.
+
+A connection that fails is logged once (the same failure again only at debug level), and
+its reading's unknown fields are not logged a second time; what pypowerwall logs while a
+connection is opened goes into that one message rather than to the log. Each failure's
+:class:`InputError` says what failed and the one thing to try: a refused login names the
+password and its file, an address that does not answer names ``host``.
 
 Units: power W (battery + discharging, grid + importing), counters Wh since
 installation, SOC and reserve **app %** (``level(scale=True)``, ``get_reserve()``).
 
-Secrets live in files: the gateway customer password in ``password_file`` (one line; never
-logged), pypowerwall's token files under ``authpath`` (``.pypowerwall.fleetapi``,
-``.pypowerwall.auth``, ``tedapi_rsa_private.pem``; the local session cookie is cached
-there as ``.powerwall``). A secret readable by every user is reported in
-:attr:`PowerwallGateway.warnings` and logged.
+Secrets live in files: the gateway customer password in ``password_file`` and the gateway
+Wi-Fi password in ``gw_pwd_file`` (one line each; never logged), pypowerwall's token files
+under ``authpath`` (``.pypowerwall.fleetapi``, ``.pypowerwall.auth``,
+``tedapi_rsa_private.pem``; the local session cookie is cached there as ``.powerwall``). A
+secret readable by every user is reported in :attr:`PowerwallGateway.warnings` and logged.
 
 The gateway's TLS certificate is self-signed and pypowerwall accepts any certificate, so
-the local connection (``local`` and ``v1r``) pins it on first use: before pypowerwall is
-given the password, the certificate presented at ``host`` is read (verification off, only
-to hash it) and its SHA-256 fingerprint compared with ``tls_pin_file`` (default
-``<authpath>/gateway-cert.sha256``, mode 0600, written after the first successful login).
+the local connections (``local``, ``v1r`` and ``tedapi``) pin it on first use: before
+pypowerwall is given the password, the certificate presented at ``host`` is read
+(verification off, only to hash it) and its SHA-256 fingerprint compared with
+``tls_pin_file`` (default ``<authpath>/gateway-cert.sha256``, mode 0600, written after the
+first successful login).
 A different certificate refuses the connection with an :class:`InputError` naming the pin
 file and the fix, and reads are unknown with that reason. pypowerwall's sessions to the
 gateway then check the same fingerprint on every new TLS connection (urllib3's
@@ -84,7 +94,7 @@ from optimizer.errors import InputError
 
 log = logging.getLogger("trueup.gateway.powerwall")
 
-MODES = ("fleetapi", "cloud", "v1r", "none")
+MODES = ("fleetapi", "cloud", "v1r", "tedapi", "none")
 FLEET_CONFIG = ".pypowerwall.fleetapi"  # pypowerwall.fleetapi.fleetapi.CONFIGFILE
 CLOUD_AUTH = ".pypowerwall.auth"  # pypowerwall.cloud.pypowerwall_cloud.AUTHFILE
 V1R_KEY = "tedapi_rsa_private.pem"  # where `python -m pypowerwall setup -v1r` puts it
@@ -92,7 +102,7 @@ LOCAL_COOKIE = ".powerwall"  # pypowerwall's local session cache
 PIN_FILE = "gateway-cert.sha256"  # the gateway certificate's SHA-256, pinned on first use
 
 _REMOTE = ("fleetapi", "cloud")
-_LAN = ("local", "v1r")  # the kinds that send the customer password to ``host``
+_LAN = ("local", "v1r", "tedapi")  # the kinds that send a gateway password to ``host``
 _FLOWS = {"grid_w": "site", "battery_w": "battery", "home_w": "load", "solar_w": "solar"}
 _COUNTERS = {
     "grid_import_wh": ("site", "energy_imported"),
@@ -125,9 +135,11 @@ class PowerwallGateway:
 
     Args:
         host: the gateway's LAN address, optionally ``host:port`` ("" = no local reads).
-        mode: control path — ``"fleetapi"``, ``"cloud"``, ``"v1r"`` or ``"none"``.
+        mode: control path — ``"fleetapi"``, ``"cloud"``, ``"v1r"``, or read-only
+            ``"none"`` (the local API) or ``"tedapi"`` (the gateway's Wi-Fi TEDAPI).
         authpath: directory of pypowerwall's token files (and the local session cookie).
         password_file: file holding the gateway customer password ("" = none).
+        gw_pwd_file: file holding the gateway Wi-Fi password (QR sticker), for ``tedapi``.
         clock: source of time and sleep (tests pass a fake one).
         timeout_s: per-request timeout, s.
         cache_s: pypowerwall's read cache (``pwcacheexpire``), s; read-backs bypass it.
@@ -152,11 +164,13 @@ class PowerwallGateway:
                  verify_delay_s: float = 5.0, verify_attempts: int = 4, backoff: float = 2.0,
                  write_attempts: int = 2, effect_wait_s: float = 120.0,
                  effect_poll_s: float = 15.0, remote_settings_ttl_s: float = 600.0,
-                 reconnect_interval_s: float = 60.0, tls_pin_file: str = "") -> None:
+                 reconnect_interval_s: float = 60.0, tls_pin_file: str = "",
+                 gw_pwd_file: str = "") -> None:
         if mode not in MODES:
             raise InputError(f"gateway mode {mode!r} is not one of {', '.join(MODES)}",
                              where="[gateway] mode",
-                             fix="fleetapi, cloud or v1r to control; none to only read")
+                             fix="fleetapi, cloud or v1r to control; none or tedapi to only "
+                                 "read")
         if verify_attempts < 1 or write_attempts < 1:
             raise InputError("verify_attempts and write_attempts must be ≥ 1",
                              where="PowerwallGateway")
@@ -164,6 +178,7 @@ class PowerwallGateway:
         self.mode = mode
         self.authpath = os.path.expanduser(authpath) if authpath else ""
         self.password_file = os.path.expanduser(password_file) if password_file else ""
+        self.gw_pwd_file = os.path.expanduser(gw_pwd_file) if gw_pwd_file else ""
         self.tls_pin_file = (os.path.expanduser(tls_pin_file) if tls_pin_file
                              else os.path.join(self.authpath or ".", PIN_FILE))
         self.clock = clock or SystemClock()
@@ -187,6 +202,15 @@ class PowerwallGateway:
                                  fix="set host to the gateway's LAN address and "
                                      "password_file to a file holding its password")
             self.read_kind, self.control_kind = "v1r", "v1r"
+        elif mode == "tedapi":
+            if not (self.host and self.gw_pwd_file):
+                raise InputError("TEDAPI mode (mode = tedapi) reads the gateway over its own "
+                                 "Wi-Fi network and needs its address and Wi-Fi password",
+                                 where="[gateway] host / gw_pwd_file",
+                                 fix="set host = \"192.168.91.1\" and gw_pwd_file to a file "
+                                     "holding the password printed on the gateway's QR "
+                                     "sticker")
+            self.read_kind, self.control_kind = "tedapi", None
         elif mode == "none":
             if not local:
                 raise InputError("read-only mode (mode = none) reads the gateway's local "
@@ -211,7 +235,8 @@ class PowerwallGateway:
         """Build from ``[gateway]`` (:class:`trueup.config.GatewaySection`); no I/O."""
         return cls(host=section.host, mode=section.mode, authpath=section.authpath,
                    password_file=section.password_file, clock=clock,
-                   tls_pin_file=getattr(section, "tls_pin_file", ""), **options)
+                   tls_pin_file=getattr(section, "tls_pin_file", ""),
+                   gw_pwd_file=getattr(section, "gw_pwd_file", ""), **options)
 
     def __repr__(self) -> str:  # never the password
         return (f"PowerwallGateway(host={self.host!r}, mode={self.mode!r}, "
@@ -219,8 +244,9 @@ class PowerwallGateway:
 
     @property
     def source(self) -> str:
-        """Which connection answers reads: local | tedapi | fleetapi | cloud."""
-        return "tedapi" if self.read_kind == "v1r" else self.read_kind
+        """Which connection answers reads: local | tedapi | fleetapi | cloud (v1r reads
+        are TEDAPI over the LAN)."""
+        return "tedapi" if self.read_kind in ("v1r", "tedapi") else self.read_kind
 
     # ---------------------------------------------------------------------------------
     # connections
@@ -278,10 +304,14 @@ class PowerwallGateway:
                                   "pwcacheexpire": self.cache_s, "failover": False}
         pinned = seen = None
         if kind in _LAN:
-            password = self._read_password()
+            if kind == "tedapi":  # the Wi-Fi password alone: pypowerwall's full TEDAPI mode
+                common.update(password="", gw_pwd=self._read_password(
+                    self.gw_pwd_file, "gw_pwd_file", "the gateway Wi-Fi password file"))
+            else:
+                common["password"] = self._read_password()
             pinned, seen = self._check_certificate()  # before pypowerwall gets the password
             self._tls_recheck = False
-            common.update(host=self.host, password=password,
+            common.update(host=self.host,
                           cachefile=os.path.join(self.authpath or ".", LOCAL_COOKIE))
         if kind == "v1r":
             common["rsa_key_path"] = self._secret(V1R_KEY, "the v1r RSA key",
@@ -310,11 +340,10 @@ class PowerwallGateway:
             failed = any(m.startswith(("Failed to connect using", "Unable to connect to "
                                        "Powerwall")) for m in said)
             if pw.client is None or failed:
-                raise InputError(f"pypowerwall could not connect over {kind}"
-                                 + _because(said), where="[gateway]", fix=self._fix(kind))
+                raise self._connect_failure(kind, said)
             if kind in _LAN:
                 _pin_sessions(pw.client, seen, self._on_tls_error)
-                self._probe(pw, said)
+                self._probe(pw, said, kind)
         if seen and pinned is None:
             self._write_pin(seen)  # trust on first use: only after a successful login
         return pw
@@ -334,8 +363,7 @@ class PowerwallGateway:
             host, port = _host_port(self.host)
             seen = _peer_fingerprint(host, port, self.timeout_s)
         except (OSError, ValueError) as exc:  # ssl.SSLError and timeouts are OSErrors
-            raise InputError(f"the gateway at {self.host} did not answer: could not read its "
-                             f"TLS certificate ({type(exc).__name__}: {exc})",
+            raise InputError(f"the gateway at {self.host} did not answer: {_no_answer(exc)}",
                              where="[gateway] host", fix=self._fix("host")) from None
         if pinned is not None and seen != pinned:
             pin = self.tls_pin_file
@@ -388,7 +416,7 @@ class PowerwallGateway:
         log.info("pinned the TLS certificate of the gateway at %s (sha256 %s) in %s",
                  self.host, fingerprint, path)
 
-    def _probe(self, pw: Any, said: list[str]) -> None:
+    def _probe(self, pw: Any, said: list[str], kind: str) -> None:
         """The local client logs in only on its first request: make one now, so a wrong
         password or an unreachable host is reported here, with its fix, rather than as a
         read failure. (Remote clients authenticate in the constructor.)"""
@@ -404,25 +432,89 @@ class PowerwallGateway:
             raise InputError(f"the gateway at {self.host} did not answer: "
                              f"{type(exc).__name__}: {exc}", where="[gateway] host",
                              fix=self._fix("host")) from None
-        if not isinstance(status, dict):
-            raise InputError(f"the gateway at https://{self.host}/ did not answer "
-                             "/api/status" + _because(said), where="[gateway] host",
-                             fix=self._fix("host"))
+        if isinstance(status, dict):
+            return
+        if kind == "v1r":  # the login went through: the host and password are right
+            raise InputError(f"the gateway at {self.host} accepted the customer password but "
+                             "answered no signed v1r query" + _because(said),
+                             where=f"[gateway] authpath = {self.authpath or '.'}",
+                             fix=self._fix("v1r"))
+        if kind == "tedapi":  # the Wi-Fi password opened /tedapi/din
+            raise InputError(f"the gateway at {self.host} accepted the Wi-Fi password but "
+                             "answered no TEDAPI query" + _because(said),
+                             where="[gateway] mode = tedapi",
+                             fix="check pypowerwall's README (TEDAPI) for your gateway and "
+                                 "firmware: Powerwall 3 over the LAN needs mode = v1r")
+        raise InputError(f"the gateway at https://{self.host}/ did not answer /api/status"
+                         + _because(said), where="[gateway] host", fix=self._fix("host"))
+
+    def _connect_failure(self, kind: str, said: list[str]) -> InputError:
+        """Why pypowerwall could not connect over ``kind``, from what it logged: a refused
+        password names the password and its file, an address that did not answer names
+        ``host``, a refused Tesla login names pypowerwall's setup; else its own words."""
+        text, because = " | ".join(said), _because(said)
+        auth = self.authpath or "."
+        login = re.search(r"login failed \((401|403)\)", text)
+        if kind == "v1r" and login:
+            return InputError(f"the gateway at {self.host} refused the customer password "
+                              f"(v1r login answered HTTP {login.group(1)})",
+                              where=f"[gateway] password_file = {self.password_file}",
+                              fix=self._fix("password"))
+        din = re.search(r"Error fetching DIN: (401|403)", text)
+        if kind == "tedapi" and (din or "Access Denied" in text):
+            return InputError(f"the gateway at {self.host} refused the Wi-Fi password (TEDAPI "
+                              f"answered HTTP {din.group(1) if din else 403})",
+                              where=f"[gateway] gw_pwd_file = {self.gw_pwd_file}",
+                              fix=self._fix("gw_pwd"))
+        if kind in _REMOTE and re.search(r"\b401\b|unauthori[sz]ed|token expired", text, re.I):
+            who = "Tesla's Fleet API" if kind == "fleetapi" else "the Tesla cloud (Owner API)"
+            return InputError(f"{who} refused the saved login (HTTP 401: its token expired "
+                              f"or was revoked){because}", where=f"[gateway] authpath = {auth}",
+                              fix=self._fix(kind))
+        bundles = [v for v in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE") if os.environ.get(v)]
+        if kind in _LAN and "CERTIFICATE_VERIFY_FAILED" in text and bundles:
+            return InputError(f"the gateway's self-signed certificate was checked against "
+                              f"{' and '.join(bundles)}{because}", where="the environment",
+                              fix=f"unset {' '.join(bundles)} for trueup: requests lets them "
+                                  "override pypowerwall's verify=False for the gateway (trueup "
+                                  "pins the gateway's certificate itself)")
+        if _UNREACHABLE.search(text):
+            if kind in _LAN:
+                return InputError(f"the gateway at {self.host} did not answer{because}",
+                                  where="[gateway] host", fix=self._fix("host"))
+            return InputError(f"Tesla's servers did not answer over {kind}{because}",
+                              where="[gateway] mode", fix="check that this machine reaches "
+                              "the internet (DNS, proxy, firewall), then try again")
+        return InputError(f"pypowerwall could not connect over {kind}{because}",
+                          where="[gateway]", fix=self._fix(kind))
 
     def _fix(self, kind: str) -> str:
         auth = self.authpath or "."
+        if kind in ("local", "host", "tedapi") and self.read_kind == "tedapi":
+            return (f"join this machine to the gateway's own Wi-Fi network (TEG-…, password "
+                    f"on the gateway's QR sticker) and keep [gateway] host = {self.host!r}: "
+                    "TEDAPI answers only at 192.168.91.1 on that network")
         if kind in ("local", "host"):
             return (f"check that [gateway] host = {self.host!r} is the gateway's LAN address "
-                    f"and that https://{self.host}/ answers from this machine")
+                    "(`python -m pypowerwall scan` finds it) and that this machine is on the "
+                    f"same LAN: https://{self.host}/ must answer from here")
         if kind == "password":
             return (f"put the gateway's customer password (the one its web page at "
-                    f"https://{self.host}/ accepts) alone in {self.password_file}, then "
+                    f"https://{self.host}/ accepts; pypowerwall's help says it is the last 5 "
+                    f"characters of the password on the gateway's QR sticker) alone in "
+                    f"{self.password_file}, then chmod 600 it")
+        if kind == "gw_pwd":
+            return (f"put the whole password printed on the gateway's QR sticker (its Wi-Fi "
+                    f"password, not the customer password) alone in {self.gw_pwd_file}, then "
                     "chmod 600 it")
         if kind == "v1r":
-            return (f"register a key with `python -m pypowerwall setup -v1r -authpath {auth}` "
-                    f"(it writes {auth}/{V1R_KEY}, chmod 600), and check host and "
-                    "password_file")
+            return (f"register this machine's key with the gateway: `python -m pypowerwall "
+                    f"setup -v1r -authpath {auth}` (it writes {auth}/{V1R_KEY}, chmod 600; "
+                    "switch the Powerwall off and on within 10 minutes if it asks)")
         flag, name = ("-fleetapi ", FLEET_CONFIG) if kind == "fleetapi" else ("", CLOUD_AUTH)
+        email = "" if kind == "fleetapi" else self._cloud_email(required=False)
+        if email and email != "nobody@nowhere.com":
+            flag = f"-email {email} "
         return (f"run `python -m pypowerwall setup {flag}-authpath {auth}` as the user trueup "
                 f"runs as; then check that {auth}/{name} is readable and writable by that "
                 "user only (chmod 600)")
@@ -436,32 +528,37 @@ class PowerwallGateway:
                              fix=f"mkdir -p {self.authpath} and make it owned by the user "
                                  "trueup runs as (chmod 700)")
 
-    def _read_password(self) -> str:
-        path = self.password_file
-        where = f"[gateway] password_file = {path}"
+    def _read_password(self, path: str | None = None, key: str = "password_file",
+                       what: str = "the password file") -> str:
+        """The secret in ``path`` (default: the customer password file), stripped."""
+        path = self.password_file if path is None else path
+        where = f"[gateway] {key} = {path}"
         if not os.path.exists(path):
-            raise InputError(f"the password file {path} does not exist", where=where,
-                             fix=f"check the path, or write the gateway's customer password "
-                                 f"to {path} (chmod 600); or set password_file = \"\" to "
-                                 "read over the control connection instead")
+            fix = (f"check the path, or write the gateway's customer password to {path} "
+                   "(chmod 600); or set password_file = \"\" to read over the control "
+                   "connection instead") if key == "password_file" else (
+                   f"check the path, or write the password printed on the gateway's QR "
+                   f"sticker to {path} (chmod 600)")
+            raise InputError(f"{what} {path} does not exist", where=where, fix=fix)
         if not os.path.isfile(path):
-            raise InputError(f"the password file {path} is not a file", where=where,
-                             fix="point password_file at the file holding the password")
-        self._warn_if_public(path, "the gateway password file")
+            raise InputError(f"{what} {path} is not a file", where=where,
+                             fix=f"point {key} at the file holding the password")
+        self._warn_if_public(path, "the gateway password file" if key == "password_file"
+                             else what)
         try:
             with open(path, encoding="utf-8") as f:
                 password = f.read().strip()
         except PermissionError:
-            raise InputError(f"cannot read the password file {path}: permission denied",
+            raise InputError(f"cannot read {what} {path}: permission denied",
                              where=where, fix=f"chown it to the user trueup runs as and "
                                               f"chmod 600 {path}") from None
         except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read the password file {path}: {exc}",
+            raise InputError(f"cannot read {what} {path}: {exc}",
                              where=where, fix="write the password as one line of text") \
                 from None
         if not password:
-            raise InputError(f"the password file {path} is empty", where=where,
-                             fix=self._fix("password"))
+            raise InputError(f"{what} {path} is empty", where=where,
+                             fix=self._fix("password" if key == "password_file" else "gw_pwd"))
         return password
 
     def _secret(self, name: str, what: str, setup: str, *, writable: bool = False) -> str:
@@ -513,15 +610,33 @@ class PowerwallGateway:
         """One read of the site. Never raises; unknown fields are None, with reasons."""
         with self._lock:
             state = self._read()
+            # a connection that failed was logged once, by _link: not again per field
+            failed = {str(exc) for _, exc in self._failed.values()}
         reasons = {k: v for k, v in state.unknown.items() if not k.endswith("_wh")}
         if reasons != self._last_unknown:
-            if reasons:
+            by_reason: dict[str, list[str]] = {}
+            for name, why in reasons.items():
+                if why not in failed:
+                    by_reason.setdefault(why, []).append(name)
+            if by_reason:
                 log.warning("gateway read over %s: unknown %s", state.source,
-                            "; ".join(f"{k}: {v}" for k, v in reasons.items()))
-            elif self._last_unknown:
+                            "; ".join(f"{', '.join(names)}: {why}"
+                                      for why, names in by_reason.items()))
+            elif not reasons and self._last_unknown:
                 log.info("gateway read over %s: all essentials known again", state.source)
             self._last_unknown = reasons
         return state
+
+    def firmware(self) -> str | None:
+        """The gateway's firmware version as the read connection reports it (pypowerwall's
+        ``version()``), or None. Reads only; never raises."""
+        with self._lock:
+            try:
+                pw = self._link(self.read_kind)
+            except InputError:
+                return None
+            value, _ = _call(pw.version)
+        return value.strip() if isinstance(value, str) and value.strip() else None
 
     def _read(self) -> SiteState:
         now = self.clock.now()
@@ -597,8 +712,8 @@ class PowerwallGateway:
                                 self.source)
         if self.control_kind is None:
             for name in ("grid_charging", "export_rule"):
-                unknown[f"settings.{name}"] = ("not readable over the gateway's local API "
-                                               "([gateway] mode = none)")
+                unknown[f"settings.{name}"] = ("not readable over a read-only connection "
+                                               f"([gateway] mode = {self.mode})")
             return CurrentSettings(mode, reserve)
         if self.control_kind == self.read_kind:
             control = pw
@@ -889,9 +1004,36 @@ class PowerwallGateway:
 # helpers
 
 
+_UNREACHABLE = re.compile(
+    r"timed? ?out|connection refused|max retries exceeded|name or service not known|"
+    r"no route to host|network is unreachable|getaddrinfo|NewConnectionError|"
+    r"Unable to connect to Powerwall at", re.I)
+
+
+def _no_answer(exc: BaseException) -> str:
+    """Why nothing answered at an address, in words (refused, timed out, no such name …)."""
+    import errno
+
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (nothing listens at that address and port)"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "no answer before the timeout (nothing at that address, or a firewall)"
+    if isinstance(exc, socket.gaierror):
+        return f"the name does not resolve ({exc})"
+    if isinstance(exc, ssl.SSLError):
+        return f"the TLS handshake failed ({exc}): is it a Tesla gateway?"
+    if getattr(exc, "errno", None) in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return "no route to it from this machine (another network?)"
+    if isinstance(exc, ValueError):
+        return f"the address cannot be read ({exc})"
+    return f"could not read its TLS certificate ({type(exc).__name__}: {exc})"
+
+
 @contextmanager
 def _pypowerwall_messages() -> Iterator[list[str]]:
-    """Collect what pypowerwall logs at WARNING or above (why a connection failed)."""
+    """Collect what pypowerwall logs at WARNING or above (why a connection failed) instead
+    of logging it: it becomes part of the one message about the connection, so a failing
+    connection is not logged again in pypowerwall's words at every retry."""
     said: list[str] = []
 
     class _Collect(logging.Handler):
@@ -904,11 +1046,13 @@ def _pypowerwall_messages() -> Iterator[list[str]]:
     if logger.getEffectiveLevel() > logging.WARNING:
         logger.setLevel(logging.WARNING)
     logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
     try:
         yield said
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def _colon_hex(digits: str) -> str:
@@ -941,7 +1085,8 @@ def _pin_sessions(client: Any, fingerprint: str, on_tls_error: Callable[[], None
     TLS connection (urllib3's ``assert_fingerprint`` is checked even with ``verify=False``),
     so a re-login after the session expires cannot go to another peer. pypowerwall 0.22's
     sessions: the local client's ``session``; in v1r, ``tedapi.v1r_transport.session`` and
-    ``tedapi.api_session`` (made here, pinned, before pypowerwall makes it unpinned)."""
+    ``tedapi.api_session`` (made here, pinned, before pypowerwall makes it unpinned); in
+    tedapi (Wi-Fi) mode, ``tedapi.session``."""
     import requests
     from requests.adapters import HTTPAdapter
 
@@ -962,7 +1107,7 @@ def _pin_sessions(client: Any, fingerprint: str, on_tls_error: Callable[[], None
         tedapi.api_session.verify = False
     transport = getattr(tedapi, "v1r_transport", None)
     for session in (getattr(client, "session", None), getattr(transport, "session", None),
-                    getattr(tedapi, "api_session", None)):
+                    getattr(tedapi, "api_session", None), getattr(tedapi, "session", None)):
         if not isinstance(session, requests.Session):
             continue  # poolmaxsize=0 uses the requests module itself: not ours to change
         old = session.get_adapter("https://")
