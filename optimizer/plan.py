@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import pulp
@@ -78,6 +78,14 @@ class TrueUpScenario:
     # plan from that month to the period's end ($, < 0: credit; NBC excluded)
     credit_in: float = 0.0
     month_charges: tuple[float, ...] = ()
+    # the hedge (TrueUpContext.hedged): "the period surely ends owing" — credits at face
+    # value, as a plan that ignores the true-up values them; not part of the projection
+    hedge: bool = False
+
+
+#: $ of net charges outside the plan that make a period owe whatever the plan does (a 48 h
+#: plan cannot credit this much): the hedge scenario's ΣCx, and each of its months' charges
+OWING_FOR_SURE = 1.0e4
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,25 @@ class TrueUpContext:
     # is carried in dollars and forfeited at the period's end: add_credit_carry_epigraph)
     kind: str = "at_true_up"
     month_of_step: tuple[int, ...] = ()  # carry: each plan step's month, 0 = the first
+
+    def hedged(self, trust: float) -> TrueUpContext:
+        """This context with the projection trusted at ``trust`` (0-1): its scenarios keep
+        ``trust`` of the probability and a hedge scenario in which the period surely ends
+        owing takes the rest. There a credited kWh is worth its credit, as to a plan that
+        ignores the true-up; so a projection built on a generic model (no history of this
+        home) cannot lead the plan to hold back exports that the real year would have paid
+        in full (:func:`optimizer.projection.projection_trust`). ``trust`` ≥ 1: unchanged."""
+        if trust >= 1.0 or not self.scenarios:
+            return self
+        t = max(0.0, float(trust))
+        kept = tuple(replace(sc, weight=sc.weight * t) for sc in self.scenarios)
+        ref = self.scenarios[0]
+        owing = TrueUpScenario(
+            weight=1.0 - t, cx=OWING_FOR_SURE,
+            nbc=max(sc.nbc for sc in self.scenarios) + self.minimum_total,
+            surplus_kwh=-OWING_FOR_SURE, regime=None, credit_in=0.0,
+            month_charges=tuple(OWING_FOR_SURE for _ in ref.month_charges), hedge=True)
+        return replace(self, scenarios=(*kept, owing))
 
     @classmethod
     def single(cls, *, first_step: int, end_step: int, label: str, cx: float, nbc: float,
@@ -167,6 +194,8 @@ class Plan:
     p_credit_counts: float | None = None
     p_nsc_only: float | None = None
     nsc_rate: float | None = None  # that period's net surplus compensation, $/kWh
+    # how far the plan acted on the projection (TrueUpContext.hedged): 1 = fully
+    true_up_trust: float | None = None
     shortfall_kwh: float = 0.0  # load the service limit and battery could not supply
     notes: list[str] = field(default_factory=list)
 
@@ -884,6 +913,19 @@ def _extract(xval: np.ndarray, lp: _LP, v: _Vars, extras: _Extras, x: PlanInputs
     return plan
 
 
+def _trust(tu: TrueUpContext) -> float:
+    """The weight the plan gave the projection's own scenarios (1 − the hedge's)."""
+    return 1.0 - sum(sc.weight for sc in tu.scenarios if sc.hedge)
+
+
+def _projection_weights(tu: TrueUpContext) -> np.ndarray:
+    """The scenarios' probabilities as the projection gave them: the hedge's weight 0, the
+    rest renormalised (what the period is expected to add up to, not how far the plan
+    trusts it)."""
+    w = np.array([0.0 if sc.hedge else sc.weight for sc in tu.scenarios])
+    return w / w.sum() if w.sum() > 0 else w
+
+
 def _carry_report(plan: Plan, x: PlanInputs, tu: TrueUpContext, cols: list[int],
                   plan_charges: float, xval: np.ndarray) -> None:
     """Net billing: in the scenarios where the credit carried now is what the period ends
@@ -892,6 +934,7 @@ def _carry_report(plan: Plan, x: PlanInputs, tu: TrueUpContext, cols: list[int],
     steps = slice(tu.first_step, tu.end_step)
     full = float(np.max(x.prices.export_credit[steps]))
     w = np.array([sc.weight for sc in tu.scenarios])
+    own = _projection_weights(tu)
     left = np.array([float(xval[f]) for f in cols])
     row0 = np.array([sc.credit_in - float(sum(sc.month_charges)) - plan_charges
                      for sc in tu.scenarios])
@@ -899,7 +942,8 @@ def _carry_report(plan: Plan, x: PlanInputs, tu: TrueUpContext, cols: list[int],
     surplus = np.array([sc.surplus_kwh for sc in tu.scenarios]) > 0
     plan.true_up_label = tu.label
     plan.true_up_due = 0.0
-    plan.projected_cx = float(w @ -left)  # the credit expected to be left (as a balance)
+    plan.projected_cx = float(own @ -left)  # the credit expected to be left (a balance)
+    plan.true_up_trust = _trust(tu)
     plan.p_credit_counts = float(w[~lost].sum())
     plan.p_nsc_only = float(w[lost & surplus].sum())
     plan.nsc_rate = tu.surplus_rate
@@ -917,13 +961,15 @@ def _true_up_report(plan: Plan, x: PlanInputs, tu: TrueUpContext,
     steps = slice(tu.first_step, tu.end_step)
     full = float(np.max(x.prices.export_credit[steps]))
     w = np.array([sc.weight for sc in tu.scenarios])
+    own = _projection_weights(tu)
     cx = np.array([sc.cx for sc in tu.scenarios]) + cx_plan
     due = np.array([float(xval[z]) for _, z in yz])
     owing = (cx > EPS) & (due > EPS)
     surplus = np.array([sc.surplus_kwh for sc in tu.scenarios]) > 0
     nsc_only = (cx <= EPS) & surplus
-    plan.projected_cx = float(w @ cx)
-    plan.true_up_due = float(w @ due)
+    plan.projected_cx = float(own @ cx)
+    plan.true_up_due = float(own @ due)
+    plan.true_up_trust = _trust(tu)
     plan.true_up_label = tu.label
     plan.p_credit_counts = float(w[owing].sum())
     plan.p_nsc_only = float(w[nsc_only].sum())

@@ -428,3 +428,26 @@ def _digest(*arrays: np.ndarray) -> str:
         h.update(np.ascontiguousarray(arr).tobytes())
         h.update(b"|")
     return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------
+# How far a plan may act on a projection
+
+
+def projection_trust(measured_fraction: float, planned_fraction: float,
+                     own_rest_share: float) -> float:
+    """The share of a settlement period whose figures are this home's own: metered, this
+    plan's, or — for the unseen rest — the same weeks of the home's own last year
+    (``own_rest_share`` of the rest, 0-1). What is left comes from a generic model (clear
+    sky × climatological clearness, a typical household), whose errors are this home's
+    biases, not noise: a new owner's projection can say "in credit" of a home that owes
+    hundreds. The planner acts on the projection only this far
+    (:meth:`optimizer.plan.TrueUpContext.hedged`) and otherwise values credits at face value.
+
+    Why that side: a plan that wrongly believes the period ends in credit withholds exports
+    worth the full credit (0.3-0.5 $/kWh on PG&E); one that wrongly believes it ends owing
+    exports energy whose credit becomes the NSC rate, losing the NBC and the round trip
+    (≈ 0.05 $/kWh) — and a home with no history of its own cannot tell which it is."""
+    rest = max(0.0, 1.0 - measured_fraction - planned_fraction)
+    own = measured_fraction + planned_fraction + rest * min(1.0, max(0.0, own_rest_share))
+    return min(1.0, max(0.0, own))

@@ -48,9 +48,10 @@ def config_file(tmp_path_factory):
 
 def test_with_no_history_the_plan_keeps_the_battery_working(config_file):
     """20 March, no history, 324 days of the period unseen: whether it ends owing or in
-    credit is uncertain, so a credit is worth more than the NSC, the battery stores midday
-    PV and serves the evening peak — it never sits at its floor for the two days — and the
-    plan says how much of the period is estimated."""
+    credit is a generic model's guess, trusted only for the plan's own 48 h, so a credit is
+    worth about its face value; the battery stores midday PV and serves the evening peak —
+    it never sits at its floor for the two days, and what it holds beyond the home's peak
+    it exports there at the peak credit — and the plan says how much is estimated."""
     cfg = load_config(config_file)
     r = make_plan(cfg, at_utc=parse_at("2025-03-20T08:00-07:00"), soc_percent=25)
     p, x = r.plan, r.inputs
@@ -62,8 +63,9 @@ def test_with_no_history_the_plan_keeps_the_battery_working(config_file):
     peak = (hour % 24 >= 16) & (hour % 24 < 21)
     deficit = np.maximum(x.load_kwh - x.pv_kwh, 0.0)
     # and serves the peak: the home imports nothing from 16:00 to 21:00
-    assert p.discharge_kwh[peak].sum() == pytest.approx(deficit[peak].sum(), rel=0.01)
+    assert p.discharge_kwh[peak].sum() >= deficit[peak].sum() - 0.01
     assert p.import_kwh[peak].sum() == pytest.approx(0.0, abs=0.01)
+    assert p.marginal_credit_value > 0.95 * float(np.max(x.prices.export_credit))
     notes = " ".join(r.notes)
     assert "estimated in 9 scenarios" in notes and "no history for the 323 days" in notes
     out = r.to_json()["true_up"]

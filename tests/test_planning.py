@@ -131,29 +131,58 @@ def test_a_horizon_across_the_true_up_gives_each_period_its_own_true_up():
     assert not a.holds_end and b.holds_end
     # nothing of 2026 is known yet: its scenarios spread wider than 2025's, of which the
     # plan's day is the last
-    assert np.ptp([sc.cx for sc in b.scenarios]) > np.ptp([sc.cx for sc in a.scenarios])
+    def spread(tu):
+        return np.ptp([sc.cx for sc in tu.scenarios if not sc.hedge])
+
+    assert spread(b) > spread(a)
     assert r.to_json()["true_up"]["month"] == "2025-12"
 
 
-def test_with_no_history_a_credit_is_worth_its_expectation_over_the_scenarios():
-    """July evening, battery empty, no history of this home: whether the period ends owing
-    or in credit is a guess, so a peak credit is worth neither its face value (0.625) nor the
-    NSC (0.04) but the blend over the nine scenarios — and the export reasons quote the
+def test_with_last_years_data_a_credit_is_worth_its_expectation_over_the_scenarios():
+    """July evening, battery empty, the weeks ahead known from last year of a home with a
+    9 kW array (its own data: the projection is trusted fully): whether the period ends owing
+    or in credit is uncertain, so a peak credit is worth neither its face value (0.625) nor
+    the NSC (0.04) but the blend over the nine scenarios — and the export reasons quote the
     value the solver used. The only grid charge is back up to the 20 % floor."""
-    r = make_plan(load_config(), at_utc=parse_at("2025-07-15T19:00-07:00"), soc_percent=0)
+    from trueup.example import Home, example_year
+
+    last_year = example_year(2024, home=Home(pv_kw_dc=9.0))
+    r = make_plan(load_config(), at_utc=parse_at("2025-07-15T19:00-07:00"), soc_percent=0,
+                  history=last_year)
     x, p = r.inputs, r.plan
+    assert p.true_up_trust == pytest.approx(1.0)
     assert 0 < p.p_credit_counts < 1 and 0 < p.p_nsc_only < 1
     peak = float(np.max(x.prices.export_credit))
     assert p.marginal_credit_value == pytest.approx(
         peak * p.p_credit_counts + 0.04 * p.p_nsc_only, abs=1e-5)
     assert 0.04 < p.marginal_credit_value < peak
     exports = [e.reason for e in r.schedule.entries if e.intent == "export"]
-    assert exports and all(f"worth up to {p.marginal_credit_value:.3f} $/kWh" in e
-                           for e in exports)
+    assert all(f"worth up to {p.marginal_credit_value:.3f} $/kWh" in e for e in exports)
     surplus = np.maximum(x.pv_kwh - x.load_kwh, 0.0)
     grid_charge = np.maximum(p.charge_kwh - surplus, 0.0)
     floor = x.battery.floor_kwh
     assert grid_charge.sum() <= floor / x.battery.charge_efficiency + 0.01
+
+
+def test_with_no_history_the_plan_trusts_the_generic_projection_only_as_far_as_it_is_own():
+    """The same evening with no history at all: the projection is a clear-sky model and a
+    typical household, whose errors are biases (on the example home it says "in credit in
+    56 %" of a year that owes $135). The plan trusts it only for its own share of the
+    period — this plan's 48 h of 8,760 h, 0.55 % — and otherwise credits exports at face
+    value, as a plan that ignores the true-up does; the reasons say so."""
+    r = make_plan(load_config(), at_utc=parse_at("2025-07-15T19:00-07:00"), soc_percent=0)
+    x, p = r.inputs, r.plan
+    assert p.true_up_trust == pytest.approx(48 / 8760, abs=1e-4)
+    hedge = [sc for sc in x.true_ups[0].scenarios if sc.hedge]
+    assert len(hedge) == 1 and hedge[0].weight == pytest.approx(1 - p.true_up_trust)
+    peak = float(np.max(x.prices.export_credit))
+    assert p.p_credit_counts > 0.99
+    assert p.marginal_credit_value > 0.99 * peak
+    assert any("trusts it 1%" in e.reason or "trusted 1%" in e.reason
+               for e in r.schedule.entries)
+    assert any("acts on the projection only 1% of the way" in n for n in r.notes)
+    # the projection itself is reported as the projection (the hedge is not in it)
+    assert 0 < r.true_up_projection().p_in_credit < 1
 
 
 def test_a_tariff_whose_cap_is_the_pv_estimate_gets_it_from_the_arrays(tmp_path):

@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from forecasts.clearsky import expected_pv_kwh
+from forecasts.clearsky import expected_pv_kwh, history_ratio
 from forecasts.last_year import same_weeks_last_year
 from forecasts.load import expected_load_kwh, seasonal_load_kwh
 from optimizer.behaviour import Settings
@@ -56,6 +56,7 @@ from optimizer.projection import (
     SettlementPeriod,
     periods_between,
     project_period,
+    projection_trust,
     rest_book,
     scenario_grid,
 )
@@ -288,12 +289,26 @@ def _expected(cfg: TrueupConfig, starts: np.ndarray, step_s: int, tz: str,
                                            known_loads=cfg.forecast.load.known)
     covered = np.zeros(len(starts), dtype=bool)
     if far:
+        ratio, days = _pv_calibration(cfg, history)
+        if abs(ratio - 1.0) > 1e-3:
+            pv = pv * ratio
+            pv_src += f" × {ratio:.2f} (this home's last {days:.0f} days against the model)"
         ly_pv, ly_load, covered = same_weeks_last_year(starts, step_s, history)
         if covered.any():
             pv, load = np.where(covered, ly_pv, pv), np.where(covered, ly_load, load)
             pv_src = load_src = f"the same weeks last year ({int(covered.sum())} of " \
                 f"{len(starts)} steps)"
     return pv, load, {"pv": pv_src, "load": load_src}, covered
+
+
+def _pv_calibration(cfg: TrueupConfig, history: IntervalData | None) -> tuple[float, float]:
+    """The offline PV model's scale for this home, from its metered PV
+    (:func:`forecasts.clearsky.history_ratio`); (1, 0) without a PV history."""
+    if history is None or not len(history) or history.pv_kwh is None:
+        return 1.0, 0.0
+    site = cfg.site
+    return history_ratio(history.start_utc, history.interval_s, history.pv_kwh,
+                         site.timezone, site.latitude, site.longitude, cfg.pv)
 
 
 def horizon_forecast(cfg: TrueupConfig, starts: np.ndarray, step_s: int,
@@ -370,8 +385,18 @@ def _true_up_contexts(cfg: TrueupConfig, tariff: Tariff, history: IntervalData |
                               true_up_month=true_up_month, export_cap_kwh=caps,
                               memo=memo.projection)
         inside = np.flatnonzero((starts >= period.start_utc) & (starts < period.end_utc))
-        out.append(settlement_context(proj, starts, inside, carry, i == len(periods) - 1))
+        trust = projection_trust(proj.measured_fraction, proj.planned_fraction,
+                                 far.last_year)
+        out.append(settlement_context(proj, starts, inside, carry,
+                                      i == len(periods) - 1).hedged(trust))
         if i == 0:
+            if trust < 0.995:
+                notes.append(
+                    f"true-up {period.label}: {trust:.0%} of the period is this home's own "
+                    "data (metered, planned, or its last year); the rest is a generic model, "
+                    f"so the plan acts on the projection only {trust:.0%} of the way and "
+                    "otherwise credits exports at face value (import a year of your meter's "
+                    "data, `trueup import`, to let it act fully)")
             basis = _TrueUpBasis(period, book, history, horizon, tariff, true_up_month, caps,
                                  memo.projection)
             measured = proj.measured_fraction
