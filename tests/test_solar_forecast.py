@@ -677,3 +677,39 @@ def test_a_provider_output_of_the_wrong_shape_is_an_error_not_a_forecast():
         rs.get(OPEN_METEO, body="{}")
         f = forecaster([Wrong()]).forecast(request())
     assert f.skipped[0].reason is Reason.ERROR and "shape" in f.skipped[0].detail
+
+
+def test_the_offline_model_is_scaled_to_what_this_homes_arrays_really_did():
+    """The example home's June-July: metered PV against the offline expectation (simple
+    clear sky × coastal clearness) over the last 60 days of the history; with 15 days, half
+    the way from 1 (shrunk: a fortnight of weather is not the arrays)."""
+    import numpy as np
+
+    from forecasts.clearsky import expected_pv_kwh, history_ratio
+    from optimizer.localtime import local_fields
+    from trueup.config import load_config
+    from trueup.example import example_year
+
+    cfg, year = load_config(), example_year(2025)
+    tz, site = cfg.site.timezone, cfg.site
+    m = local_fields(year.start_utc, tz).month
+    summer = year.select((m == 6) | (m == 7))
+    ratio, days = history_ratio(summer.start_utc, 900, summer.pv_kwh, tz, site.latitude,
+                                site.longitude, cfg.pv)
+    assert days == pytest.approx(60.0)
+    last = summer.start_utc > summer.start_utc[-1] - 60 * 86400
+    model = expected_pv_kwh(summer.start_utc[last], 900, site.latitude, site.longitude,
+                            cfg.pv, local_fields(summer.start_utc[last], tz).month)
+    expected = summer.pv_kwh[last].sum() / model.sum()
+    assert ratio == pytest.approx(expected)
+    assert 0.6 < ratio < 0.85  # the model runs high in a foggy coastal summer
+    fortnight = summer.select(summer.start_utc >= summer.start_utc[-1] - 15 * 86400 + 900)
+    r15, d15 = history_ratio(fortnight.start_utc, 900, fortnight.pv_kwh, tz, site.latitude,
+                             site.longitude, cfg.pv)
+    assert d15 == pytest.approx(15.0)
+    raw = fortnight.pv_kwh.sum() / expected_pv_kwh(
+        fortnight.start_utc, 900, site.latitude, site.longitude, cfg.pv,
+        local_fields(fortnight.start_utc, tz).month).sum()
+    assert r15 == pytest.approx(1 + (np.clip(raw, 0.4, 1.6) - 1) * 0.5)
+    assert history_ratio(np.array([], dtype=np.int64), 900, np.array([]), tz, 0, 0,
+                         cfg.pv) == (1.0, 0.0)
