@@ -18,10 +18,15 @@ Homes (trueup/example.py's ``Home``; PV moved from Greensboro's typical year):
 * ``surplus`` — 7.2 kW PV on a home without EV (PV ≈ 1.4 × load): ends NEM2 in credit.
 * ``small_pv`` — 3 kW PV on the example home's load.
 
+``--no-history`` replays each whole settlement period as a new owner's first year: nothing
+known before it (no prior year, no months outside), so the weeks ahead come from the offline
+models (clear sky × clearness, a typical household) calibrated on the months replayed so far.
+
 Usage::
 
     .venv/bin/python bench/matrix.py --jobs 2            # the whole matrix (~60 min here)
     .venv/bin/python bench/matrix.py --homes example --tariffs nem2 --windows month
+    .venv/bin/python bench/matrix.py --no-history --true-ups 12 --windows period
 
 Prints one row per cell and a summary; ``--json FILE`` keeps every figure.
 """
@@ -97,7 +102,8 @@ def _window(tariff, true_up_month: int, kind: str) -> tuple[date, int]:
     return a, (z - a).days
 
 
-def run_cell(home: str, tariff_key: str, true_up_month: int, window: str) -> dict:
+def run_cell(home: str, tariff_key: str, true_up_month: int, window: str,
+             history: bool = True) -> dict:
     from optimizer.intervals import IntervalData
     from optimizer.tariff import load_tariff
     from trueup.backtest import Replay, context_of, run_backtest, select_period
@@ -120,13 +126,13 @@ def run_cell(home: str, tariff_key: str, true_up_month: int, window: str) -> dic
                         interval_s=900, source=f"{home} home 2023-2025")
     first, days = _window(tariff, true_up_month, window)
     w = select_period(data, first, days, tariff.tz)
-    r = Replay(w, tariff, cfg, context=context_of(data, w, None))
+    r = Replay(w, tariff, cfg, context=context_of(data, w, None) if history else None)
     t0 = time.perf_counter()
     bt = run_backtest(r, STRATEGIES)
     bills = {x.name: round(x.bill.annual_total, 2) for x in bt.results}
     tu = bt.result("trueup").bill.true_ups
     return {"home": home, "tariff": tariff_key, "true_up_month": true_up_month,
-            "window": window, "start": first.isoformat(), "days": days,
+            "window": window, "history": history, "start": first.isoformat(), "days": days,
             "no_battery": round(bt.no_battery.annual_total, 2), "bills": bills,
             "cap_binds": bool(bt.result("tou_lp").excess_kwh > 1.0),
             "ends_in_credit": bool(tu and any(t.forfeited_credit > 0 for t in tu)),
@@ -162,13 +168,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--true-ups", nargs="*", type=int, default=list(TRUE_UPS))
     ap.add_argument("--windows", nargs="*", default=list(WINDOWS))
     ap.add_argument("--json", metavar="FILE")
+    ap.add_argument("--no-history", action="store_true",
+                    help="a new owner's first year: nothing known before the window "
+                    "(whole-period windows only)")
     args = ap.parse_args(argv)
+    if args.no_history and "month" in args.windows:
+        ap.error("--no-history scores whole settlement periods: give --windows period")
     cells = [(h, t, m, w) for h in args.homes for t in args.tariffs for m in args.true_ups
              for w in args.windows]
     t0 = time.perf_counter()
     out = []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(run_cell, *c) for c in cells]
+        futures = [pool.submit(run_cell, *c, not args.no_history) for c in cells]
         for i, f in enumerate(as_completed(futures), 1):
             cell = f.result()
             out.append(cell)
