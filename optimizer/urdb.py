@@ -149,7 +149,12 @@ def urdb_to_toml(data: dict[str, Any], *, item: int = 0, timezone: str = DEFAULT
         "tariff bills holidays as weekends",
     ])
     end = _date(rate.get("enddate"), timezone)
-    if end:
+    start = _date(rate.get("startdate"), timezone)
+    if end and start and end < start:
+        warnings.append(f"URDB's enddate ({end}) is before its startdate ({start}): the "
+                        "record's dates are inconsistent; effective = startdate was written — "
+                        "check both against the utility's tariff sheet")
+    elif end:
         warnings.append(f"URDB gives this rate an end date ({end}): check it is still current")
 
     text = _emit(rate, seasons, periods, sell, charges, scheme, netting, timezone)
@@ -241,6 +246,7 @@ def _schedule(rate: dict[str, Any], key: str, n_periods: int,
             n = len(row) if isinstance(row, list) else type(row).__name__
             raise TariffError(f"{key} is not 12×24: row {m} ({_MONTHS[m]}) has {n} hours",
                               where=where(f"{key}[{m}]"), fix=fix)
+        row = [int(p) if isinstance(p, float) and p.is_integer() else p for p in row]
         for h, p in enumerate(row):
             if isinstance(p, bool) or not isinstance(p, int) or p < 0:
                 raise TariffError(f"{key} has {p!r} for {_MONTHS[m]} hour {h}, not a period "
@@ -385,6 +391,22 @@ def _charges(rate: dict[str, Any], where: _Where, warnings: list[str]) -> dict[s
                          "minimum_per_month", "annual_minimum"), 0.0)
     fixed = _number(rate.get("fixedchargefirstmeter"), where("fixedchargefirstmeter"),
                     "fixedchargefirstmeter")
+    monthly = _number(rate.get("fixedmonthlycharge"), where("fixedmonthlycharge"),
+                      "fixedmonthlycharge")
+    if monthly and not fixed:
+        # URDB's older field, $/month (NREL SAM's URDB converter reads only the new one)
+        if monthly < 0:
+            raise TariffError(f"fixedmonthlycharge is negative ({monthly:g} $/month)",
+                              where=where("fixedmonthlycharge"),
+                              fix="trueup takes fixed charges >= 0: net credits into the rates")
+        out["fixed_per_month"] = monthly
+        warnings.append(f"fixedmonthlycharge (URDB's older field) imported as "
+                        f"charges.fixed_per_month = {monthly:g} $/month (NREL SAM's URDB "
+                        "converter ignores this field: add it there by hand to compare)")
+    elif monthly and fixed and monthly != fixed:
+        warnings.append(f"fixedmonthlycharge ({monthly:g} $/month, URDB's older field) was not "
+                        f"imported: fixedchargefirstmeter ({fixed:g}) was; check which your "
+                        "tariff charges")
     if fixed:
         units = rate.get("fixedchargeunits")
         if units is None:
@@ -442,9 +464,16 @@ def _sell_rates(scheme: str, periods: dict[int, list[_Tier]],
     """Export value per URDB period ($/kWh), or None when URDB gives none (or it is unused)."""
     has = all(t.sell is not None for tiers in periods.values() for t in tiers)
     if scheme == "nem":
-        if any(t.sell is not None for tiers in periods.values() for t in tiers):
-            warnings.append("URDB sell rates were ignored: under Net Metering exports are "
-                            "credited at the import rate")
+        sells = sorted({float(t.sell) for tiers in periods.values() for t in tiers
+                        if t.sell is not None})
+        if sells:
+            shown = ", ".join(f"{v:g}" for v in sells[:6]) + (" …" if len(sells) > 6 else "")
+            warnings.append(f"URDB sell rates ({shown} $/kWh) were not imported: under Net "
+                            "Metering exports offset imports at the import rate "
+                            "(export.credit = 'import', kWh netted per period, as NREL SAM's "
+                            "net metering does); for a tariff that pays those rates for "
+                            "exports instead, set export.scheme = 'net_billing' and "
+                            "export.sell_rates")
         return None
     if not has:
         warnings.append("URDB gives no export value (no 'sell' on every tier): export.flat_rate "

@@ -292,7 +292,44 @@ def test_missing_dgrules_is_nem_with_a_warning():
 def test_sell_rates_under_net_metering_are_ignored_with_a_warning():
     t, _, warnings = _convert(_minimal(energyratestructure=[[{"rate": 0.2, "sell": 0.04}]]))
     assert t.spec.export.sell_rates is None
-    assert any("sell rates were ignored" in w for w in warnings)
+    said = [w for w in warnings if "URDB sell rates (0.04 $/kWh) were not imported" in w]
+    assert said and "export.credit = 'import'" in said[0]  # what replaced them
+    assert t.spec.export.credit == "import"
+
+
+def test_fixedmonthlycharge_the_older_field_is_imported_and_said():
+    """SCE GS-2 TOU-B carries only fixedmonthlycharge ($259.20): once dropped silently."""
+    t, _, warnings = _convert(_minimal(fixedmonthlycharge=259.2))
+    assert t.spec.charges.fixed_per_month == pytest.approx(259.2)
+    assert any("fixedmonthlycharge" in w and "259.2 $/month" in w for w in warnings)
+    # both fields, different: the new one wins and the old one is named
+    t, _, warnings = _convert(_minimal(fixedmonthlycharge=10.0, fixedchargefirstmeter=12.5,
+                                       fixedchargeunits="$/month"))
+    assert t.spec.charges.fixed_per_month == pytest.approx(12.5)
+    assert any("fixedmonthlycharge (10 $/month" in w and "was not imported" in w
+               for w in warnings)
+
+
+def test_an_end_date_before_the_start_date_is_flagged():
+    _, text, warnings = _convert(_minimal(startdate=1704096000, enddate=1672560000))
+    assert any("enddate (2023-01-01) is before its startdate (2024-01-01)" in w
+               for w in warnings)
+    assert 'effective = "2024-01-01"' in text
+
+
+def test_schedules_written_as_floats_are_read_as_period_indices():
+    rate = _minimal(energyratestructure=[[{"rate": 0.2}], [{"rate": 0.4}]])
+    rate["energyweekdayschedule"] = [[0.0] * 16 + [1.0] * 5 + [0.0] * 3 for _ in range(12)]
+    t, _, _ = _convert(rate)
+    assert len(t.period_names) == 2
+    as_ints = copy.deepcopy(rate)
+    as_ints["energyweekdayschedule"] = [[int(p) for p in row]
+                                        for row in rate["energyweekdayschedule"]]
+    assert_equivalent(as_ints, t)  # every month, day type and hour at URDB's rate
+    bad = _minimal()
+    bad["energyweekdayschedule"][0][3] = 0.5
+    err = _error(bad)
+    assert "0.5" in err.what and "not a period index" in err.what
 
 
 # -- settlement, metadata ----------------------------------------------------------------
