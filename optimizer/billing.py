@@ -25,6 +25,7 @@ from datetime import date
 
 import numpy as np
 
+from optimizer.demand import MonthDemand, monthly_demand
 from optimizer.errors import UsageError
 from optimizer.intervals import IntervalData
 from optimizer.localtime import local_midnight_utc
@@ -90,6 +91,10 @@ class MonthStatement:
     settlement_period: int  # the true-up month (year × 12 + month) that settles this month
     covered_fraction: float  # share of the month's intervals present in the data
     settlement: TrueUp | None = None  # when every month settles alone (period_months = 1)
+    # demand charges (optimizer/demand.py): billed every month, never offset by credit
+    demand_kw: dict[str, float] = field(default_factory=dict)  # determinant per key
+    demand_charges: float = 0.0  # $ this month
+    demand_charges_by_key: dict[str, float] = field(default_factory=dict)  # $ per key
 
 
 @dataclass
@@ -286,6 +291,7 @@ class _Prepared:
     export_value: np.ndarray  # [month] $ value of exports (net billing schemes)
     covered: np.ndarray  # [month] share of intervals present
     day_share: np.ndarray  # [month] share of the month's days that per-day quantities get
+    demand: list[MonthDemand]  # [month] demand determinants and charges
 
 
 def _prepare(tariff: Tariff, data: IntervalData, cap_override: list[float] | None,
@@ -368,6 +374,8 @@ def _prepare(tariff: Tariff, data: IntervalData, cap_override: list[float] | Non
         export_value=export_value,
         covered=covered,
         day_share=day_share,
+        demand=monthly_demand(tariff, c, mi, months.labels, data.start_utc, data.interval_s,
+                              imp, notes),
     )
 
 
@@ -514,18 +522,20 @@ class _Settlement:
             fixed = (ch.fixed_per_month + ch.fixed_per_day * days) * cov
             min_month = (ch.minimum_per_month + ch.minimum_per_day * days) * cov
             nbc = self.nbc * float(p.imp_raw[i])
+            dem = p.demand[i]
+            demand = dem.total
             me = self.energy_charges(i, bank)
             bank = me.bank
             if at_true_up:
                 # PG&E NEM2: only fixed charges and the minimum (MDC) are billed monthly;
                 # NEM charges and NBCs accrue to the true-up.
                 minimum = min_month
-                billed = fixed + minimum
+                billed = fixed + demand + minimum
                 acc.cx += me.charges
                 acc.nbc += nbc
                 credit = leftover_credit(acc.cx + acc.carried_in)
                 applied = 0.0
-                annual_basis += fixed
+                annual_basis += fixed + demand
             else:
                 applied = min(credit, max(me.charges, 0.0)) if credit else 0.0
                 if (me.charges < credit and closes and settles_monthly
@@ -536,9 +546,9 @@ class _Settlement:
                 # SAM's model: the minimum tops up max(0, energy + fixed) and is never
                 # refunded; buy-all/sell-all compares the load meter's purchases only.
                 basis = me.purchases if t.spec.export.scheme == "buy_all_sell_all" else ec
-                pre = max(0.0, basis + nbc + fixed)
+                pre = max(0.0, basis + nbc + fixed + demand)
                 minimum = max(0.0, min_month - pre)
-                billed = ec + nbc + fixed + minimum
+                billed = ec + nbc + fixed + demand + minimum
                 annual_basis += pre
             annual_months += 1
             acc.add(p.imp_raw[i], p.exp_credited[i], billed, minimum, fixed)
@@ -557,6 +567,8 @@ class _Settlement:
                 net_kwh_by_period={n: float(v) for n, v in zip(t.period_names, net_by_period,
                                                               strict=True)},
                 settlement_period=pid, covered_fraction=cov,
+                demand_kw=dict(dem.kw), demand_charges=demand,
+                demand_charges_by_key=dict(dem.charges),
             )
             statements.append(stmt)
             tu = None

@@ -101,6 +101,34 @@ class BaselineSpec(_Model):
     allowance_kwh_per_day: dict[str, NonNeg]
 
 
+class DemandTier(_Model):
+    """One block of a tiered demand rate: ``rate`` $/kW up to ``up_to_kw`` (cumulative kW of
+    the month's demand); the last tier has no limit."""
+
+    up_to_kw: NonNeg | None = None
+    rate: NonNeg
+
+
+DemandRate = NonNeg | list[DemandTier]
+
+
+class DemandSpec(_Model):
+    """Demand charges (docs/billing-rules.md, 'Demand charges'): $ per kW of the billing
+    month's highest average import over a ``window_minutes`` window.
+
+    ``flat``: by season, on the month's highest window at any hour. ``tou``: by season and
+    TOU period (the tariff's [[periods]]), each on the month's highest window inside that
+    period. ``ratchet_percent``: the flat charge's billing demand is at least this share of
+    the highest flat demand of the previous ``ratchet_months`` billing months (those in the
+    data)."""
+
+    window_minutes: Literal[5, 15, 30, 60] = 15
+    flat: dict[str, DemandRate] = {}
+    tou: dict[str, dict[str, DemandRate]] = {}
+    ratchet_percent: Annotated[float, Field(ge=0, le=100)] = 0.0
+    ratchet_months: Annotated[int, Field(ge=1, le=36)] = 11
+
+
 class ExportSpec(_Model):
     scheme: Literal["nem", "net_billing", "buy_all_sell_all", "none"]
     credit: Literal["import", "import_minus_nbc"] = "import_minus_nbc"
@@ -149,6 +177,7 @@ class TariffSpec(_Model):
     charges: ChargesSpec = ChargesSpec()
     baseline: BaselineSpec | None = None
     export: ExportSpec
+    demand: DemandSpec | None = None
     settlement: SettlementSpec = SettlementSpec()
     export_cap: ExportCapSpec | None = None
 
@@ -383,8 +412,62 @@ class Tariff:
         self.reachable = reach
         self._compile_rates(reach)
         self._check_nbc_components()
+        self._check_demand()
         self._compile_export(reach)
         self._check_settlement_and_cap()
+
+    def _check_demand(self) -> None:
+        """Demand rates name known seasons and periods; tiers are cumulative, the last
+        without a limit. Compiles ``demand_tiers[(season, key)]`` = [(limit kW, $/kW)], key
+        ``"flat"`` or a period name."""
+        self.demand_tiers: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        d = self.spec.demand
+        if d is None:
+            return
+
+        def tiers(loc, value: DemandRate) -> list[tuple[float, float]]:
+            if isinstance(value, int | float):
+                return [(math.inf, float(value))]
+            if not value:
+                raise self._err(loc, "an empty list of demand tiers",
+                                "give a rate in $/kW, or tiers like [{ up_to_kw = 10, rate = "
+                                "5.0 }, { rate = 8.0 }]")
+            out, last = [], 0.0
+            for i, t in enumerate(value):
+                limit = math.inf if t.up_to_kw is None else float(t.up_to_kw)
+                if t.up_to_kw is None and i < len(value) - 1:
+                    raise self._err(loc, f"demand tier {i + 1} has no up_to_kw but is not the "
+                                    "last tier", "give every tier but the last an up_to_kw")
+                if limit <= last:
+                    raise self._err(loc, f"demand tier {i + 1}'s up_to_kw ({limit:g}) is not "
+                                    f"above the tier before ({last:g})",
+                                    "tier limits are cumulative kW, increasing")
+                if i == len(value) - 1 and t.up_to_kw is not None:
+                    raise self._err(loc, f"the last demand tier has up_to_kw = {limit:g}",
+                                    "remove it: the last tier covers every kW above the one "
+                                    "before")
+                out.append((limit, float(t.rate)))
+                last = limit
+            return out
+
+        for season, value in d.flat.items():
+            if season not in self.season_names:
+                raise self._err(("demand", "flat", season), f"demand.flat names unknown season "
+                                f"{season!r}", f"use seasons from [calendar]: "
+                                f"{self.season_names}")
+            self.demand_tiers[(season, "flat")] = tiers(("demand", "flat", season), value)
+        for season, by_period in d.tou.items():
+            if season not in self.season_names:
+                raise self._err(("demand", "tou", season), f"demand.tou names unknown season "
+                                f"{season!r}", f"use seasons from [calendar]: "
+                                f"{self.season_names}")
+            for period, value in by_period.items():
+                if period not in self.period_names:
+                    raise self._err(("demand", "tou", season, period),
+                                    f"demand.tou.{season} names unknown period {period!r}",
+                                    f"use periods from [[periods]]: {self.period_names}")
+                self.demand_tiers[(season, period)] = tiers(("demand", "tou", season, period),
+                                                            value)
 
     def _check_holidays(self, spec: str) -> str:
         if spec == "none":

@@ -39,23 +39,32 @@ def bill_table(b: Bill, *, title: str = "") -> str:
     headers = ["month", "import kWh", "export kWh"]
     if has_cap:
         headers += ["cap kWh", "excess kWh"]
-    headers += ["energy $", "NBC $", "fixed $", "minimum $", "billed $", "credit $"]
+    has_demand = any(m.demand_kw for m in b.months)
+    headers += ["energy $", "NBC $", "fixed $"]
+    if has_demand:
+        headers += ["demand kW", "demand $"]
+    headers += ["minimum $", "billed $", "credit $"]
     rows = []
     for m in b.months:
         r: list[object] = [m.month, kwh(m.import_kwh), kwh(m.export_kwh)]
         if has_cap:
             cap = "" if m.export_cap_kwh is None else kwh(m.export_cap_kwh)
             r += [cap, kwh(m.export_cap_excess_kwh)]
-        r += [money(m.energy_charges), money(m.nbc), money(m.fixed), money(m.minimum),
-              money(m.billed), money(m.credit_balance)]
+        r += [money(m.energy_charges), money(m.nbc), money(m.fixed)]
+        if has_demand:
+            r += [" ".join(f"{k} {v:,.2f}" for k, v in m.demand_kw.items()),
+                  money(m.demand_charges)]
+        r += [money(m.minimum), money(m.billed), money(m.credit_balance)]
         rows.append(r)
     tot: list[object] = ["total", kwh(sum(m.import_kwh for m in b.months)),
                          kwh(sum(m.export_kwh for m in b.months))]
     if has_cap:
         tot += ["", kwh(sum(m.export_cap_excess_kwh for m in b.months))]
     tot += [money(sum(m.energy_charges for m in b.months)), money(sum(m.nbc for m in b.months)),
-            money(sum(m.fixed for m in b.months)), money(sum(m.minimum for m in b.months)),
-            money(sum(m.billed for m in b.months)), ""]
+            money(sum(m.fixed for m in b.months))]
+    if has_demand:
+        tot += ["", money(sum(m.demand_charges for m in b.months))]
+    tot += [money(sum(m.minimum for m in b.months)), money(sum(m.billed for m in b.months)), ""]
     rows.append(tot)
     out = [title] if title else []
     out.append(table(headers, rows))
@@ -122,6 +131,18 @@ def tariff_summary(t: Tariff) -> str:
     if c.nbc_components:
         out.append("  NBC components ($/kWh): "
                    + ", ".join(f"{k} {v:.5f}" for k, v in c.nbc_components.items()))
+    if s.demand is not None and t.demand_tiers:
+        def rate(tiers):
+            return " then ".join(f"{r:g} $/kW" + ("" if lim == float("inf") else
+                                                 f" to {lim:g} kW") for lim, r in tiers)
+
+        parts = [f"{season} {key} {rate(tiers)}" for (season, key), tiers in
+                 t.demand_tiers.items()]
+        ratchet = (f"; ratchet {s.demand.ratchet_percent:g} % of the highest flat demand of "
+                   f"the last {s.demand.ratchet_months} months" if s.demand.ratchet_percent
+                   else "")
+        out.append(f"  demand ({s.demand.window_minutes}-minute window): "
+                   + "; ".join(parts) + ratchet)
     e = s.export
     value = ("" if e.scheme == "nem" else
              f"; export value: flat {e.flat_rate}" if e.flat_rate is not None else

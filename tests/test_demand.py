@@ -1,0 +1,153 @@
+"""Demand charges (optimizer/demand.py) billed by hand.
+
+A UTC tariff with two seasons (summer = July-August), peak 16-21, energy 0.30/0.50 $/kWh
+(net billing at 0 for exports, so energy is plain), and demand: flat 10 $/kW in summer,
+peak 5 $/kW in summer, nothing in winter; 15-minute window.
+
+July of 15-minute data: 0.25 kWh every quarter hour (1 kW), except
+  15 July 17:00-17:15  1.50 kWh → 6 kW (peak period)
+  20 July 03:00-03:15  2.00 kWh → 8 kW (off-peak)
+so the flat determinant is 8 kW ($80) and the peak one 6 kW ($30): $110 of demand.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from optimizer.billing import bill
+from optimizer.demand import tiered_demand_charge, window_kw
+from optimizer.errors import TariffError
+from optimizer.intervals import IntervalData
+from tests.helpers import tariff
+
+BASE = """
+id = "demand-test"
+name = "demand test"
+timezone = "UTC"
+[calendar]
+seasons = { summer = [7, 8], winter = [1, 2, 3, 4, 5, 6, 9, 10, 11, 12] }
+[[periods]]
+name = "peak"
+hours = [[16, 21]]
+[[periods]]
+name = "off_peak"
+hours = [[0, 24]]
+[import_rates]
+summer = { peak = 0.50, off_peak = 0.30 }
+winter = { peak = 0.50, off_peak = 0.30 }
+[export]
+scheme = "net_billing"
+flat_rate = 0.0
+netting = "instantaneous"
+[settlement]
+period_months = 1
+"""
+DEMAND = """
+window_minutes = 15
+flat = { summer = 10.0 }
+tou = { summer = { peak = 5.0 } }
+"""
+
+
+def _t(s: str) -> int:
+    return int(datetime.fromisoformat(s).replace(tzinfo=UTC).timestamp())
+
+
+def july(step_s: int = 900, months: int = 1) -> IntervalData:
+    start, end = _t("2025-07-01T00:00"), _t(f"2025-{7 + months:02d}-01T00:00")
+    t = np.arange(start, end, 900, dtype=np.int64)
+    kwh = np.full(len(t), 0.25)
+    kwh[t == _t("2025-07-15T17:00")] = 1.5
+    kwh[t == _t("2025-07-20T03:00")] = 2.0
+    if step_s == 3600:
+        t, kwh = t[::4], kwh.reshape(-1, 4).sum(axis=1)
+    return IntervalData(start_utc=t, interval_s=step_s, import_kwh=kwh,
+                        export_kwh=np.zeros(len(t)), source="july")
+
+
+def test_flat_and_peak_demand_of_a_july_by_hand():
+    b = bill(tariff(BASE, demand=DEMAND), july())
+    m = b.months[0]
+    assert m.demand_kw == {"flat": pytest.approx(8.0), "peak": pytest.approx(6.0)}
+    assert m.demand_charges_by_key == {"flat": pytest.approx(80.0),
+                                       "peak": pytest.approx(30.0)}
+    assert m.demand_charges == pytest.approx(110.0)
+    # energy: 2,976 quarter hours; peak 31 days × 20 = 620 of them at 0.25 kWh except the
+    # 17:00 spike (+1.25 kWh); off-peak 2,356 at 0.25 except the 03:00 spike (+1.75 kWh)
+    energy = (620 * 0.25 + 1.25) * 0.50 + (2356 * 0.25 + 1.75) * 0.30
+    assert m.billed == pytest.approx(energy + 110.0)
+    out = b.to_json()["months"][0]
+    assert out["demand_kw"] == {"flat": 8.0, "peak": 6.0} and out["demand_charges"] == 110.0
+
+
+def test_hourly_data_cannot_see_a_quarter_hour_peak_and_says_so():
+    """The same month in hours: the 17:00 hour holds 1.50 + 3 × 0.25 = 2.25 kWh (2.25 kW),
+    the 03:00 hour 2.75 kWh: $27.50 flat + $11.25 peak, with a note."""
+    b = bill(tariff(BASE, demand=DEMAND), july(3600))
+    m = b.months[0]
+    assert m.demand_kw == {"flat": pytest.approx(2.75), "peak": pytest.approx(2.25)}
+    assert m.demand_charges == pytest.approx(27.50 + 11.25)
+    assert any("longer than the tariff's 15-minute demand window" in n for n in b.notes)
+
+
+def test_a_30_minute_window_averages_two_quarter_hours():
+    """17:00-17:30 = (1.50 + 0.25) kWh / 0.5 h = 3.5 kW; 03:00-03:30 = 2.25 / 0.5 = 4.5 kW."""
+    b = bill(tariff(BASE, demand=DEMAND.replace("15", "30")), july())
+    assert b.months[0].demand_kw == {"flat": pytest.approx(4.5), "peak": pytest.approx(3.5)}
+
+
+def test_winter_has_no_demand_charge_and_the_ratchet_carries_july_into_august():
+    """August at a flat 1 kW: with an 80 % ratchet over 11 months its billing demand is
+    0.8 × July's 8 kW = 6.4 kW ($64); its peak demand is its own 1 kW ($5)."""
+    ratchet = DEMAND + "ratchet_percent = 80\nratchet_months = 11\n"
+    b = bill(tariff(BASE, demand=ratchet), july(months=2))
+    aug = b.months[1]
+    assert aug.demand_kw == {"flat": pytest.approx(6.4), "peak": pytest.approx(1.0)}
+    assert aug.demand_charges == pytest.approx(64.0 + 5.0)
+    b = bill(tariff(BASE, demand=DEMAND), july(months=2))
+    assert b.months[1].demand_kw["flat"] == pytest.approx(1.0)
+
+
+def test_tiered_demand_and_windows_by_hand():
+    tiers = [(10.0, 5.0), (float("inf"), 8.0)]
+    assert tiered_demand_charge(4.0, tiers) == pytest.approx(20.0)
+    assert tiered_demand_charge(12.0, tiers) == pytest.approx(10 * 5.0 + 2 * 8.0)
+    kw, first = window_kw(np.array([0, 300, 600, 900]), 300, np.array([0.1, 0.2, 0.3, 0.4]),
+                          900)
+    assert list(first) == [0, 3]
+    assert kw == pytest.approx([0.6 * 4, 0.4 * 4])
+
+
+@pytest.mark.parametrize("block, what", [
+    ("flat = { spring = 5.0 }", "unknown season 'spring'"),
+    ("tou = { summer = { super_peak = 5.0 } }", "unknown period 'super_peak'"),
+    ("flat = { summer = [{ up_to_kw = 10, rate = 5.0 }, { up_to_kw = 20, rate = 8.0 }] }",
+     "the last demand tier has up_to_kw = 20"),
+    ("flat = { summer = [{ up_to_kw = 10, rate = 5.0 }, { up_to_kw = 5, rate = 8.0 }, "
+     "{ rate = 9.0 }] }", "is not above the tier before"),
+])
+def test_bad_demand_blocks_are_refused_naming_the_line(block, what):
+    with pytest.raises(TariffError) as e:
+        tariff(BASE, demand="window_minutes = 15\n" + block + "\n")
+    assert what in e.value.what
+    assert "test.toml:" in e.value.where
+
+
+def test_the_bill_table_shows_the_demand_determinants_and_charges():
+    from trueup.report import bill_table
+
+    out = bill_table(bill(tariff(BASE, demand=DEMAND), july()))
+    assert "demand kW" in out and "demand $" in out
+    assert "flat 8.00 peak 6.00" in out and "110.00" in out
+    assert "demand" not in bill_table(bill(tariff(BASE), july()))
+
+
+def test_tariff_show_lists_the_demand_rates():
+    from trueup.report import tariff_summary
+
+    out = tariff_summary(tariff(BASE, demand=DEMAND + "ratchet_percent = 80\n"))
+    assert ("demand (15-minute window): summer flat 10 $/kW; summer peak 5 $/kW; ratchet 80 %"
+            in out)
