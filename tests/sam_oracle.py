@@ -139,6 +139,43 @@ def sam_rates(t: Tariff) -> SamRates:
     return SamRates(weekday=weekday, weekend=weekend, tou_mat=rows)
 
 
+def sam_demand(t: Tariff, weekday: list[list[int]], weekend: list[list[int]]) -> dict:
+    """SAM's demand-charge inputs for ``t``'s ``[demand]``: ``ur_dc_flat_mat`` rows
+    ``[month 0-11, tier, max kW, $/kW]`` (each month its season's flat rate, else 0) and
+    ``ur_dc_tou_mat`` rows ``[period, tier, max kW, $/kW]`` on the energy schedules' SAM
+    periods (each (season, period) its TOU demand rate, else 0); the last tier's max 1e38.
+    SAM reads demand on each step's average kW: only a window equal to the data's step is
+    comparable. Ratchets are not translated."""
+    d = t.spec.demand
+    if d is None:
+        return {"ur_dc_enable": 0}
+    if d.ratchet_percent:
+        raise ValueError("demand ratchets are not translated to SAM's billing demand")
+
+    def rows(lead: int, tiers) -> list[list[float]]:
+        return [[lead, k, _LAST_TIER_MAX if lim == float("inf") else lim, rate]
+                for k, (lim, rate) in enumerate(tiers, start=1)]
+
+    flat = []
+    for m in range(1, 13):
+        season = t.season_names[int(t.month_season[m])]
+        flat += rows(m - 1, t.demand_tiers.get((season, "flat"), [(float("inf"), 0.0)]))
+    ids = sorted({k for row in weekday + weekend for k in row})
+    bucket = {}
+    for m in range(1, 13):
+        for daytype, sched in ((WEEKDAY, weekday), (WEEKEND, weekend)):
+            for h in range(24):
+                bucket[sched[m - 1][h]] = (int(t.month_season[m]),
+                                           int(t.period_table[m - 1, daytype, h]))
+    tou = []
+    for k in ids:
+        si, pi = bucket[k]
+        key = (t.season_names[si], t.period_names[pi])
+        tou += rows(k, t.demand_tiers.get(key, [(float("inf"), 0.0)]))
+    return {"ur_dc_enable": 1, "ur_dc_flat_mat": flat, "ur_dc_tou_mat": tou,
+            "ur_dc_sched_weekday": weekday, "ur_dc_sched_weekend": weekend}
+
+
 @dataclass(frozen=True)
 class SamBill:
     """Year-1 monthly results (index 0 = January), $."""
@@ -153,6 +190,8 @@ class SamBill:
     two_meter_sales: np.ndarray  # option 4
     bill_without_system: np.ndarray  # utility_bill_wo_sys_ym: the load alone, same rates
     annual: float  # utility_bill_w_sys_year1
+    demand_flat: np.ndarray  # charge_w_sys_dc_fixed_ym: flat demand charges
+    demand_tou: np.ndarray  # charge_w_sys_dc_tou_ym: TOU demand charges
 
 
 def sam_bill(t: Tariff, load_kwh: np.ndarray, pv_kwh: np.ndarray, steps_per_hour: int, *,
@@ -194,13 +233,13 @@ def sam_bill(t: Tariff, load_kwh: np.ndarray, pv_kwh: np.ndarray, steps_per_hour
         "ur_ec_sched_weekday": r.weekday,
         "ur_ec_sched_weekend": r.weekend,
         "ur_ec_tou_mat": r.tou_mat,
-        "ur_dc_enable": 0,
         "ur_enable_billing_demand": 0,
         "ur_yearzero_usage_peaks": [0.0] * 12,
         "TOU_demand_single_peak": 0,
         "ur_en_ts_sell_rate": 0,
         "ur_en_ts_buy_rate": 0,
     }
+    inputs.update(sam_demand(t, r.weekday, r.weekend))
     for key, val in inputs.items():
         m.value(key, val)
     m.execute(0)
@@ -221,4 +260,6 @@ def sam_bill(t: Tariff, load_kwh: np.ndarray, pv_kwh: np.ndarray, steps_per_hour
         two_meter_sales=ym("two_meter_sales_ym"),
         bill_without_system=ym("utility_bill_wo_sys_ym"),
         annual=float(o.utility_bill_w_sys_year1),
+        demand_flat=ym("charge_w_sys_dc_fixed_ym"),
+        demand_tou=ym("charge_w_sys_dc_tou_ym"),
     )
