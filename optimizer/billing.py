@@ -787,6 +787,9 @@ class BillingState:
     credit_balance: float  # $ of credit carried now
     accrued_charges: float  # at_true_up: ΣCx + ΣNBC so far
     kwh_bank: float
+    # demand charges: this month's billing demand so far per key ("flat", TOU periods), kW
+    # (the flat one at least its ratchet): a plan's peaks below these cost nothing more
+    month_demand_kw: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return _rounded(asdict(self))
@@ -828,4 +831,5 @@ def billing_state(
         credit_balance=last.credit_balance,
         accrued_charges=last.accrued_charges,
         kwh_bank=last.kwh_bank,
+        month_demand_kw=dict(last.demand_kw),
     )

@@ -151,3 +151,15 @@ def test_tariff_show_lists_the_demand_rates():
     out = tariff_summary(tariff(BASE, demand=DEMAND + "ratchet_percent = 80\n"))
     assert ("demand (15-minute window): summer flat 10 $/kW; summer peak 5 $/kW; ratchet 80 %"
             in out)
+
+
+def test_the_billing_state_carries_the_month_to_date_peaks():
+    """Half of July metered (to 16 July 00:00): the 15 July 17:00 peak (6 kW) is in, the
+    20 July spike is not: flat 6 kW, peak 6 kW so far."""
+    from optimizer.billing import billing_state
+
+    d = july()
+    half = d.select(d.start_utc < _t("2025-07-16T00:00"))
+    st = billing_state(tariff(BASE, demand=DEMAND), half)
+    assert st.month_demand_kw == {"flat": pytest.approx(6.0), "peak": pytest.approx(6.0)}
+    assert st.to_json()["month_demand_kw"] == {"flat": 6.0, "peak": 6.0}
