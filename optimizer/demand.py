@@ -112,3 +112,57 @@ def monthly_demand(tariff: Tariff, c: Classified, month_index: np.ndarray,
                 charges[name] = tiered_demand_charge(kws[name], tiers)
         out.append(MonthDemand(kw=kws, charges=charges))
     return out
+
+
+# --------------------------------------------------------------------------------------
+# For the plan
+
+
+@dataclass(frozen=True)
+class DemandBudget:
+    """A demand charge a plan's steps fall under (:func:`optimizer.plan.add_demand_epigraph`).
+
+    ``steps``: indices of the plan's steps in billing month ``month_key`` (year × 12 +
+    month − 1) that count for key ``name`` ("flat", or a TOU period); ``start_kw``: the
+    month's billing demand so far for that key (a peak below it costs nothing more);
+    ``rate``: $ per kW above it (the tier rate in force at ``start_kw``)."""
+
+    month_key: int
+    name: str
+    steps: np.ndarray
+    start_kw: float
+    rate: float
+
+
+def marginal_rate(kw: float, tiers: list[tuple[float, float]]) -> float:
+    """$/kW of one more kW of demand above ``kw`` (the tier it falls in)."""
+    for limit, rate in tiers:
+        if kw < limit:
+            return rate
+    return tiers[-1][1]
+
+
+def demand_budgets(tariff: Tariff, month_key: np.ndarray, period: np.ndarray,
+                   so_far_kw: dict[int, dict[str, float]] | None = None
+                   ) -> tuple[DemandBudget, ...]:
+    """The demand charges over a plan's steps (their billing ``month_key`` and TOU
+    ``period`` per step), each from the month's billing demand so far (``so_far_kw``:
+    month key → key → kW; missing = 0)."""
+    if tariff.spec.demand is None or not tariff.demand_tiers:
+        return ()
+    out = []
+    for mk in np.unique(month_key):
+        mk = int(mk)
+        season = tariff.season_names[tariff.month_season[mk % 12 + 1]]
+        in_month = month_key == mk
+        known = (so_far_kw or {}).get(mk, {})
+        keys = [(FLAT, in_month)] + [(name, in_month & (period == p))
+                                      for p, name in enumerate(tariff.period_names)]
+        for name, mask in keys:
+            tiers = tariff.demand_tiers.get((season, name))
+            if tiers is None or not mask.any():
+                continue
+            start = float(known.get(name, 0.0))
+            out.append(DemandBudget(mk, name, np.flatnonzero(mask), start,
+                                    marginal_rate(start, tiers)))
+    return tuple(out)

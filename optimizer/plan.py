@@ -39,6 +39,7 @@ import numpy as np
 import pulp
 import scipy.sparse as sp
 
+from optimizer.demand import DemandBudget
 from optimizer.prices import StepPrices, decredit_value
 from optimizer.site import Battery
 
@@ -166,6 +167,8 @@ class PlanInputs:
     # $ per kWh imported or exported: where two plans are worth the same, the one closer to
     # Self-Powered (less grid traffic) wins; 0 = none
     tie_break_per_kwh: float = 0.0
+    # demand charges over the plan's steps (optimizer/demand.py, demand_budgets)
+    demand: tuple[DemandBudget, ...] = ()
 
 
 @dataclass
@@ -198,6 +201,9 @@ class Plan:
     true_up_trust: float | None = None
     shortfall_kwh: float = 0.0  # load the service limit and battery could not supply
     notes: list[str] = field(default_factory=list)
+    # the peak the plan holds per demand charge, "YYYY-MM flat" → kW (the month's billing
+    # demand: at least what it was before the plan)
+    demand_kw: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -408,6 +414,7 @@ class _Extras:
     # (context, [(y, z) per scenario; carry: (F, F)], ΣCx of the plan, carry: the plan's
     # energy charges by month)
     periods: list[tuple[TrueUpContext, list[tuple[int, int]], _Lin, list[_Lin]]]
+    demand: dict[tuple[int, str], int] = field(default_factory=dict)  # → the D column
 
 
 def _variables(lp: _LP, n: int, x: PlanInputs) -> _Vars:
@@ -524,6 +531,31 @@ def add_export_cap(lp: _LP, v: _Vars, x: PlanInputs) -> dict[int, int]:
                    f"cap_{cb.month_key}")
         excess[cb.month_key] = e
     return excess
+
+
+def add_demand_epigraph(lp: _LP, v: _Vars, x: PlanInputs) -> dict[tuple[int, str], int]:
+    """Demand charges (optimizer/demand.py) as epigraph columns, still an LP:
+
+        D ≥ start_kw,   D ≥ import_t / step_hours   for every step t the charge covers
+
+    and the objective pays ``rate × D`` (the part up to ``start_kw`` is billed already, a
+    constant). So the plan lowers a peak only where the kW it saves are worth more than the
+    stored energy spent on them. A plan step longer than the tariff's window sees its
+    average, not the window's peak. Returns (month key, name) → the D column."""
+    cols = {}
+    for d in x.demand:
+        if not len(d.steps):
+            continue
+        label = f"{d.month_key // 12:04d}-{d.month_key % 12 + 1:02d} {d.name}"
+        col = lp.add_col(max(d.start_kw, 0.0), np.inf, f"demand_{label}")
+        n = len(d.steps)
+        lp.add_rows(n, 0.0, np.inf, np.concatenate([np.arange(n), np.arange(n)]),
+                    np.concatenate([np.full(n, col), v.imp[d.steps]]),
+                    np.concatenate([np.ones(n), np.full(n, -1.0 / x.step_hours)]),
+                    names=f"demand_over_import_{d.month_key}_{d.name}")
+        lp.add_cost(_Lin.of(col, d.rate))
+        cols[(d.month_key, d.name)] = col
+    return cols
 
 
 def add_true_up_epigraph(lp: _LP, cx_plan: _Lin, nbc_plan: _Lin, tu: TrueUpContext,
@@ -666,6 +698,7 @@ def build_lp(x: PlanInputs, *, binary_steps: list[int] | None = None
         + on the steps no true-up period covers: Σ import price × import − credit × export,
           + de-credit × cap excess of the months starting there
         + per true-up period: its due z − NSC × (credited exports − imports)
+        + per demand charge: its rate × the month's peak D (add_demand_epigraph)
         − terminal value × the end's SOC, unless a true-up period holds the end: then the
           stored kWh enter that period's ΣCx, ΣNBC and imports (see _terminal_bill_terms)
           and cost their discharge wear
@@ -683,6 +716,7 @@ def build_lp(x: PlanInputs, *, binary_steps: list[int] | None = None
     add_soc_dynamics(lp, v, x)
     add_grid_charge_limit(lp, v, x)
     excess = add_export_cap(lp, v, x)
+    demand = add_demand_epigraph(lp, v, x)
     nbins = add_no_simultaneous_flows(lp, v, x, binary_steps or [])
 
     decredit_of = {cb.month_key: cb.decredit_value for cb in x.cap_budgets}
@@ -690,7 +724,7 @@ def build_lp(x: PlanInputs, *, binary_steps: list[int] | None = None
     if x.tie_break_per_kwh > 0:
         lp.add_cost(_Lin.of(np.concatenate([v.imp, v.exp]), x.tie_break_per_kwh))
     lp.add_cost(_Lin.of(v.short, SHORTFALL_PRICE))
-    extras = _Extras(excess=excess, binaries=nbins, periods=[])
+    extras = _Extras(excess=excess, binaries=nbins, periods=[], demand=demand)
     end = _Lin.of(v.soc[-1])
 
     def linear(steps: np.ndarray, months: list[int]) -> _Lin:
@@ -897,6 +931,8 @@ def _extract(xval: np.ndarray, lp: _LP, v: _Vars, extras: _Extras, x: PlanInputs
         import_kwh=arr(v.imp), export_kwh=arr(v.exp), charge_kwh=arr(v.ch),
         discharge_kwh=arr(v.dis), curtail_kwh=arr(v.curt), soc_kwh=xval[v.soc].copy(),
         excess_kwh={k: float(xval[j]) for k, j in extras.excess.items()},
+        demand_kw={f"{mk // 12:04d}-{mk % 12 + 1:02d} {name}": float(xval[j])
+                   for (mk, name), j in extras.demand.items()},
         binaries=extras.binaries,
     )
     plan.shortfall_kwh = float(xval[v.short].sum())

@@ -163,3 +163,59 @@ def test_the_billing_state_carries_the_month_to_date_peaks():
     st = billing_state(tariff(BASE, demand=DEMAND), half)
     assert st.month_demand_kw == {"flat": pytest.approx(6.0), "peak": pytest.approx(6.0)}
     assert st.to_json()["month_demand_kw"] == {"flat": 6.0, "peak": 6.0}
+
+
+PLAN_TARIFF = """
+id = "demand-plan-test"
+name = "TOU energy, net billing, flat demand"
+timezone = "America/Los_Angeles"
+[calendar]
+seasons = { summer = [6, 7, 8, 9], winter = [1, 2, 3, 4, 5, 10, 11, 12] }
+[[periods]]
+name = "peak"
+hours = [[16, 21]]
+[[periods]]
+name = "off_peak"
+hours = [[0, 24]]
+[import_rates]
+summer = { peak = 0.40, off_peak = 0.25 }
+winter = { peak = 0.35, off_peak = 0.25 }
+[export]
+scheme = "net_billing"
+flat_rate = 0.05
+netting = "instantaneous"
+[settlement]
+period_months = 1
+[demand]
+window_minutes = 15
+flat = { summer = 15.0, winter = 10.0 }
+"""
+
+
+def test_the_plan_shaves_a_peak_only_where_the_demand_charge_pays(tmp_path):
+    """15 July from 14:00, 48 h of 15-minute steps, battery half full (6.75 kWh); the home
+    draws 0.5 kW, and an EV charges at 7 kW from 01:00 to 04:00 each night; no PV. Without
+    the demand term (billing_aware=False) the battery serves the 16-21 peak and the EV
+    imports 7.5 kW at night; with a flat demand charge of $15/kW, keeping the month's peak
+    lower is worth more than the peak-hour energy (0.15 $/kWh more than off-peak): the plan
+    charges the battery in the evening and spends it on the EV's hours; its peak import
+    drops to 4.08 kW (measured), spread evenly over the night."""
+    from trueup.config import load_config
+    from trueup.planning import Forecast, make_plan, parse_at
+
+    (tmp_path / "t.toml").write_text(PLAN_TARIFF)
+    (tmp_path / "trueup.toml").write_text('tariff = "t.toml"\n')
+    cfg = load_config(tmp_path / "trueup.toml")
+    at = parse_at("2025-07-15T14:00-07:00")
+    n = 192
+    local_hour = (14 + np.arange(n) / 4) % 24
+    load = np.where((local_hour >= 1) & (local_hour < 4), 7.5, 0.5) / 4  # kWh per step
+    fc = Forecast(np.zeros(n), load, {"pv": "test", "load": "test"})
+    with_demand = make_plan(cfg, at_utc=at, soc_percent=50, forecast=fc)
+    without = make_plan(cfg, at_utc=at, soc_percent=50, forecast=fc, billing_aware=False)
+    peak_with = float(with_demand.plan.import_kwh.max() * 4)
+    peak_without = float(without.plan.import_kwh.max() * 4)
+    assert peak_without == pytest.approx(7.5, abs=0.01)
+    assert peak_with < peak_without - 1.0
+    assert with_demand.plan.demand_kw["2025-07 flat"] == pytest.approx(peak_with, abs=1e-6)
+    assert not without.plan.demand_kw

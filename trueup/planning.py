@@ -35,6 +35,7 @@ from forecasts.clearsky import expected_pv_kwh, history_ratio
 from forecasts.last_year import same_weeks_last_year
 from forecasts.load import expected_load_kwh, seasonal_load_kwh
 from optimizer.behaviour import Settings
+from optimizer.demand import demand_budgets
 from optimizer.intervals import IntervalData
 from optimizer.localtime import local_fields
 from optimizer.outlook import Outlook, month_outlook
@@ -615,6 +616,10 @@ def make_plan(cfg: TrueupConfig, *, at_utc: int | None = None, soc_percent: floa
         true_ups, basis = _true_up_contexts(cfg, tariff, history, starts, step_s,
                                             (start, horizon_end), true_up_month, caps, memo,
                                             notes)
+    demand = ()
+    if billing_aware and tariff.spec.demand is not None:
+        demand = demand_budgets(tariff, prices.month_key, prices.period,
+                                _demand_so_far(tariff, history, start))
     grid_limit = battery_spec(b).grid_charge_kw(_backup_mode())
     import_limit, export_limit = opt.service_limit_kw, None
     if grid_up is False:
@@ -627,7 +632,7 @@ def make_plan(cfg: TrueupConfig, *, at_utc: int | None = None, soc_percent: floa
         cap_budgets=tuple(budgets), true_ups=true_ups, grid_charge_limit_kw=grid_limit,
         grid_import_limit_kw=import_limit, export_limit_kw=export_limit,
         baseline_discharge_kwh=_self_powered_discharge(cfg, forecast, soc_kwh, step_s),
-        tie_break_per_kwh=TIE_BREAK_PER_KWH,
+        tie_break_per_kwh=TIE_BREAK_PER_KWH, demand=demand,
     )
     cap_left = None
     if outlook is not None:
@@ -642,6 +647,25 @@ def make_plan(cfg: TrueupConfig, *, at_utc: int | None = None, soc_percent: floa
                          write_price=cfg.safety.write_price)
     return solve_with_fallback(result, cfg, last_good=last_good, cap_left_kwh=cap_left,
                                budget=budget, current=current_settings)
+
+
+def _demand_so_far(tariff: Tariff, history: IntervalData | None, start: int
+                   ) -> dict[int, dict[str, float]]:
+    """The billing month in progress: its billing demand so far per key, from the history
+    (optimizer.billing.billing_state; the ratchet's months before it included)."""
+    if history is None or not len(history):
+        return {}
+    from optimizer.billing import billing_state
+
+    d = tariff.spec.demand
+    back = start - (d.ratchet_months + 1) * 31 * 86400 if d and d.ratchet_percent else \
+        start - 32 * 86400
+    recent = history.select((history.start_utc >= back) & (history.start_utc < start))
+    if not len(recent):
+        return {}
+    st = billing_state(tariff, recent)
+    y, m = int(st.month[:4]), int(st.month[5:])
+    return {y * 12 + m - 1: dict(st.month_demand_kw)}
 
 
 def solve_with_fallback(result: PlanResult, cfg: TrueupConfig, *,
