@@ -75,7 +75,7 @@ def monthly_demand(tariff: Tariff, c: Classified, month_index: np.ndarray,
     """Each billing month's demand determinants and charges (module docstring)."""
     d = tariff.spec.demand
     n = len(labels)
-    if d is None or not tariff.demand_tiers:
+    if d is None or not (tariff.demand_tiers or any(tariff.demand_flat_by_month)):
         return [MonthDemand() for _ in range(n)]
     window_s = d.window_minutes * 60
     if interval_s > window_s:
@@ -84,8 +84,8 @@ def monthly_demand(tariff: Tariff, c: Classified, month_index: np.ndarray,
                      "average is used, so a shorter peak is not seen (demand may be low)")
     kw, first = window_kw(start_utc, interval_s, import_kwh, window_s)
     mi = np.asarray(month_index)[first]
-    period = np.asarray(c.period)[first]
-    n_periods = len(tariff.period_names)
+    period = np.asarray(tariff.demand_period(c))[first]
+    n_periods = len(tariff.demand_period_names)
     flat = np.zeros(n)
     np.maximum.at(flat, mi, kw)
     by_period = np.zeros((n, n_periods))
@@ -97,7 +97,7 @@ def monthly_demand(tariff: Tariff, c: Classified, month_index: np.ndarray,
         season = tariff.season_names[tariff.month_season[m]]
         kws: dict[str, float] = {}
         charges: dict[str, float] = {}
-        tiers = tariff.demand_tiers.get((season, FLAT))
+        tiers = tariff.demand_flat_by_month[m - 1]
         if tiers is not None:
             billing = float(flat[i])
             if d.ratchet_percent > 0 and i > 0:
@@ -105,7 +105,7 @@ def monthly_demand(tariff: Tariff, c: Classified, month_index: np.ndarray,
                 billing = max(billing, d.ratchet_percent / 100.0 * float(back.max()))
             kws[FLAT] = billing
             charges[FLAT] = tiered_demand_charge(billing, tiers)
-        for p, name in enumerate(tariff.period_names):
+        for p, name in enumerate(tariff.demand_period_names):
             tiers = tariff.demand_tiers.get((season, name))
             if tiers is not None and seen[i, p]:
                 kws[name] = float(by_period[i, p])
@@ -145,10 +145,11 @@ def marginal_rate(kw: float, tiers: list[tuple[float, float]]) -> float:
 def demand_budgets(tariff: Tariff, month_key: np.ndarray, period: np.ndarray,
                    so_far_kw: dict[int, dict[str, float]] | None = None
                    ) -> tuple[DemandBudget, ...]:
-    """The demand charges over a plan's steps (their billing ``month_key`` and TOU
-    ``period`` per step), each from the month's billing demand so far (``so_far_kw``:
-    month key → key → kW; missing = 0)."""
-    if tariff.spec.demand is None or not tariff.demand_tiers:
+    """The demand charges over a plan's steps (their billing ``month_key`` and demand
+    ``period`` per step: :meth:`Tariff.demand_period`), each from the month's billing demand
+    so far (``so_far_kw``: month key → key → kW; missing = 0)."""
+    if tariff.spec.demand is None or not (tariff.demand_tiers
+                                          or any(tariff.demand_flat_by_month)):
         return ()
     out = []
     for mk in np.unique(month_key):
@@ -157,9 +158,10 @@ def demand_budgets(tariff: Tariff, month_key: np.ndarray, period: np.ndarray,
         in_month = month_key == mk
         known = (so_far_kw or {}).get(mk, {})
         keys = [(FLAT, in_month)] + [(name, in_month & (period == p))
-                                      for p, name in enumerate(tariff.period_names)]
+                                      for p, name in enumerate(tariff.demand_period_names)]
         for name, mask in keys:
-            tiers = tariff.demand_tiers.get((season, name))
+            tiers = (tariff.demand_flat_by_month[mk % 12] if name == FLAT
+                     else tariff.demand_tiers.get((season, name)))
             if tiers is None or not mask.any():
                 continue
             start = float(known.get(name, 0.0))

@@ -124,7 +124,12 @@ class DemandSpec(_Model):
 
     window_minutes: Literal[5, 15, 30, 60] = 15
     flat: dict[str, DemandRate] = {}
+    # the flat rate month by month instead (12 entries, January first; URDB's flat demand)
+    flat_months: Annotated[list[DemandRate], Field(min_length=12, max_length=12)] | None = None
     tou: dict[str, dict[str, DemandRate]] = {}
+    # demand periods of their own, when they differ from the energy [[periods]] (URDB has
+    # separate demand schedules): tou then names these
+    periods: list[PeriodSpec] | None = None
     ratchet_percent: Annotated[float, Field(ge=0, le=100)] = 0.0
     ratchet_months: Annotated[int, Field(ge=1, le=36)] = 11
 
@@ -351,56 +356,7 @@ class Tariff:
         self.month_season = month_season
         self._holiday_spec = self._check_holidays(s.calendar.holidays)
 
-        # periods → table[month-1, daytype, hour] = period index, first match wins
-        table = np.full((12, 2, 24), -1, dtype=np.int64)
-        matched_any = [False] * len(s.periods)
-        for pi, p in enumerate(s.periods):
-            covered: set[int] = set()
-            for a, b in p.hours:
-                if a >= b:
-                    raise self._err(("periods", pi, "hours"),
-                                    f"period {p.name!r}: hours [{a}, {b}] is empty or reversed",
-                                    "write hours as [start, end) with start < end, e.g. [16, 21]")
-                span = set(range(a, b))
-                if covered & span:
-                    raise self._err(("periods", pi, "hours"),
-                                    f"period {p.name!r}: hour ranges overlap at "
-                                    f"{sorted(covered & span)}",
-                                    "list each hour once within a period")
-                covered |= span
-            if p.seasons:
-                bad = [x for x in p.seasons if x not in self.season_names]
-                if bad:
-                    raise self._err(("periods", pi, "seasons"),
-                                    f"period {p.name!r} names unknown seasons {bad}",
-                                    f"use seasons from [calendar]: {self.season_names}")
-            months = set(p.months or MONTHS)
-            if p.seasons:
-                months &= {m for m in MONTHS if self.season_names[month_season[m]] in p.seasons}
-            daytypes = {"all": (WEEKDAY, WEEKEND), "weekdays": (WEEKDAY,),
-                        "weekends": (WEEKEND,)}[p.days]
-            pidx = self.period_names.index(p.name)
-            for m in months:
-                for d in daytypes:
-                    for h in covered:
-                        if table[m - 1, d, h] < 0:
-                            table[m - 1, d, h] = pidx
-                            matched_any[pi] = True
-        for pi, ok in enumerate(matched_any):
-            if not ok:
-                raise self._err(("periods", pi),
-                                f"period {s.periods[pi].name!r} never applies: earlier periods "
-                                "already cover all its hours (overlapping periods)",
-                                "remove it, or move it above the period that shadows it")
-        holes = np.argwhere(table < 0)
-        if len(holes):
-            m, d, h = holes[0]
-            hrs = sorted({int(x[2]) for x in holes if x[0] == m and x[1] == d})
-            raise self._err(("periods",),
-                            f"no period covers {'weekend' if d else 'weekday'} hours {hrs} "
-                            f"in month {m + 1} ({len(holes)} month-daytype-hours uncovered)",
-                            "add the hours to a period, or end the list with a catch-all "
-                            "period hours = [[0, 24]]")
+        table = self._period_table(s.periods, self.period_names, ('periods',))
         self.period_table = table
 
         # reachable (season, period) pairs must have import rates
@@ -416,14 +372,79 @@ class Tariff:
         self._compile_export(reach)
         self._check_settlement_and_cap()
 
+    def _period_table(self, periods: list[PeriodSpec], names: list[str],
+                      root: tuple[Any, ...]) -> np.ndarray:
+        """``table[month-1, daytype, hour]`` = index into ``names`` of the first of
+        ``periods`` that matches; every hour covered, every period used (errors at
+        ``root``: ``("periods",)`` or ``("demand", "periods")``)."""
+        month_season = self.month_season
+        table = np.full((12, 2, 24), -1, dtype=np.int64)
+        matched_any = [False] * len(periods)
+        for pi, p in enumerate(periods):
+            covered: set[int] = set()
+            for a, b in p.hours:
+                if a >= b:
+                    raise self._err((*root, pi, "hours"),
+                                    f"period {p.name!r}: hours [{a}, {b}] is empty or reversed",
+                                    "write hours as [start, end) with start < end, e.g. [16, 21]")
+                span = set(range(a, b))
+                if covered & span:
+                    raise self._err((*root, pi, "hours"),
+                                    f"period {p.name!r}: hour ranges overlap at "
+                                    f"{sorted(covered & span)}",
+                                    "list each hour once within a period")
+                covered |= span
+            if p.seasons:
+                bad = [x for x in p.seasons if x not in self.season_names]
+                if bad:
+                    raise self._err((*root, pi, "seasons"),
+                                    f"period {p.name!r} names unknown seasons {bad}",
+                                    f"use seasons from [calendar]: {self.season_names}")
+            months = set(p.months or MONTHS)
+            if p.seasons:
+                months &= {m for m in MONTHS if self.season_names[month_season[m]] in p.seasons}
+            daytypes = {"all": (WEEKDAY, WEEKEND), "weekdays": (WEEKDAY,),
+                        "weekends": (WEEKEND,)}[p.days]
+            pidx = names.index(p.name)
+            for m in months:
+                for d in daytypes:
+                    for h in covered:
+                        if table[m - 1, d, h] < 0:
+                            table[m - 1, d, h] = pidx
+                            matched_any[pi] = True
+        for pi, ok in enumerate(matched_any):
+            if not ok:
+                raise self._err((*root, pi),
+                                f"period {periods[pi].name!r} never applies: earlier periods "
+                                "already cover all its hours (overlapping periods)",
+                                "remove it, or move it above the period that shadows it")
+        holes = np.argwhere(table < 0)
+        if len(holes):
+            m, d, h = holes[0]
+            hrs = sorted({int(x[2]) for x in holes if x[0] == m and x[1] == d})
+            raise self._err(root,
+                            f"no period covers {'weekend' if d else 'weekday'} hours {hrs} "
+                            f"in month {m + 1} ({len(holes)} month-daytype-hours uncovered)",
+                            "add the hours to a period, or end the list with a catch-all "
+                            "period hours = [[0, 24]]")
+        return table
+
     def _check_demand(self) -> None:
         """Demand rates name known seasons and periods; tiers are cumulative, the last
         without a limit. Compiles ``demand_tiers[(season, key)]`` = [(limit kW, $/kW)], key
         ``"flat"`` or a period name."""
         self.demand_tiers: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        self.demand_flat_by_month: list[list[tuple[float, float]] | None] = [None] * 12
+        self.demand_period_names = self.period_names
+        self.demand_period_table = self.period_table
         d = self.spec.demand
         if d is None:
             return
+        if d.periods:
+            names = list(dict.fromkeys(p.name for p in d.periods))
+            self.demand_period_names = names
+            self.demand_period_table = self._period_table(d.periods, names,
+                                                          ("demand", "periods"))
 
         def tiers(loc, value: DemandRate) -> list[tuple[float, float]]:
             if isinstance(value, int | float):
@@ -456,16 +477,27 @@ class Tariff:
                                 f"{season!r}", f"use seasons from [calendar]: "
                                 f"{self.season_names}")
             self.demand_tiers[(season, "flat")] = tiers(("demand", "flat", season), value)
+        if d.flat and d.flat_months:
+            raise self._err(("demand", "flat_months"), "demand sets both flat (by season) and "
+                            "flat_months", "give the flat demand rate one way")
+        for m in MONTHS:
+            if d.flat_months:
+                self.demand_flat_by_month[m - 1] = tiers(("demand", "flat_months"),
+                                                         d.flat_months[m - 1])
+            else:
+                season = self.season_names[self.month_season[m]]
+                self.demand_flat_by_month[m - 1] = self.demand_tiers.get((season, "flat"))
         for season, by_period in d.tou.items():
             if season not in self.season_names:
                 raise self._err(("demand", "tou", season), f"demand.tou names unknown season "
                                 f"{season!r}", f"use seasons from [calendar]: "
                                 f"{self.season_names}")
             for period, value in by_period.items():
-                if period not in self.period_names:
+                if period not in self.demand_period_names:
+                    where = "[[demand.periods]]" if d.periods else "[[periods]]"
                     raise self._err(("demand", "tou", season, period),
                                     f"demand.tou.{season} names unknown period {period!r}",
-                                    f"use periods from [[periods]]: {self.period_names}")
+                                    f"use periods from {where}: {self.demand_period_names}")
                 self.demand_tiers[(season, period)] = tiers(("demand", "tou", season, period),
                                                             value)
 
@@ -707,6 +739,11 @@ class Tariff:
                 }
             days.extend(self._holiday_cache[y])
         return np.array(sorted(days), dtype=np.int64)
+
+    def demand_period(self, c: Classified) -> np.ndarray:
+        """Each classified interval's demand period (index into ``demand_period_names``:
+        the energy periods unless the tariff gives [[demand.periods]])."""
+        return self.demand_period_table[c.fields.month - 1, c.daytype, c.fields.hour]
 
     def classify(self, start_utc: np.ndarray) -> Classified:
         """Season, day type and TOU period of each interval start (UTC epoch seconds).

@@ -139,13 +139,13 @@ def sam_rates(t: Tariff) -> SamRates:
     return SamRates(weekday=weekday, weekend=weekend, tou_mat=rows)
 
 
-def sam_demand(t: Tariff, weekday: list[list[int]], weekend: list[list[int]]) -> dict:
+def sam_demand(t: Tariff) -> dict:
     """SAM's demand-charge inputs for ``t``'s ``[demand]``: ``ur_dc_flat_mat`` rows
-    ``[month 0-11, tier, max kW, $/kW]`` (each month its season's flat rate, else 0) and
-    ``ur_dc_tou_mat`` rows ``[period, tier, max kW, $/kW]`` on the energy schedules' SAM
-    periods (each (season, period) its TOU demand rate, else 0); the last tier's max 1e38.
-    SAM reads demand on each step's average kW: only a window equal to the data's step is
-    comparable. Ratchets are not translated."""
+    ``[month 0-11, tier, max kW, $/kW]`` (each month its flat rate, else 0);
+    ``ur_dc_tou_mat`` rows ``[period, tier, max kW, $/kW]`` with ``ur_dc_sched_*`` on SAM
+    demand periods numbered per (season, demand period) (each its TOU demand rate, else 0);
+    the last tier's max 1e38. SAM reads demand on each step's average kW: only a window
+    equal to the data's step is comparable. Ratchets are not translated."""
     d = t.spec.demand
     if d is None:
         return {"ur_dc_enable": 0}
@@ -158,19 +158,23 @@ def sam_demand(t: Tariff, weekday: list[list[int]], weekend: list[list[int]]) ->
 
     flat = []
     for m in range(1, 13):
-        season = t.season_names[int(t.month_season[m])]
-        flat += rows(m - 1, t.demand_tiers.get((season, "flat"), [(float("inf"), 0.0)]))
-    ids = sorted({k for row in weekday + weekend for k in row})
-    bucket = {}
-    for m in range(1, 13):
-        for daytype, sched in ((WEEKDAY, weekday), (WEEKEND, weekend)):
+        flat += rows(m - 1, t.demand_flat_by_month[m - 1] or [(float("inf"), 0.0)])
+    ids: dict[tuple[int, int], int] = {}
+
+    def schedule(daytype: int) -> list[list[int]]:
+        out = []
+        for m in range(1, 13):
+            row = []
             for h in range(24):
-                bucket[sched[m - 1][h]] = (int(t.month_season[m]),
-                                           int(t.period_table[m - 1, daytype, h]))
+                key = (int(t.month_season[m]), int(t.demand_period_table[m - 1, daytype, h]))
+                row.append(ids.setdefault(key, len(ids) + 1))
+            out.append(row)
+        return out
+
+    weekday, weekend = schedule(WEEKDAY), schedule(WEEKEND)
     tou = []
-    for k in ids:
-        si, pi = bucket[k]
-        key = (t.season_names[si], t.period_names[pi])
+    for (si, pi), k in ids.items():
+        key = (t.season_names[si], t.demand_period_names[pi])
         tou += rows(k, t.demand_tiers.get(key, [(float("inf"), 0.0)]))
     return {"ur_dc_enable": 1, "ur_dc_flat_mat": flat, "ur_dc_tou_mat": tou,
             "ur_dc_sched_weekday": weekday, "ur_dc_sched_weekend": weekend}
@@ -239,7 +243,7 @@ def sam_bill(t: Tariff, load_kwh: np.ndarray, pv_kwh: np.ndarray, steps_per_hour
         "ur_en_ts_sell_rate": 0,
         "ur_en_ts_buy_rate": 0,
     }
-    inputs.update(sam_demand(t, r.weekday, r.weekend))
+    inputs.update(sam_demand(t))
     for key, val in inputs.items():
         m.value(key, val)
     m.execute(0)

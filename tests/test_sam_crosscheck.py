@@ -588,6 +588,13 @@ DEMANDS = {
         "window_minutes = 15\n"
         "flat = { summer = [{ up_to_kw = 5, rate = 6.0 }, { rate = 11.0 }], winter = 7.0 }\n"
         "tou = { summer = { peak = 9.4, off_peak = 1.1 } }\n"),
+    # demand periods of their own (noon-18 weekdays) and a flat rate month by month
+    "own_periods_flat_months": (
+        "window_minutes = 15\n"
+        "flat_months = [5.0, 5.0, 5.0, 5.0, 5.0, 9.0, 9.0, 9.0, 9.0, 5.0, 5.0, 5.5]\n"
+        "tou = { summer = { d_mid = 6.0 }, winter = { d_mid = 2.0 } }\n"
+        "[[demand.periods]]\nname = 'd_mid'\nhours = [[12, 18]]\ndays = 'weekdays'\n"
+        "[[demand.periods]]\nname = 'd_other'\nhours = [[0, 24]]\n"),
 }
 
 

@@ -618,7 +618,8 @@ def make_plan(cfg: TrueupConfig, *, at_utc: int | None = None, soc_percent: floa
                                             notes)
     demand = ()
     if billing_aware and tariff.spec.demand is not None:
-        demand = demand_budgets(tariff, prices.month_key, prices.period,
+        demand = demand_budgets(tariff, prices.month_key,
+                                tariff.demand_period(tariff.classify(starts)),
                                 _demand_so_far(tariff, history, start))
     grid_limit = battery_spec(b).grid_charge_kw(_backup_mode())
     import_limit, export_limit = opt.service_limit_kw, None

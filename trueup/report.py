@@ -131,13 +131,16 @@ def tariff_summary(t: Tariff) -> str:
     if c.nbc_components:
         out.append("  NBC components ($/kWh): "
                    + ", ".join(f"{k} {v:.5f}" for k, v in c.nbc_components.items()))
-    if s.demand is not None and t.demand_tiers:
+    if s.demand is not None and (t.demand_tiers or any(t.demand_flat_by_month)):
         def rate(tiers):
             return " then ".join(f"{r:g} $/kW" + ("" if lim == float("inf") else
                                                  f" to {lim:g} kW") for lim, r in tiers)
 
         parts = [f"{season} {key} {rate(tiers)}" for (season, key), tiers in
                  t.demand_tiers.items()]
+        if s.demand.flat_months:
+            parts.insert(0, "flat by month " + ", ".join(
+                rate(x) if x else "none" for x in t.demand_flat_by_month))
         ratchet = (f"; ratchet {s.demand.ratchet_percent:g} % of the highest flat demand of "
                    f"the last {s.demand.ratchet_months} months" if s.demand.ratchet_percent
                    else "")
