@@ -52,9 +52,9 @@ DGRULES: dict[str, tuple[str, str | None]] = {
 
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _TIER_UNITS = {"kWh": False, "kWh daily": True}  # unit → limit is per day
-_DEMAND_KEYS = ("demandratestructure", "flatdemandstructure", "coincidentratestructure")
 _NOTES = ("Imported from OpenEI URDB. Set charges.nbc_per_kwh, [settlement] and any export cap "
-          "from your tariff sheet; demand charges are not imported.")
+          "from your tariff sheet.")
+_DEMAND_WINDOWS = (5, 15, 30, 60)
 _ROUND = 10  # decimals kept on $/kWh sums (0.11 + 0.03 → 0.14, not 0.14000000000000001)
 
 
@@ -128,10 +128,7 @@ def urdb_to_toml(data: dict[str, Any], *, item: int = 0, timezone: str = DEFAULT
     scheme, netting = _export_scheme(rate, where, warnings)
     sell = _sell_rates(scheme, periods, warnings)
     charges = _charges(rate, where, warnings)
-    demand = [k for k in _DEMAND_KEYS if rate.get(k)]
-    if demand:
-        warnings.append(f"demand charges ({', '.join(demand)}) are not imported: trueup bills "
-                        "energy only, so bills will be low by the demand charge")
+    demand = _demand(rate, where, warnings)
     if rate.get("fixedchargeeaaddl"):
         warnings.append("fixedchargeeaaddl (charge per additional meter) is not imported")
     for key in ("energyattrs", "fixedattrs"):
@@ -158,6 +155,8 @@ def urdb_to_toml(data: dict[str, Any], *, item: int = 0, timezone: str = DEFAULT
         warnings.append(f"URDB gives this rate an end date ({end}): check it is still current")
 
     text = _emit(rate, seasons, periods, sell, charges, scheme, netting, timezone)
+    if demand:
+        text += "\n" + _emit_demand(demand, [s.name for s in seasons])
     _self_check(text, source)
     return text, warnings
 
@@ -529,6 +528,158 @@ def _tiers_value(tiers: list[_Tier], fuel: float) -> str:
             key = "up_to_kwh_per_day" if t.per_day else "up_to_kwh"
             parts.append(f"{{ {key} = {_toml_float(t.limit)}, rate = {r} }}")
     return "[" + ", ".join(parts) + "]"
+
+
+# --------------------------------------------------------------------------------------
+# Demand charges
+
+
+@dataclass
+class _Demand:
+    window: int = 15
+    flat_months: list[list[_Tier]] | None = None  # 12 × tiers ($/kW; limit = kW)
+    # URDB demand period → [(months, daytype "weekdays"/"weekends", hours)]
+    periods: dict[int, list[tuple[list[int], str, list[int]]]] | None = None
+    tou: dict[int, list[_Tier]] | None = None  # URDB demand period → tiers
+    ratchet: float = 0.0
+
+
+def _demand_tiers(structure: Any, p: int, key: str, where: _Where,
+                  warnings: list[str]) -> list[_Tier]:
+    """One demand period's tiers: rate + adj ($/kW), ``max`` as cumulative kW."""
+    raw = structure[p] if isinstance(structure, list) and p < len(structure) else None
+    if not isinstance(raw, list) or not raw or not all(isinstance(t, dict) for t in raw):
+        raise TariffError(f"{key} has no tiers for period {p} (got {raw!r})",
+                          where=where(f"{key}[{p}]"),
+                          fix="give each demand period a list of tiers like [{\"rate\": 9.4}]")
+    out = []
+    for k, t in enumerate(raw):
+        r = _number(t.get("rate", 0.0), where(f"{key}[{p}][{k}].rate"), "rate") or 0.0
+        adj = _number(t.get("adj", 0.0), where(f"{key}[{p}][{k}].adj"), "adj") or 0.0
+        mx = t.get("max")
+        limit = None
+        if mx is not None and k < len(raw) - 1:
+            limit = _number(mx, where(f"{key}[{p}][{k}].max"), "max")
+        elif mx is not None:
+            warnings.append(f"{key}[{p}]: the last tier's max ({mx} kW) was dropped: the last "
+                            "tier covers every kW above the one before")
+        if r + adj < 0:
+            raise TariffError(f"{key}[{p}][{k}]: a negative demand rate ({r + adj:g} $/kW)",
+                              where=where(f"{key}[{p}][{k}]"),
+                              fix="trueup takes demand rates >= 0")
+        out.append(_Tier(rate=round(r + adj, _ROUND), limit=limit, per_day=False, sell=None))
+    return out
+
+
+def _demand(rate: dict[str, Any], where: _Where, warnings: list[str]) -> _Demand | None:
+    """URDB's demand fields as trueup's [demand] (docs/billing-rules.md, 'Demand charges'):
+    flat demand month by month, TOU demand on demand periods of their own (URDB's demand
+    schedules), the window and an even ratchet. Whatever cannot be expressed is named."""
+    flat_s, tou_s = rate.get("flatdemandstructure"), rate.get("demandratestructure")
+    if not flat_s and not tou_s:
+        for k in ("demandweekdayschedule", "flatdemandmonths"):
+            if rate.get(k):
+                warnings.append(f"{k} is given without its rate structure: no demand imported")
+        return None
+    for key in ("demandunits", "flatdemandunit", "demandrateunit"):
+        unit = rate.get(key)
+        if unit not in (None, "", "kW"):
+            raise TariffError(f"{key} is {unit!r}: trueup bills demand in kW only",
+                              where=where(key),
+                              fix="convert the demand rates to $/kW by hand, or drop them")
+    d = _Demand()
+    window = rate.get("demandwindow")
+    if window not in (None, ""):
+        w = _number(window, where("demandwindow"), "demandwindow")
+        if w in _DEMAND_WINDOWS:
+            d.window = int(w)
+        else:
+            warnings.append(f"demandwindow {window!r} minutes is not one of "
+                            f"{list(_DEMAND_WINDOWS)}: 15 was written")
+    else:
+        warnings.append("demandwindow is missing: a 15-minute demand window was written "
+                        "(check the tariff; NREL SAM uses the data's own step)")
+    if flat_s:
+        months = rate.get("flatdemandmonths")
+        if not isinstance(months, list) or len(months) != 12:
+            raise TariffError("flatdemandmonths must be 12 period indices (January first)",
+                              where=where("flatdemandmonths"),
+                              fix="give the flat demand period of each month")
+        idx = [int(m) if isinstance(m, int | float) and float(m).is_integer() else None
+               for m in months]
+        if None in idx:
+            raise TariffError(f"flatdemandmonths {months!r} holds a value that is not a "
+                              "period index", where=where("flatdemandmonths"),
+                              fix="give 12 whole numbers (0-based periods)")
+        d.flat_months = [_demand_tiers(flat_s, p, "flatdemandstructure", where, warnings)
+                         for p in idx]  # type: ignore[arg-type]
+    if tou_s:
+        n = len(tou_s)
+        weekday = _schedule(rate, "demandweekdayschedule", n, where)
+        weekend = _schedule(rate, "demandweekendschedule", n, where)
+        d.tou = {p: _demand_tiers(tou_s, p, "demandratestructure", where, warnings)
+                 for p in sorted({p for row in weekday + weekend for p in row})}
+        d.periods = {}
+        for p in d.tou:
+            groups: dict[tuple[str, tuple[int, ...]], list[int]] = {}
+            for m in range(12):
+                for days, sched in (("weekdays", weekday), ("weekends", weekend)):
+                    hours = tuple(h for h in range(24) if sched[m][h] == p)
+                    if hours:
+                        groups.setdefault((days, hours), []).append(m + 1)
+            d.periods[p] = [(months, days, list(hours))
+                            for (days, hours), months in groups.items()]
+    pct = rate.get("demandratchetpercentage")
+    if isinstance(pct, list) and any(pct):
+        vals = {float(x) for x in pct}
+        if len(vals) == 1:
+            d.ratchet = vals.pop()
+        else:
+            warnings.append(f"demandratchetpercentage {pct} varies by month: not imported "
+                            "(trueup's ratchet is one share of the last months' highest flat "
+                            "demand); add ratchet_percent by hand if it applies")
+    for key in ("coincidentratestructure", "demandattrs", "demandreactivepowercharge",
+                "demandmin", "demandmax"):
+        if rate.get(key):
+            warnings.append(f"{key} is not imported: trueup cannot express it; check it by "
+                            "hand against the tariff")
+    return d
+
+
+def _demand_rate(tiers: list[_Tier]) -> str:
+    if len(tiers) == 1 and tiers[0].limit is None:
+        return _toml_float(tiers[0].rate)
+    return "[" + ", ".join(f"{{ rate = {_toml_float(t.rate)} }}" if t.limit is None else
+                           f"{{ up_to_kw = {_toml_float(t.limit)}, rate = "
+                           f"{_toml_float(t.rate)} }}" for t in tiers) + "]"
+
+
+def _emit_demand(d: _Demand, seasons: list[str]) -> str:
+    L: list[str] = []
+    w = L.append
+    w("# Demand charges from URDB: $/kW (rate + adj) on the month's highest average import")
+    w("# over the window. URDB's demand schedules become [[demand.periods]] d0, d1, ...")
+    w("[demand]")
+    w(f"window_minutes = {d.window}")
+    if d.ratchet:
+        w(f"ratchet_percent = {_toml_float(d.ratchet)}")
+    if d.flat_months and any(t.rate for tiers in d.flat_months for t in tiers):
+        w("flat_months = [" + ", ".join(_demand_rate(t) for t in d.flat_months) + "]")
+    if d.tou and d.periods is not None:
+        charged = {p: t for p, t in d.tou.items() if any(x.rate for x in t)}
+        if charged:
+            w("[demand.tou]")
+            for season in seasons:
+                w(f"{season} = {{ " + ", ".join(
+                    f"d{p} = {_demand_rate(t)}" for p, t in charged.items()) + " }")
+        for p, entries in d.periods.items():
+            for months, days, hours in entries:
+                w("[[demand.periods]]")
+                w(f'name = "d{p}"')
+                w("hours = [" + ", ".join(f"[{a}, {b}]" for a, b in _ranges(hours)) + "]")
+                w(f'days = "{days}"')
+                w(f"months = {months}")
+    return "\n".join(L) + "\n"
 
 
 def _ranges(hours: list[int]) -> list[tuple[int, int]]:

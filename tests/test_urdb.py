@@ -377,13 +377,41 @@ def test_warnings_name_what_urdb_lacks():
     assert not any("demand" in w for w in warnings)
 
 
-def test_demand_charges_present_are_warned_not_imported():
-    rate = _minimal(flatdemandstructure=[[{"rate": 12.5}]], flatdemandmonths=[0] * 12,
-                    demandratestructure=[[{"rate": 4.1}]])
-    _, text, warnings = _convert(rate)
-    (w,) = [w for w in warnings if "demand charges" in w]
-    assert "demandratestructure" in w and "flatdemandstructure" in w
-    assert not [k for k in tomllib.loads(text) if "demand" in k]
+def test_demand_charges_are_imported_with_their_own_periods():
+    """Flat demand by month (rate + adj, tiers as cumulative kW) and TOU demand on URDB's
+    demand schedule (weekdays 16-21 in June-September), a 30-minute window; what cannot be
+    expressed is named (a ratchet that varies by month, free-form demandattrs)."""
+    weekday = [[0] * 24 for _ in range(12)]
+    for m in range(5, 9):
+        weekday[m][16:21] = [1] * 5
+    rate = _minimal(
+        flatdemandstructure=[[{"rate": 10.0, "adj": 0.5, "max": 50}, {"rate": 12.0}],
+                             [{"rate": 14.0}]],
+        flatdemandmonths=[0] * 5 + [1] * 4 + [0] * 3,
+        demandratestructure=[[{"rate": 0}], [{"rate": 4.1}]],
+        demandweekdayschedule=weekday, demandweekendschedule=[[0] * 24 for _ in range(12)],
+        demandwindow=30, demandunits="kW", demandratchetpercentage=[0] * 6 + [80] * 6,
+        demandattrs=[{"Power factor": "x"}])
+    t, _, warnings = _convert(rate)
+    d = t.spec.demand
+    assert d.window_minutes == 30
+    assert t.demand_flat_by_month[0] == [(50.0, 10.5), (float("inf"), 12.0)]
+    assert t.demand_flat_by_month[6] == [(float("inf"), 14.0)]
+    assert t.demand_period_names == ["d0", "d1"]
+    july, jan = 7, 1
+    assert t.demand_period_table[july - 1, 0, 17] == 1  # a weekday
+    assert t.demand_period_table[july - 1, 1, 17] == 0  # a weekend day
+    assert t.demand_period_table[jan - 1, 0, 17] == 0
+    assert all(t.demand_tiers[(s, "d1")] == [(float("inf"), 4.1)] for s in t.season_names)
+    assert any("demandratchetpercentage" in w and "varies by month" in w for w in warnings)
+    assert any("demandattrs is not imported" in w for w in warnings)
+    assert not any("demand charges" in w and "not imported" in w for w in warnings)
+
+
+def test_demand_in_kva_is_refused_naming_the_key():
+    err = _error(_minimal(flatdemandstructure=[[{"rate": 5.0}]], flatdemandmonths=[0] * 12,
+                          flatdemandunit="kVA"))
+    assert "flatdemandunit is 'kVA'" in err.what
 
 
 def test_several_items_warn_which_one_was_imported():
