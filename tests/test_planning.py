@@ -325,9 +325,11 @@ def test_gateway_file_keys_are_read_from_the_config_files_folder(tmp_path, monke
     cfg_file = folder / "trueup.toml"
     cfg_file.write_text('[gateway]\nkind = "powerwall"\nmode = "v1r"\nauthpath = "auth"\n'
                         'password_file = "secrets/gw_password"\n'
+                        'gw_pwd_file = "secrets/wifi"\n'
                         'tls_pin_file = "/var/lib/trueup/pin"\n', encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     g = load_config(cfg_file).gateway
     assert g.authpath == str(folder / "auth")
     assert g.password_file == str(folder / "secrets" / "gw_password")
+    assert g.gw_pwd_file == str(folder / "secrets" / "wifi")
     assert g.tls_pin_file == "/var/lib/trueup/pin"

@@ -304,7 +304,7 @@ def load_config(path: str | Path | None = None) -> TrueupConfig:
 
 #: the [gateway] keys that name files or folders: relative ones are read from the config
 #: file's folder, as the tariff is
-GATEWAY_PATH_KEYS = ("authpath", "password_file", "tls_pin_file")
+GATEWAY_PATH_KEYS = ("authpath", "password_file", "gw_pwd_file", "tls_pin_file")
 
 
 def _relative_paths(cfg: TrueupConfig, file: Path) -> None:
