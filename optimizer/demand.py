@@ -168,3 +168,18 @@ def demand_budgets(tariff: Tariff, month_key: np.ndarray, period: np.ndarray,
             out.append(DemandBudget(mk, name, np.flatnonzero(mask), start,
                                     marginal_rate(start, tiers)))
     return tuple(out)
+
+
+def demand_cost(budgets: tuple[DemandBudget, ...], import_kwh: np.ndarray,
+                step_hours: float) -> float:
+    """$ of demand charges a course of ``import_kwh`` (kWh per plan step) adds to the
+    months' billing demand so far: Σ rate × max(0, peak kW over the charge's steps −
+    start_kw). What the behaviour model's simulation of a schedule is judged by, as the
+    plan's objective judges the plan."""
+    imp = np.asarray(import_kwh, dtype=float)
+    total = 0.0
+    for d in budgets:
+        if len(d.steps) and d.rate > 0:
+            peak = float(imp[d.steps].max()) / step_hours
+            total += d.rate * max(0.0, peak - d.start_kw)
+    return total

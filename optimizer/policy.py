@@ -47,6 +47,8 @@ from optimizer.behaviour import (
     clamp_reserve,
     simulate,
 )
+from optimizer.demand import demand_cost
+from optimizer.localtime import local_fields
 from optimizer.plan import Plan, PlanInputs, default_terminal_value
 from optimizer.site import Battery
 
@@ -137,6 +139,70 @@ def intents(plan: Plan, x: PlanInputs) -> list[str]:
             out.append("hold")
         else:
             out.append("self")
+    return out
+
+
+def demand_covers(plan: Plan, x: PlanInputs, tz: str) -> dict[int, tuple[str, int]]:
+    """The steps a Powerwall should cover in full to hold the demand peaks the plan holds.
+
+    The LP lowers a peak by discharging *part* of each window's load (import capped at the
+    month's peak D); the Powerwall cannot cap its import, it covers the whole load
+    (Self-Powered) or none (hold). So, per demand charge and local day (the battery
+    recharges between days), the energy the plan discharges on the charge's steps is given
+    to the steps with the highest deficit first, each covered whole, until it runs out: the
+    peak left is the highest step not covered. Returns step → (the reason's words, its
+    local day) for the covered steps."""
+    out: dict[int, tuple[str, int]] = {}
+    if not x.demand:
+        return out
+    deficit = np.maximum(x.load_kwh - x.pv_kwh, 0.0)
+    per_step = x.battery.max_discharge_kw * x.step_hours
+    day = local_fields(x.prices.start_utc, tz).day
+    for d in sorted(x.demand, key=lambda d: -d.rate):
+        if d.rate <= 0 or not len(d.steps):
+            continue
+        # steps at or below the peak the plan holds do not set it: no need to cover them
+        held = plan.demand_kw.get(f"{d.month_key // 12:04d}-{d.month_key % 12 + 1:02d} "
+                                  f"{d.name}", d.start_kw)
+        above = held * x.step_hours + EPS_KWH
+        for g in np.unique(day[d.steps]):
+            steps = d.steps[day[d.steps] == g]
+            energy = float(plan.discharge_kwh[steps].sum())
+            need = np.minimum(deficit[steps], per_step)
+            used, covered = 0.0, []
+            for k in np.argsort(-deficit[steps], kind="stable"):
+                if deficit[steps[k]] <= above or used + need[k] > energy + EPS_KWH:
+                    break
+                used += float(need[k])
+                covered.append(int(steps[k]))
+            if not covered:
+                continue
+            left = [int(t) for t in steps if int(t) not in covered]
+            peak = max(max((float(deficit[t]) for t in left), default=0.0),
+                       max(float(deficit[t] - per_step) for t in covered)) / x.step_hours
+            words = (f"{d.name} demand charge {d.rate:.2f} $/kW: the battery covers the "
+                     f"{len(covered)} highest steps of the day in full ({used:.1f} kWh), "
+                     f"the day's peak left {max(peak, d.start_kw):.1f} kW")
+            for t in covered:
+                out.setdefault(t, (words, int(g)))
+    return out
+
+
+def _demand_labels(labels: list[str], covers: dict[int, tuple[str, int]], plan: Plan,
+                   x: PlanInputs) -> list[str]:
+    """``labels`` with the demand charges' peak steps covered in full ("self"), and the
+    steps where the plan only partly covers the load held instead (Self-Powered would
+    cover them whole and spend the energy the peak steps need)."""
+    out = list(labels)
+    deficit = np.maximum(x.load_kwh - x.pv_kwh, 0.0)
+    full = np.minimum(deficit, x.battery.max_discharge_kw * x.step_hours)
+    steps = sorted({int(t) for d in x.demand if d.rate > 0 for t in d.steps})
+    for t in steps:
+        if t in covers:
+            out[t] = "self"
+        elif (out[t] == "self" and deficit[t] > EPS_KWH
+              and plan.discharge_kwh[t] < full[t] - EPS_KWH):
+            out[t] = "hold"
     return out
 
 
@@ -257,6 +323,8 @@ def _regime(plan: Plan) -> str:
     v = plan.marginal_credit_value or 0.0
     t = 1.0 if plan.true_up_trust is None else plan.true_up_trust
     if t < 0.995:
+        if v <= 0.0005:
+            return ""  # exports earn nothing here: the true-up changes nothing to say
         return (f"a peak credit is worth {v:.3f} $/kWh: the true-up projection rests on a "
                 f"generic model (little of this home's own data), so the plan trusts it "
                 f"{t:.0%} and otherwise credits at face value")
@@ -340,10 +408,36 @@ def schedule(plan: Plan, x: PlanInputs, tz: str, *, min_dwell_minutes: float = 3
     b = x.battery
     spec = battery_spec(b)
     steps_per_day = round(24 / x.step_hours)
-    labels = intents(plan, x)
-    labels = _enforce_dwell(labels, max(1, round(min_dwell_minutes / 60 / x.step_hours)))
-    labels = _enforce_budget(labels, max_changes_per_day, steps_per_day)
+    dwell = max(1, round(min_dwell_minutes / 60 / x.step_hours))
 
+    def settle(labels: list[str]) -> list[str]:
+        return _enforce_budget(_enforce_dwell(labels, dwell), max_changes_per_day,
+                               steps_per_day)
+
+    labels = intents(plan, x)
+    blocks = _build_blocks(settle(labels), plan, x, tz, cap_left_kwh, {})
+    covers = demand_covers(plan, x, tz)
+    if covers:
+        # the Powerwall covers all or nothing: judged by the behaviour model with the
+        # demand charges, the shaped schedule is kept only where it is worth more
+        shaped = _build_blocks(settle(_demand_labels(labels, covers, plan, x)), plan, x, tz,
+                               cap_left_kwh, covers)
+        if _schedule_cost(shaped, x, spec) <= _schedule_cost(blocks, x, spec) + 1e-6:
+            blocks = shaped  # no worse (the same settings, then with the demand's reasons)
+    if x.demand:
+        blocks = _slower_charges(blocks, x, spec)
+    fit = None
+    if budget is not None:
+        blocks, fit = fit_to_budget(blocks, x, spec, budget, current)
+    return _finish(blocks, plan, x, spec, fit)
+
+
+def _build_blocks(labels: list[str], plan: Plan, x: PlanInputs, tz: str,
+                  cap_left_kwh: float | None, covers: dict[int, tuple[str, int]]
+                  ) -> list[_Block]:
+    """Settings blocks for per-step intents, each with its reason."""
+    b = x.battery
+    spec = battery_spec(b)
     blocks: list[_Block] = []
     soc_before = np.concatenate([[x.soc_kwh], plan.soc_kwh[:-1]])
     for a, z, intent in _blocks(labels):
@@ -358,24 +452,87 @@ def schedule(plan: Plan, x: PlanInputs, tz: str, *, min_dwell_minutes: float = 3
         high = intent == "hold" and _hold_high(target, a, z, plan, x)
         s, sig = _settings_for(intent, target, needs_kw, b, spec, hold_high=high)
         reason = _reason(intent, a, z, x, plan, tz, s.reserve_percent, s.mode, cap_left_kwh)
+        demand = _demand_reason(intent, a, z, covers, x, tz)
+        if demand:
+            reason = demand
         if blocks and blocks[-1].settings == s and blocks[-1].signal == sig:
             blocks[-1] = replace(blocks[-1], z=z)
             continue
         blocks.append(_Block(a, z, s, sig, intent, reason))
-    fit = None
-    if budget is not None:
-        blocks, fit = fit_to_budget(blocks, x, spec, budget, current)
+    return blocks
 
+
+def _demand_reason(intent: str, a: int, z: int, covers: dict[int, tuple[str, int]],
+                   x: PlanInputs, tz: str) -> str:
+    """A demand charge's words for a block that covers its peak steps or holds for them."""
+    if not covers:
+        return ""
+    starts = x.prices.start_utc
+    span = _span(int(starts[a]), int(starts[z - 1]) + round(x.step_hours * 3600), tz)
+    here = [covers[t][0] for t in range(a, z) if t in covers]
+    if intent == "self" and here:
+        return f"self-powered {span}: {here[0]}"
+    later = sorted(t for t in covers if t >= z)
+    if intent == "hold" and later:
+        deficit = np.maximum(x.load_kwh - x.pv_kwh, 0.0)
+        words, g = covers[later[0]]
+        kwh = float(sum(min(deficit[t], x.battery.max_discharge_kw * x.step_hours)
+                        for t in later if covers[t][1] == g))
+        return (f"hold charge {span}: keep {kwh:.1f} kWh for the peak from "
+                f"{_clock(starts[later[0]], tz)} ({words})")
+    return ""
+
+
+def _slower_charges(blocks: list[_Block], x: PlanInputs, spec: BatterySpec) -> list[_Block]:
+    """Under a demand charge, a grid charge in Backup (~3.3 kW per Powerwall) can set a
+    new peak where the plan charged slower: each Backup charge is tried as Self-Powered with
+    grid charging (~1.75 kW) and kept so when the behaviour model says it costs less."""
+    out = list(blocks)
+    for i, k in enumerate(out):
+        if k.intent != "charge" or k.settings.mode != Mode.BACKUP:
+            continue
+        slow = replace(k, settings=replace(k.settings, mode=Mode.SELF_POWERED),
+                       reason=k.reason.replace("toward 100% (Backup charges full)",
+                                               f"to {k.settings.reserve_percent:.0f}% at "
+                                               "Self-Powered's slower rate, under the "
+                                               "month's demand peak"))
+        cand = [*out[:i], slow, *out[i + 1:]]
+        if _schedule_cost(cand, x, spec) < _schedule_cost(out, x, spec) - 1e-6:
+            out = cand
+    return out
+
+
+def _schedule_cost(blocks: list[_Block], x: PlanInputs, spec: BatterySpec) -> float:
+    """$ the behaviour model says the settings cost over the horizon: energy at step prices
+    − credits + wear + the demand charges they add − the stored energy left, valued as the
+    plan values it (what fit_to_budget compares)."""
+    b = x.battery
+    tv = x.terminal_value if x.terminal_value is not None else default_terminal_value(x)
+    p = x.prices
+    st, sg = _per_step(blocks)
+    sim = simulate(st, x.soc_kwh, x.load_kwh, x.pv_kwh, x.step_hours, spec,
+                   price_signals=sg)
+    return float(np.sum(sim.import_kwh * p.import_price)
+                 - np.sum(sim.export_kwh * p.export_credit)
+                 + b.wear_cost_per_kwh * np.sum(sim.discharge_kwh)
+                 + demand_cost(x.demand, sim.import_kwh, x.step_hours)
+                 - tv * sim.soc_kwh[-1])
+
+
+def _finish(blocks: list[_Block], plan: Plan, x: PlanInputs, spec: BatterySpec,
+            fit: BudgetFit | None) -> Schedule:
     entries = tuple(ScheduledSetting(int(x.prices.start_utc[k.a]), k.settings, k.signal,
                                      k.intent, k.reason) for k in blocks)
     per_step, signals = _per_step(blocks)
     sim = simulate(per_step, x.soc_kwh, x.load_kwh, x.pv_kwh, x.step_hours, spec,
                    price_signals=signals)
     p = x.prices
+    b = x.battery
 
     def value(imp, exp, dis):
         return float(np.sum(imp * p.import_price) - np.sum(exp * p.export_credit)
-                     + b.wear_cost_per_kwh * np.sum(dis))
+                     + b.wear_cost_per_kwh * np.sum(dis)
+                     + demand_cost(x.demand, imp, x.step_hours))
 
     return Schedule(
         entries=entries, per_step=tuple(per_step), signals=tuple(signals),
@@ -436,18 +593,9 @@ def fit_to_budget(blocks: list[_Block], x: PlanInputs, spec: BatterySpec,
     per write saved first. Returns the blocks and what it cost."""
     per_hour = max(1, round(1 / x.step_hours))
     per_day = round(24 / x.step_hours)
-    b = x.battery
-    tv = x.terminal_value if x.terminal_value is not None else default_terminal_value(x)
-    p = x.prices
 
     def cost(bl: list[_Block]) -> float:
-        st, sg = _per_step(bl)
-        sim = simulate(st, x.soc_kwh, x.load_kwh, x.pv_kwh, x.step_hours, spec,
-                       price_signals=sg)
-        return float(np.sum(sim.import_kwh * p.import_price)
-                     - np.sum(sim.export_kwh * p.export_credit)
-                     + b.wear_cost_per_kwh * np.sum(sim.discharge_kwh)
-                     - tv * sim.soc_kwh[-1])
+        return _schedule_cost(bl, x, spec)
 
     def writes(bl: list[_Block]) -> list[int]:
         return [writes_between(current if i == 0 else bl[i - 1].settings, k.settings)

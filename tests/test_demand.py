@@ -219,3 +219,39 @@ def test_the_plan_shaves_a_peak_only_where_the_demand_charge_pays(tmp_path):
     assert peak_with < peak_without - 1.0
     assert with_demand.plan.demand_kw["2025-07 flat"] == pytest.approx(peak_with, abs=1e-6)
     assert not without.plan.demand_kw
+
+
+def test_the_settings_cover_the_highest_steps_whole_and_say_why(tmp_path):
+    """An EV that charges one hour a night (01:00-02:00, 7.5 kW), as settings: the
+    Powerwall covers all of a step's load or none, so the plan's partial discharge becomes
+    "cover the highest steps in full, hold for them" (a 3-hour charge could not be covered
+    whole by 10.8 kWh above the floor, and then no setting lowers its peak). Carried out by
+    the behaviour model, the settings import at most 7.5 − 5.0 = 2.5 kW at the EV's hour;
+    the plan without the demand term leaves the battery at its floor by then (7.5 kW); the
+    reasons name the demand charge."""
+    from optimizer.behaviour import simulate
+    from optimizer.policy import battery_spec, demand_covers
+    from trueup.config import load_config
+    from trueup.planning import Forecast, make_plan, parse_at
+
+    (tmp_path / "t.toml").write_text(PLAN_TARIFF)
+    (tmp_path / "trueup.toml").write_text('tariff = "t.toml"\n')
+    cfg = load_config(tmp_path / "trueup.toml")
+    n = 192
+    local_hour = (14 + np.arange(n) / 4) % 24
+    load = np.where((local_hour >= 1) & (local_hour < 2), 7.5, 0.5) / 4
+    fc = Forecast(np.zeros(n), load, {"pv": "test", "load": "test"})
+    r = make_plan(cfg, at_utc=parse_at("2025-07-15T14:00-07:00"), soc_percent=50, forecast=fc)
+    covers = demand_covers(r.plan, r.inputs, "America/Los_Angeles")
+    ev = np.flatnonzero(load > 1.0)
+    assert covers and set(covers) <= set(ev)  # only the EV's steps are worth covering
+    spec = battery_spec(r.inputs.battery)
+    sim = simulate(list(r.schedule.per_step), r.inputs.soc_kwh, load, np.zeros(n), 0.25, spec,
+                   price_signals=list(r.schedule.signals))
+    floor = make_plan(cfg, at_utc=parse_at("2025-07-15T14:00-07:00"), soc_percent=50,
+                      forecast=fc, billing_aware=False)
+    base = simulate(list(floor.schedule.per_step), floor.inputs.soc_kwh, load, np.zeros(n),
+                    0.25, spec, price_signals=list(floor.schedule.signals))
+    assert sim.import_kwh.max() * 4 == pytest.approx(2.5, abs=0.01)
+    assert base.import_kwh.max() * 4 == pytest.approx(7.5, abs=0.01)
+    assert any("demand charge 15.00 $/kW" in e.reason for e in r.schedule.entries)

@@ -622,6 +622,12 @@ def make_plan(cfg: TrueupConfig, *, at_utc: int | None = None, soc_percent: floa
                                 tariff.demand_period(tariff.classify(starts)),
                                 _demand_so_far(tariff, history, start))
     grid_limit = battery_spec(b).grid_charge_kw(_backup_mode())
+    if demand:
+        # Backup's fast grid charge (~3.3 kW per Powerwall) cannot be slowed to what the
+        # plan wants under a demand peak; Self-Powered's (~1.75 kW) is the plan's limit
+        grid_limit = battery_spec(b).grid_charge_kw(_self_powered_mode())
+        notes.append("demand charges: grid charging planned at Self-Powered's rate "
+                     f"({grid_limit:.2f} kW), so a charge never sets a new peak")
     import_limit, export_limit = opt.service_limit_kw, None
     if grid_up is False:
         import_limit, export_limit, grid_limit = 0.0, 0.0, 0.0
@@ -717,6 +723,12 @@ def solve_with_fallback(result: PlanResult, cfg: TrueupConfig, *,
                                settings_value=float("nan"),
                                simulated_soc_kwh=np.full(n, x.soc_kwh))
     return result
+
+
+def _self_powered_mode():
+    from optimizer.behaviour import Mode
+
+    return Mode.SELF_POWERED
 
 
 def _backup_mode():

@@ -242,9 +242,12 @@ def plan_report(result, cfg) -> str:
             f"paid to you). It ends in credit in {proj.p_in_credit:.0%} of the likely years; "
             f"a peak credit is worth {p.marginal_credit_value:.3f} $/kWh to this plan.")
     if result.schedule and np.isfinite(result.schedule.plan_value):
-        out.append(f"Value over the horizon (import − export credit + wear): plan "
+        demand = " + demand charges added" if result.inputs.demand else ""
+        out.append(f"Value over the horizon (import − export credit + wear{demand}): plan "
                    f"{money(result.schedule.plan_value)}, the settings as the Powerwall would "
                    f"carry them out {money(result.schedule.settings_value)}.")
+    for key, kw in p.demand_kw.items():
+        out.append(f"Demand {key}: the plan holds the month's peak at {kw:.2f} kW.")
     for n in result.notes + p.notes:
         out.append(f"note: {n}")
     return "\n".join(out)
