@@ -435,7 +435,7 @@ def _digest(*arrays: np.ndarray) -> str:
 
 
 def projection_trust(measured_fraction: float, planned_fraction: float,
-                     own_rest_share: float) -> float:
+                     own_rest_share: float, p_in_credit: float | None = None) -> float:
     """The share of a settlement period whose figures are this home's own: metered, this
     plan's, or — for the unseen rest — the same weeks of the home's own last year
     (``own_rest_share`` of the rest, 0-1). What is left comes from a generic model (clear
@@ -447,7 +447,17 @@ def projection_trust(measured_fraction: float, planned_fraction: float,
     Why that side: a plan that wrongly believes the period ends in credit withholds exports
     worth the full credit (0.3-0.5 $/kWh on PG&E); one that wrongly believes it ends owing
     exports energy whose credit becomes the NSC rate, losing the NBC and the round trip
-    (≈ 0.05 $/kWh) — and a home with no history of its own cannot tell which it is."""
+    (≈ 0.05 $/kWh) — and a home with no history of its own cannot tell which it is.
+
+    Unless the projection is decisive: with ``p_in_credit`` (its scenarios' probability of
+    ending in credit) beyond 90/10, the trust grows to 1 at 100/0 — the scenarios' spread is
+    wide where the model is generic (load ±40 %, PV ±15 %), so when even its extremes agree,
+    a bias of that size would not change the answer. A home with twice the PV it uses is in
+    credit whatever the model's errors; hedging it toward "owing" would shuffle energy
+    through the battery for credits that are forfeited."""
     rest = max(0.0, 1.0 - measured_fraction - planned_fraction)
     own = measured_fraction + planned_fraction + rest * min(1.0, max(0.0, own_rest_share))
-    return min(1.0, max(0.0, own))
+    decisive = 0.0
+    if p_in_credit is not None:
+        decisive = (abs(2.0 * p_in_credit - 1.0) - 0.8) / 0.2
+    return min(1.0, max(0.0, own, decisive))

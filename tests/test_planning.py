@@ -333,3 +333,23 @@ def test_gateway_file_keys_are_read_from_the_config_files_folder(tmp_path, monke
     assert g.password_file == str(folder / "secrets" / "gw_password")
     assert g.gw_pwd_file == str(folder / "secrets" / "wifi")
     assert g.tls_pin_file == "/var/lib/trueup/pin"
+
+
+def test_a_decisive_generic_projection_is_trusted():
+    """A home with 30 kW of PV on the example household, no history: even the generic
+    model's widest scenarios end in credit, so the plan acts on the projection fully (its
+    exports are worth the NSC, not the credit) and says why; the trust rule itself by
+    hand: 30 % own data and 97.5 % in credit → (|2 × 0.975 − 1| − 0.8) / 0.2 = 0.75; at
+    89 % (the Sacramento new owner's first March) not decisive: its own share."""
+    from optimizer.projection import projection_trust
+
+    assert projection_trust(0.3, 0.0, 0.0, 0.975) == pytest.approx(0.75)
+    assert projection_trust(0.3, 0.0, 0.0, 0.89) == pytest.approx(0.3)
+    assert projection_trust(0.3, 0.0, 0.0, 0.56) == pytest.approx(0.3)
+    assert projection_trust(0.3, 0.0, 0.0, 0.0) == pytest.approx(1.0)
+    cfg = load_config()
+    cfg.pv = [cfg.pv[0].model_copy(update={"kw_dc": 30.0})]
+    r = make_plan(cfg, at_utc=parse_at("2025-07-15T19:00-07:00"), soc_percent=50)
+    assert r.true_up_projection().p_in_credit == pytest.approx(1.0)
+    assert r.plan.true_up_trust == pytest.approx(1.0)
+    assert any("its scenarios agree (in credit in 100% of them" in n for n in r.notes)

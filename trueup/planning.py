@@ -386,18 +386,26 @@ def _true_up_contexts(cfg: TrueupConfig, tariff: Tariff, history: IntervalData |
                               true_up_month=true_up_month, export_cap_kwh=caps,
                               memo=memo.projection)
         inside = np.flatnonzero((starts >= period.start_utc) & (starts < period.end_utc))
+        own = projection_trust(proj.measured_fraction, proj.planned_fraction,
+                               far.last_year)
         trust = projection_trust(proj.measured_fraction, proj.planned_fraction,
-                                 far.last_year)
+                                 far.last_year, proj.p_in_credit)
         out.append(settlement_context(proj, starts, inside, carry,
                                       i == len(periods) - 1).hedged(trust))
-        if i == 0:
+        if i == 0 and own < 0.995:
             if trust < 0.995:
                 notes.append(
-                    f"true-up {period.label}: {trust:.0%} of the period is this home's own "
+                    f"true-up {period.label}: {own:.0%} of the period is this home's own "
                     "data (metered, planned, or its last year); the rest is a generic model, "
                     f"so the plan acts on the projection only {trust:.0%} of the way and "
                     "otherwise credits exports at face value (import a year of your meter's "
                     "data, `trueup import`, to let it act fully)")
+            else:
+                notes.append(
+                    f"true-up {period.label}: {own:.0%} of the period is this home's own "
+                    "data, the rest a generic model, but its scenarios agree (in credit in "
+                    f"{proj.p_in_credit:.0%} of them, whatever the model's errors): the plan "
+                    "acts on it fully")
             basis = _TrueUpBasis(period, book, history, horizon, tariff, true_up_month, caps,
                                  memo.projection)
             measured = proj.measured_fraction
