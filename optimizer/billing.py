@@ -245,31 +245,42 @@ def net_to_window(
 
 
 def tiered_cost(q: np.ndarray, limits: np.ndarray, rates: np.ndarray, *,
-                shared: bool = False) -> np.ndarray:
+                shared: bool = False, surplus: str = "first") -> np.ndarray:
     """Cost of ``q`` kWh per bucket under cumulative tiers.
 
     Args:
-        q: kWh per bucket (may be negative: net export under NEM, valued at tier 1).
+        q: kWh per bucket (may be negative: a net export under NEM, a surplus credited as
+            ``surplus`` says).
         limits: [bucket, tier] cumulative upper limits, kWh (``inf`` for the last tier).
         rates: [bucket, tier] $/kWh.
         shared: False (``tier_basis = "period"``): each bucket fills its own tiers.
             True (``tier_basis = "month"``, URDB's and SAM's reading): the month's total
             use ``U = Σ max(q, 0)`` fills the tiers, and each bucket takes its share
             ``max(q, 0) / U`` of every tier's kWh at its own period's tier rate.
+        surplus: how a net export (``q < 0``) is credited (``export.surplus_tiers``):
+            ``"first"``, every kWh at the bucket's first-tier rate; ``"fill"`` (NREL SAM's
+            rule), the surplus fills the tiers from the first up exactly as use does (its own
+            tiers, or with ``shared`` the month's total surplus shared pro rata over the
+            buckets), each tier's kWh credited at that tier's rate.
     Returns:
-        $ per bucket.
+        $ per bucket (< 0: a credit).
     """
     prev = np.concatenate([np.zeros((len(q), 1)), limits[:, :-1]], axis=1)
     with np.errstate(invalid="ignore"):
         width = np.where(np.isinf(prev), 0.0, limits - prev)  # padding tiers after the last
-    qp = np.maximum(q, 0.0)
-    if shared:
-        total = qp.sum()
-        share = qp / total if total > 0 else np.zeros_like(qp)
-        used = share[:, None] * np.clip(total - prev, 0.0, width)
-    else:
-        used = np.clip(qp[:, None] - prev, 0.0, width)
-    return (used * rates).sum(axis=1) + np.minimum(q, 0.0) * rates[:, 0]
+
+    def filled(x: np.ndarray) -> np.ndarray:
+        """[bucket, tier] kWh of ``x`` (>= 0 per bucket) in each tier."""
+        if shared:
+            total = x.sum()
+            share = x / total if total > 0 else np.zeros_like(x)
+            return share[:, None] * np.clip(total - prev, 0.0, width)
+        return np.clip(x[:, None] - prev, 0.0, width)
+
+    cost = (filled(np.maximum(q, 0.0)) * rates).sum(axis=1)
+    if surplus == "fill":
+        return cost - (filled(np.maximum(-q, 0.0)) * rates).sum(axis=1)
+    return cost + np.minimum(q, 0.0) * rates[:, 0]
 
 
 # --------------------------------------------------------------------------------------
@@ -467,8 +478,13 @@ class _Settlement:
         if scheme == "nem":
             q = imp - exp
             if t.spec.settlement.carryover == "kwh":
-                q, bank = _apply_kwh_bank(q, bank)
-            charges = float(tiered_cost(q.ravel(), lim, rates, shared=self.shared).sum())
+                targets = None
+                if i > 0:  # the bank moves on from the previous billing month's periods
+                    targets = t.kwh_bank_targets(p.months.labels[i - 1][1],
+                                                 p.months.labels[i][1])
+                q, bank = _apply_kwh_bank(q, bank, targets)
+            charges = float(tiered_cost(q.ravel(), lim, rates, shared=self.shared,
+                                        surplus=t.spec.export.surplus_tiers).sum())
             if t.spec.export.credit == "import":
                 # exports earn the full rate: each credited kWh also cancels its NBC
                 charges -= self.nbc * float(p.exp_credited[i])
@@ -651,20 +667,28 @@ class _MonthEnergy:
     bank: np.ndarray  # kWh banked per period after the month
 
 
-def _apply_kwh_bank(q: np.ndarray, bank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _apply_kwh_bank(q: np.ndarray, bank: np.ndarray,
+                    targets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """kWh carryover by TOU period (kWh banking; like SAM's NEM option 0).
 
-    A period whose month nets to an export banks that many kWh (and is billed nothing);
-    a period that nets to an import is first offset by the kWh banked for that period.
+    First the bank carried in from the previous month moves to the periods it pairs with in
+    this month (``settlement.kwh_bank_pairing``; :meth:`Tariff.kwh_bank_targets`). Then a
+    period whose month nets to an export banks that many kWh (and is billed nothing); a
+    period that nets to an import is first offset by the kWh banked for that period.
 
     Args:
         q: [season, period] net kWh of the month (import − credited export).
         bank: [period] banked kWh.
+        targets: [period] the period whose bank each period's banked kWh join at the start
+            of this month (None: each keeps its own).
     Returns:
         (the kWh left to bill [season, period], the new bank [period]).
     """
     q = q.copy()
-    bank = bank.copy()
+    if targets is None:
+        bank = bank.copy()
+    else:
+        bank = np.bincount(targets, weights=bank, minlength=len(bank)).astype(float)
     total = q.sum(axis=0)
     excess = total < 0
     bank[excess] += -total[excess]

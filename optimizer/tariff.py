@@ -40,6 +40,9 @@ NETTING_WINDOWS = ("instantaneous", "15min", "hourly", "daily", "billing_period"
 IMPLAUSIBLE_RATE = 2.0
 #: $/kWh: how far ``charges.nbc_components`` may add up from ``nbc_per_kwh`` (rounding)
 NBC_SUM_TOLERANCE = 0.00001
+#: ``kwh_bank_pairing = "time_of_day"``: the weekday clock hours at which a month's period
+#: is matched to the next month's (NREL SAM's ``ec_rollover_periods``: hours 0, 5, 11, 17)
+KWH_BANK_HOURS = (0, 5, 11, 17)
 
 
 class _Model(BaseModel):
@@ -141,6 +144,11 @@ class ExportSpec(_Model):
     sell_rates: dict[str, dict[str, float]] | None = None
     rates_csv: str | None = None
     netting: Literal["instantaneous", "15min", "hourly", "daily", "billing_period"] | None = None
+    # NEM with tiered rates: the tiers a month's net export (surplus) is credited in
+    # (docs/billing-rules.md, 'Tiered rates and NEM surplus'): "first" credits all of it at
+    # the first tier's rate; "fill" lets the month's surplus fill the tiers from the first
+    # up, as its use does, each tier's kWh credited at that tier's rate (NREL SAM's rule)
+    surplus_tiers: Literal["first", "fill"] = "first"
 
 
 class SettlementSpec(_Model):
@@ -151,6 +159,10 @@ class SettlementSpec(_Model):
     leftover_credit: Literal["forfeit", "pay_out", "roll_over"] = "forfeit"
     surplus_rate: NonNeg = 0.0
     monthly_excess_rate: NonNeg = 0.0
+    # carryover = "kwh": which period's bank a period's banked kWh offset in a later month
+    # (docs/billing-rules.md, 'kWh banking'): "period", the same period (by name);
+    # "time_of_day", the period the new month has at the same clock hour (NREL SAM's rule)
+    kwh_bank_pairing: Literal["period", "time_of_day"] = "period"
     # "YYYY-MM" of one true-up, to anchor periods longer than a year (default: the first
     # true-up month on or after the data's start)
     first_true_up: Annotated[str, Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")] | None = None
@@ -669,6 +681,11 @@ class Tariff:
             raise self._err(("settlement", "carryover"),
                             "kWh carryover only applies to scheme = 'nem'",
                             "use carryover = 'dollars' or scheme = 'nem'")
+        if self.spec.export.surplus_tiers != "first" and self.spec.export.scheme != "nem":
+            raise self._err(("export", "surplus_tiers"),
+                            "surplus_tiers says how NEM credits a month's net export in tiers; "
+                            f"scheme {self.spec.export.scheme!r} values exports at its export "
+                            "rates", "remove surplus_tiers, or use scheme = 'nem'")
         if st.monthly_excess_rate > 0 and self.spec.export.scheme != "nem":
             raise self._err(("settlement", "monthly_excess_rate"),
                             "monthly_excess_rate (Nebraska-type) needs scheme = 'nem'",
@@ -815,6 +832,28 @@ class Tariff:
             return [self.period_names.index(p) for p in cap.decredit_order]
         top = self.tier_rates[:, :, 0].max(axis=0)
         return [int(i) for i in np.argsort(-top, kind="stable")]
+
+    def kwh_bank_targets(self, from_month: int, to_month: int) -> np.ndarray:
+        """Where each period's banked kWh go when billing moves from calendar month
+        ``from_month`` to ``to_month`` (1-12): ``targets[p]`` is the period index whose bank
+        they join (``settlement.kwh_bank_pairing``; docs/billing-rules.md, 'kWh banking').
+
+        ``"period"``: each period keeps its own bank. ``"time_of_day"`` (NREL SAM's rule):
+        the period that ``to_month``'s weekday schedule has at the first of the clock hours
+        :data:`KWH_BANK_HOURS` at which ``from_month``'s weekday schedule has ``p``. A period
+        at none of those hours keeps its own bank (SAM drops those kWh instead).
+        """
+        P = len(self.period_names)
+        targets = np.arange(P)
+        if self.spec.settlement.kwh_bank_pairing == "period":
+            return targets
+        src = self.period_table[from_month - 1, WEEKDAY]
+        dst = self.period_table[to_month - 1, WEEKDAY]
+        for p in range(P):
+            hours = [h for h in KWH_BANK_HOURS if src[h] == p]
+            if hours:
+                targets[p] = dst[hours[0]]
+        return targets
 
     def export_cap_kwh(self, month: int) -> float | None:
         """The NEM-PS cap for calendar ``month`` (kWh), or None when there is no cap."""

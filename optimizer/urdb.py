@@ -9,7 +9,7 @@ gives, for every month × weekday/weekend × hour, the URDB schedule's period an
 
 What URDB does not hold is written as a default with a ``#`` comment and listed in the
 warnings: the NBC ($/kWh), the settlement (true-up month, leftover credit, NSC), an export cap,
-the time zone and holidays. Demand charges are not imported (trueup bills energy only).
+the time zone and holidays. Demand charges are imported (``[demand]``, see :func:`_demand`).
 
 Mapping:
 
@@ -23,6 +23,11 @@ Mapping:
   ``up_to_kwh_per_day``; other units are refused.
 - ``dgrules``: Net Metering → ``nem``; Net Billing Instantaneous/Hourly → ``net_billing``
   netted instantaneously/hourly; Buy All Sell All → ``buy_all_sell_all``.
+- rules URDB cannot hold are written as NREL SAM applies them, each with a CHECK comment and
+  a warning: a tiered NEM rate credits a month's net export in the tiers it fills
+  (``export.surplus_tiers = "fill"``); when a month's periods differ from the month before
+  at the same clock hour (URDB numbers each season's periods apart), banked kWh follow the
+  clock hour (``settlement.kwh_bank_pairing = "time_of_day"``, used with kWh carryover).
 """
 
 from __future__ import annotations
@@ -55,6 +60,11 @@ _TIER_UNITS = {"kWh": False, "kWh daily": True}  # unit → limit is per day
 _NOTES = ("Imported from OpenEI URDB. Set charges.nbc_per_kwh, [settlement] and any export cap "
           "from your tariff sheet.")
 _DEMAND_WINDOWS = (5, 15, 30, 60)
+#: URDB keys holding prose; the importer names them, it cannot read them
+_FREE_TEXT = ("description", "basicinformationcomments", "energycomments", "demandcomments")
+#: URDB keys saying who may take the rate (eligibility, not billing)
+_APPLICABILITY = ("peakkwcapacitymin", "peakkwcapacitymax", "peakkwcapacityhistory",
+                  "voltagecategory", "voltageminimum", "voltagemaximum")
 _ROUND = 10  # decimals kept on $/kWh sums (0.11 + 0.03 → 0.14, not 0.14000000000000001)
 
 
@@ -134,6 +144,29 @@ def urdb_to_toml(data: dict[str, Any], *, item: int = 0, timezone: str = DEFAULT
     for key in ("energyattrs", "fixedattrs"):
         if rate.get(key):
             warnings.append(f"{key} (free-form extra charges) is not imported: check it by hand")
+    tiered = any(len(t) > 1 for t in periods.values())
+    if scheme == "nem" and tiered:
+        warnings.append("URDB does not say in which tiers a month's net export is credited: "
+                        "export.surplus_tiers = 'fill' was written (the surplus fills the "
+                        "tiers from the first up, as NREL SAM credits it); set 'first' if "
+                        "your tariff credits it all at the first tier's rate")
+    pair_by_hour = _periods_change_at_the_same_hour(weekday)
+    if pair_by_hour:
+        warnings.append("URDB numbers each season's periods apart: settlement.kwh_bank_pairing"
+                        " = 'time_of_day' was written, so with carryover = 'kwh' banked kWh "
+                        "offset the period at the same clock hour in later months (NREL SAM's "
+                        "rule); set 'period' to keep each period's kWh to itself")
+    if len(periods) > 1:
+        warnings.extend(_unpaired_bank_periods(weekday, weekend))
+    text_keys = [k for k in _FREE_TEXT if isinstance(rate.get(k), str) and rate[k].strip()]
+    if text_keys:
+        warnings.append(f"{', '.join(text_keys)}: free text, not imported; read it for charges "
+                        "or conditions the rate's structured fields do not hold")
+    limits = {k: rate[k] for k in _APPLICABILITY if rate.get(k) not in (None, "")}
+    if limits:
+        shown = ", ".join(f"{k} = {v!r}" for k, v in limits.items())
+        warnings.append(f"applicability limits ({shown}) are not imported or checked: make "
+                        "sure the rate applies to your service")
     warnings.extend([
         "URDB has no NBC field: charges.nbc_per_kwh = 0; set it from your tariff sheet",
         "URDB has no settlement fields (true-up month, carryover, leftover credit, NSC rate): "
@@ -154,7 +187,8 @@ def urdb_to_toml(data: dict[str, Any], *, item: int = 0, timezone: str = DEFAULT
     elif end:
         warnings.append(f"URDB gives this rate an end date ({end}): check it is still current")
 
-    text = _emit(rate, seasons, periods, sell, charges, scheme, netting, timezone)
+    text = _emit(rate, seasons, periods, sell, charges, scheme, netting, timezone,
+                 pair_by_hour)
     if demand:
         text += "\n" + _emit_demand(demand, [s.name for s in seasons])
     _self_check(text, source)
@@ -379,6 +413,33 @@ def _seasons(weekday: list[tuple[int, ...]], weekend: list[tuple[int, ...]],
             names = [f"s{i + 1}" for i in range(len(keys))]
     return [_Season(n, _range_order(groups[k]), k[0], k[1], k[2]) for n, k in zip(names, keys,
                                                                                    strict=True)]
+
+
+def _periods_change_at_the_same_hour(weekday: list[tuple[int, ...]]) -> bool:
+    """Whether some month's weekday schedule has, at one of the hours
+    :data:`~optimizer.tariff.KWH_BANK_HOURS`, another period than the month before: then
+    ``kwh_bank_pairing = "time_of_day"`` pairs periods that ``"period"`` keeps apart."""
+    from optimizer.tariff import KWH_BANK_HOURS
+
+    return any(weekday[m - 1][h] != weekday[m][h] for m in range(12) for h in KWH_BANK_HOURS)
+
+
+def _unpaired_bank_periods(weekday: list[tuple[int, ...]],
+                           weekend: list[tuple[int, ...]]) -> list[str]:
+    """Periods that ``kwh_bank_pairing = "time_of_day"`` cannot pair: in some month they are
+    at none of the weekday hours :data:`~optimizer.tariff.KWH_BANK_HOURS`."""
+    from optimizer.tariff import KWH_BANK_HOURS
+
+    missed: dict[int, list[int]] = {}
+    for m in range(12):
+        at_hours = {weekday[m][h] for h in KWH_BANK_HOURS}
+        for p in sorted(set(weekday[m]) | set(weekend[m])):
+            if p not in at_hours:
+                missed.setdefault(p, []).append(m + 1)
+    hours = ", ".join(map(str, KWH_BANK_HOURS))
+    return [f"period p{p} is at none of the weekday hours {hours} in months {months}: with "
+            f"carryover = 'kwh' its banked kWh stay with p{p} (NREL SAM drops them)"
+            for p, months in missed.items()]
 
 
 # --------------------------------------------------------------------------------------
@@ -723,7 +784,7 @@ def _rank_comment(season: _Season, p: int, periods: dict[int, list[_Tier]]) -> s
 
 def _emit(rate: dict[str, Any], seasons: list[_Season], periods: dict[int, list[_Tier]],
           sell: dict[int, float] | None, charges: dict[str, float], scheme: str,
-          netting: str | None, timezone: str) -> str:
+          netting: str | None, timezone: str, pair_by_hour: bool) -> str:
     utility = str(rate.get("utility") or "").strip()
     name = str(rate.get("name") or "").strip() or str(rate.get("label") or "URDB rate")
     label = str(rate.get("label") or "")
@@ -806,6 +867,9 @@ def _emit(rate: dict[str, Any], seasons: list[_Season], periods: dict[int, list[
       f"{_toml_str(str(rate.get('dgrules') or '(missing)'))}")
     if scheme == "nem":
         w('credit = "import"  # CHECK: "import_minus_nbc" for NEM2-type tariffs (then set the NBC)')
+        if any(len(t) > 1 for t in periods.values()):
+            w('surplus_tiers = "fill"  # CHECK: a month\'s net export fills the tiers from the '
+              'first up (NREL SAM); "first" credits it all at tier 1')
     if netting is not None:
         w(f"netting = {_toml_str(netting)}")
     if scheme != "nem" and sell is None:
@@ -830,6 +894,9 @@ def _emit(rate: dict[str, Any], seasons: list[_Season], periods: dict[int, list[
     w('charges = "monthly"')
     w('leftover_credit = "forfeit"')
     w("surplus_rate = 0.0  # $/kWh")
+    if pair_by_hour:
+        w('kwh_bank_pairing = "time_of_day"  # with carryover = "kwh": URDB numbers each '
+          "season's periods apart, banked kWh follow the clock hour (NREL SAM)")
     w("")
     w("# No [export_cap]: URDB cannot express a monthly export cap (PG&E NEM2 Paired Storage).")
     w("# Add one (monthly_kwh = [12 values] or estimate = \"pv\") if your interconnection has it.")

@@ -22,10 +22,11 @@ holidays or meter-read day other than 1; time zone UTC so the data's year can be
 (SAM fills the tiers with the month's total use, it has no per-period tiers) and, as SAM
 requires, every period that occurs in a month must have the same tier limits in kWh for that
 month (per-day limits compared after × the month's days). What SAM then bills equals our
-``tier_basis = "month"`` (``tiered_cost(..., shared=True)``) only under options 0/1 for months
-without surplus in any period: SAM splits a period's surplus into tiers too (pro rata over the
-month's total surplus) and credits the tiers' sell rates, ours credits a net export at the
-first tier's rate; and options 2-4 fill the tiers chronologically, not pro rata.
+``tier_basis = "month"`` (``tiered_cost(..., shared=True)``) under options 0/1 for months
+without surplus in any period; with surplus only when ours has ``export.surplus_tiers =
+"fill"`` (SAM fills the tiers with the month's total surplus too, pro rata over the periods,
+and credits the tiers' sell rates; ours by default credits a net export at the first tier's
+rate); options 2-4 fill the tiers chronologically, not pro rata.
 
 SAM's ``load`` and ``gen`` are kW averaged over each step; :func:`sam_bill` takes kWh per step
 and multiplies by the steps per hour. SAM nets ``gen − load`` per step (no hourly netting).

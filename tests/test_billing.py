@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from optimizer.billing import bill, load_only
-from optimizer.errors import UsageError
+from optimizer.errors import TariffError, UsageError
 from optimizer.intervals import IntervalData
 from tests.helpers import TWO_PERIOD_UTC, hourly, tariff
 
@@ -665,3 +665,100 @@ def test_data_cut_in_another_time_zone_gets_a_hint():
     data = hourly(date(2025, 1, 1), date(2025, 1, 31), lambda d, h: (1.0, 0.0))  # UTC days
     with pytest.raises(UsageError, match="another time zone than the tariff's"):
         bill(t, data)
+
+
+def test_nem_surplus_tiers_first_or_fill():
+    """NEM, $ credits, off-peak tiers: 100 kWh at 0.30, then 0.40. January exports 5 kWh a
+    day off-peak, 155 kWh net.
+
+    surplus_tiers = "first" (default): −155 × 0.30 = −46.50.
+    surplus_tiers = "fill" (SAM's): the surplus fills the tiers as use would:
+      −(100 × 0.30 + 55 × 0.40) = −52.00.
+    """
+    text = TWO_PERIOD_UTC.replace(
+        "all = { peak = 0.50, off_peak = 0.30 }",
+        "all = { peak = 0.50, off_peak = [{ up_to_kwh = 100, rate = 0.30 }, { rate = 0.40 }] }")
+    data = hourly(date(2025, 1, 1), date(2025, 1, 31),
+                  lambda d, h: (0.0, 5.0) if h == 12 else (0.0, 0.0))
+    settlement = "period_months = 1\nleftover_credit = 'pay_out'\n"
+    first = tariff(text, export="scheme = 'nem'\ncredit = 'import'\n", settlement=settlement)
+    fill = tariff(text, export="scheme = 'nem'\ncredit = 'import'\nsurplus_tiers = 'fill'\n",
+                  settlement=settlement)
+    assert first.spec.export.surplus_tiers == "first"
+    assert bill(first, data).months[0].energy_charges == pytest.approx(-46.50)
+    assert bill(fill, data).months[0].energy_charges == pytest.approx(-52.00)
+
+
+def test_nem_surplus_fill_with_month_tier_basis_fills_the_months_tiers_separately():
+    """tier_basis = "month", tiers of 100 kWh on both periods (peak 0.50/0.70, off-peak
+    0.30/0.40), surplus_tiers = "fill". January: 62 kWh imported at peak (2/day at 17:00),
+    155 exported off-peak (5/day at 12:00). Use and surplus each fill the month's tiers from
+    the first, as SAM's options 0/1 do: peak 62 ≤ 100 → 31.00; off-peak surplus 100 × 0.30
+    + 55 × 0.40 = 52.00 credited; energy 31.00 − 52.00 = −21.00."""
+    rates = ("all = { peak = [{ up_to_kwh = 100, rate = 0.50 }, { rate = 0.70 }], "
+             "off_peak = [{ up_to_kwh = 100, rate = 0.30 }, { rate = 0.40 }] }")
+    t = tariff('tier_basis = "month"\n'
+               + TWO_PERIOD_UTC.replace("all = { peak = 0.50, off_peak = 0.30 }", rates),
+               export="scheme = 'nem'\ncredit = 'import'\nsurplus_tiers = 'fill'\n",
+               settlement="period_months = 1\nleftover_credit = 'pay_out'\n")
+    data = hourly(date(2025, 1, 1), date(2025, 1, 31),
+                  lambda d, h: (2.0, 0.0) if h == 17 else (0.0, 5.0) if h == 12 else (0.0, 0.0))
+    assert bill(t, data).months[0].energy_charges == pytest.approx(-21.00)
+
+
+def test_surplus_tiers_fill_needs_nem():
+    with pytest.raises(TariffError, match="surplus_tiers"):
+        tariff(TWO_PERIOD_UTC,
+               export="scheme = 'net_billing'\nflat_rate = 0.05\nsurplus_tiers = 'fill'\n")
+
+
+SEASONAL_PAIRS = """
+id = "banking"
+name = "kWh banking across seasons"
+timezone = "UTC"
+[calendar]
+seasons = { winter = [1, 2, 3], summer = [4, 5, 6, 7, 8, 9, 10, 11, 12] }
+[[periods]]
+name = "w_day"
+hours = [[6, 18]]
+seasons = ["winter"]
+[[periods]]
+name = "w_night"
+hours = [[0, 6], [18, 24]]
+seasons = ["winter"]
+[[periods]]
+name = "s_day"
+hours = [[6, 18]]
+seasons = ["summer"]
+[[periods]]
+name = "s_night"
+hours = [[0, 6], [18, 24]]
+seasons = ["summer"]
+[import_rates]
+winter = { w_day = 0.20, w_night = 0.20 }
+summer = { s_day = 0.30, s_night = 0.25 }
+"""
+
+
+@pytest.mark.parametrize(("pairing", "april"), [("period", 18.00),
+                                                 ("time_of_day", 0.0)])
+def test_kwh_bank_pairing_by_period_or_time_of_day(pairing: str, april: float):
+    """Winter and summer name their periods apart (as URDB imports do). March banks 100 kWh
+    in w_day (exports at 12:00); April imports 60 kWh in s_day (2 kWh at 12:00 on 30 days).
+
+    kwh_bank_pairing = "period": w_day's bank never meets s_day: April pays 60 × 0.30.
+    "time_of_day" (SAM's): at hour 11 March has w_day and April s_day, so the bank moves
+    there and April pays nothing (40 kWh stay banked in s_day).
+    """
+    t = tariff(SEASONAL_PAIRS, export="scheme = 'nem'\ncredit = 'import'\n",
+               settlement="period_months = 12\ntrue_up_month = 12\ncarryover = 'kwh'\n"
+               f"kwh_bank_pairing = '{pairing}'\n")
+    pattern = {3: (0.0, 100.0 / 31), 4: (2.0, 0.0)}
+    data = hourly(date(2025, 3, 1), date(2025, 4, 30),
+                  lambda d, h: pattern[d.month] if h == 12 else (0.0, 0.0))
+    mar, apr = bill(t, data).months
+    assert mar.kwh_bank == pytest.approx(100.0)
+    assert apr.billed == pytest.approx(april)
+    assert apr.kwh_bank == pytest.approx(100.0 if pairing == "period" else 40.0)
+    assert list(t.kwh_bank_targets(3, 4)) == ([0, 1, 2, 3] if pairing == "period"
+                                              else [2, 3, 2, 3])

@@ -28,7 +28,8 @@ Rules that differ, so not cross-checked here:
   0/1) and is cross-checked in section 6 on load-only data; still different: SAM options 2-4
   fill the tiers chronologically, and a NEM period with net surplus is split into tiers by
   SAM (pro rata over the month's surplus, credited at the tiers' sell rates) but credited at
-  the first tier's rate by ours;
+  the first tier's rate by ours unless ``export.surplus_tiers = "fill"`` (cross-checked on
+  real tiered rates in tests/test_urdb_sam_nine.py);
 * SAM option 3 with ``ur_nb_apply_credit_current_month = 0`` (a month's credits only reduce
   later months): ours always nets a month's credits against its own charges first;
 * SAM option 1 without ``ur_sell_eq_buy`` (surplus valued at a separate sell rate): our NEM

@@ -346,6 +346,57 @@ def test_settlement_defaults_and_no_export_cap_with_comments():
     assert "URDB has no holiday information" in text
 
 
+def test_nem_tiers_get_surplus_tiers_fill_and_periods_get_time_of_day_banking():
+    """Two rules URDB cannot hold are written as NREL SAM applies them, with a CHECK comment
+    and a warning each: a tiered NEM rate credits a month's net export in the tiers it fills
+    (``export.surplus_tiers = "fill"``), and with several periods banked kWh follow the
+    clock hour (``settlement.kwh_bank_pairing = "time_of_day"``). ``tariff show`` says both."""
+    from trueup.report import tariff_summary
+
+    tiered = _rate("tiered_flat.json")
+    tiered["dgrules"] = "Net Metering"
+    t, text, warnings = _convert(tiered)
+    assert t.spec.export.surplus_tiers == "fill"
+    assert 'surplus_tiers = "fill"  # CHECK' in text
+    assert any("export.surplus_tiers = 'fill'" in w for w in warnings)
+    assert "surplus credited in tiers: fill" in tariff_summary(t)
+    t, text, warnings = _convert(_rate("tou_two_seasons.json"))
+    assert t.spec.export.surplus_tiers == "first"  # no tiers: the key is not written
+    assert "surplus_tiers" not in text
+    assert t.spec.settlement.kwh_bank_pairing == "time_of_day"
+    assert any("kwh_bank_pairing = 'time_of_day'" in w for w in warnings)
+    kwh = Tariff.from_text(text.replace('surplus_rate = 0.0', 'carryover = "kwh"\n'
+                                        'surplus_rate = 0.0'), source="kwh.toml")
+    assert "kWh bank pairing time_of_day" in tariff_summary(kwh)
+    # net billing (the fixture's own dgrules) values exports at sell rates: no surplus tiers
+    t, text, _ = _convert(_rate("tiered_flat.json"))
+    assert t.spec.export.scheme == "net_billing" and "surplus_tiers" not in text
+    # one period: nothing to pair
+    t, text, _ = _convert(_minimal())
+    assert "kwh_bank_pairing" not in text and t.spec.settlement.kwh_bank_pairing == "period"
+
+
+def test_a_period_sams_banking_cannot_pair_is_named():
+    """SAM pairs periods by the weekday schedule at hours 0, 5, 11 and 17; a weekend-only
+    period (or one between those hours) cannot be paired, and the importer says so."""
+    weekend = [[0] * 10 + [1] * 6 + [0] * 8 for _ in range(12)]
+    rate = _minimal(energyratestructure=[[{"rate": 0.2}], [{"rate": 0.1}]],
+                    energyweekendschedule=weekend)
+    _, _, warnings = _convert(rate)
+    (w,) = [w for w in warnings if "at none of the weekday hours" in w]
+    assert w.startswith("period p1 is at none of the weekday hours 0, 5, 11, 17 in months "
+                        "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]")
+
+
+def test_free_text_and_applicability_limits_are_named():
+    rate = _minimal(description="Service up to 10 kW.", energycomments="Adjustments = fuel",
+                    peakkwcapacitymax=10, voltagecategory="Secondary")
+    _, _, warnings = _convert(rate)
+    assert any(w.startswith("description, energycomments: free text, not imported")
+               for w in warnings)
+    assert any("peakkwcapacitymax = 10, voltagecategory = 'Secondary'" in w for w in warnings)
+
+
 def test_metadata_id_name_source_effective_and_timezone():
     t, _, _ = _convert(_rate("tou_two_seasons.json"), timezone="America/Denver")
     s = t.spec

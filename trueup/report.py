@@ -152,13 +152,16 @@ def tariff_summary(t: Tariff) -> str:
              "; export value: sell_rates table" if e.sell_rates else
              f"; export value: {e.rates_csv}" if e.rates_csv else "")
     credit = f", credit {e.credit}" if e.scheme == "nem" else ""
+    if e.scheme == "nem" and e.surplus_tiers != "first":
+        credit += f", surplus credited in tiers: {e.surplus_tiers}"
     out.append(f"  export: {e.scheme}{credit}, netting {t.netting}{value}")
     st = s.settlement
     out.append(f"  settlement: every {st.period_months} month(s), true-up month "
                f"{st.true_up_month}, carryover {st.carryover}, charges {st.charges}, leftover "
                f"credit {st.leftover_credit}, surplus rate {st.surplus_rate} $/kWh"
                + (f", monthly excess rate {st.monthly_excess_rate} $/kWh"
-                  if st.monthly_excess_rate else ""))
+                  if st.monthly_excess_rate else "")
+               + (f", kWh bank pairing {st.kwh_bank_pairing}" if st.carryover == "kwh" else ""))
     if s.export_cap:
         cap = s.export_cap.monthly_kwh or "estimated from the site's PV"
         out.append(f"  export cap (kWh/month, Jan-Dec): {cap}; de-credit order "
