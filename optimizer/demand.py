@@ -171,12 +171,14 @@ def demand_budgets(tariff: Tariff, month_key: np.ndarray, period: np.ndarray,
 
 
 def demand_cost(budgets: tuple[DemandBudget, ...], import_kwh: np.ndarray,
-                step_hours: float) -> float:
+                step_hours: float, margin_kwh: np.ndarray | None = None) -> float:
     """$ of demand charges a course of ``import_kwh`` (kWh per plan step) adds to the
     months' billing demand so far: Σ rate × max(0, peak kW over the charge's steps −
     start_kw). What the behaviour model's simulation of a schedule is judged by, as the
     plan's objective judges the plan."""
     imp = np.asarray(import_kwh, dtype=float)
+    if margin_kwh is not None:
+        imp = imp + margin_kwh  # the load's recent highs beyond the forecast
     total = 0.0
     for d in budgets:
         if len(d.steps) and d.rate > 0:

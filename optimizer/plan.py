@@ -169,6 +169,9 @@ class PlanInputs:
     tie_break_per_kwh: float = 0.0
     # demand charges over the plan's steps (optimizer/demand.py, demand_budgets)
     demand: tuple[DemandBudget, ...] = ()
+    # kWh per step the home's load may reach (its recent highs at that time of day) beyond
+    # the forecast: a demand charge's peak is budgeted against it (None: the forecast)
+    load_high_kwh: np.ndarray | None = None
 
 
 @dataclass
@@ -533,10 +536,20 @@ def add_export_cap(lp: _LP, v: _Vars, x: PlanInputs) -> dict[int, int]:
     return excess
 
 
+def demand_margin(x: PlanInputs) -> np.ndarray:
+    """kWh per step by which the load may exceed its forecast (``load_high_kwh`` − the
+    forecast, ≥ 0): what a demand peak is budgeted against. A battery lowers imports, a grid
+    charge adds to them: charging from the grid at an hour the home has recently drawn much
+    more than forecast (an EV's night) could set the month's peak."""
+    if x.load_high_kwh is None:
+        return np.zeros(len(x.load_kwh))
+    return np.maximum(np.asarray(x.load_high_kwh, dtype=float) - x.load_kwh, 0.0)
+
+
 def add_demand_epigraph(lp: _LP, v: _Vars, x: PlanInputs) -> dict[tuple[int, str], int]:
     """Demand charges (optimizer/demand.py) as epigraph columns, still an LP:
 
-        D ≥ start_kw,   D ≥ import_t / step_hours   for every step t the charge covers
+        D ≥ start_kw,   D ≥ (import_t + margin_t) / step_hours   for every step t it covers
 
     and the objective pays ``rate × D`` (the part up to ``start_kw`` is billed already, a
     constant). So the plan lowers a peak only where the kW it saves are worth more than the
@@ -549,7 +562,8 @@ def add_demand_epigraph(lp: _LP, v: _Vars, x: PlanInputs) -> dict[tuple[int, str
         label = f"{d.month_key // 12:04d}-{d.month_key % 12 + 1:02d} {d.name}"
         col = lp.add_col(max(d.start_kw, 0.0), np.inf, f"demand_{label}")
         n = len(d.steps)
-        lp.add_rows(n, 0.0, np.inf, np.concatenate([np.arange(n), np.arange(n)]),
+        lp.add_rows(n, demand_margin(x)[d.steps] / x.step_hours, np.inf,
+                    np.concatenate([np.arange(n), np.arange(n)]),
                     np.concatenate([np.full(n, col), v.imp[d.steps]]),
                     np.concatenate([np.ones(n), np.full(n, -1.0 / x.step_hours)]),
                     names=f"demand_over_import_{d.month_key}_{d.name}")

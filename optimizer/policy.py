@@ -49,7 +49,7 @@ from optimizer.behaviour import (
 )
 from optimizer.demand import demand_cost
 from optimizer.localtime import local_fields
-from optimizer.plan import Plan, PlanInputs, default_terminal_value
+from optimizer.plan import Plan, PlanInputs, default_terminal_value, demand_margin
 from optimizer.site import Battery
 
 EPS_KWH = 0.05  # below this a step's flow is noise, not an intent
@@ -515,7 +515,7 @@ def _schedule_cost(blocks: list[_Block], x: PlanInputs, spec: BatterySpec) -> fl
     return float(np.sum(sim.import_kwh * p.import_price)
                  - np.sum(sim.export_kwh * p.export_credit)
                  + b.wear_cost_per_kwh * np.sum(sim.discharge_kwh)
-                 + demand_cost(x.demand, sim.import_kwh, x.step_hours)
+                 + demand_cost(x.demand, sim.import_kwh, x.step_hours, demand_margin(x))
                  - tv * sim.soc_kwh[-1])
 
 
@@ -532,7 +532,7 @@ def _finish(blocks: list[_Block], plan: Plan, x: PlanInputs, spec: BatterySpec,
     def value(imp, exp, dis):
         return float(np.sum(imp * p.import_price) - np.sum(exp * p.export_credit)
                      + b.wear_cost_per_kwh * np.sum(dis)
-                     + demand_cost(x.demand, imp, x.step_hours))
+                     + demand_cost(x.demand, imp, x.step_hours, demand_margin(x)))
 
     return Schedule(
         entries=entries, per_step=tuple(per_step), signals=tuple(signals),

@@ -192,66 +192,70 @@ flat = { summer = 15.0, winter = 10.0 }
 """
 
 
-def test_the_plan_shaves_a_peak_only_where_the_demand_charge_pays(tmp_path):
-    """15 July from 14:00, 48 h of 15-minute steps, battery half full (6.75 kWh); the home
-    draws 0.5 kW, and an EV charges at 7 kW from 01:00 to 04:00 each night; no PV. Without
-    the demand term (billing_aware=False) the battery serves the 16-21 peak and the EV
-    imports 7.5 kW at night; with a flat demand charge of $15/kW, keeping the month's peak
-    lower is worth more than the peak-hour energy (0.15 $/kWh more than off-peak): the plan
-    charges the battery in the evening and spends it on the EV's hours; its peak import
-    drops to 4.08 kW (measured), spread evenly over the night."""
+def _ev_home(tmp_path):
+    """The plan's inputs for 48 h of 15-minute steps from 15 July 14:00: PV a bell from 10:00
+    to 16:00 peaking at 5 kW; the home 0.5 kW, 2 kW from 16:00 to midnight; an EV at 7.5 kW
+    (home included) from 01:00 to 02:00."""
     from trueup.config import load_config
-    from trueup.planning import Forecast, make_plan, parse_at
+    from trueup.planning import Forecast
 
     (tmp_path / "t.toml").write_text(PLAN_TARIFF)
     (tmp_path / "trueup.toml").write_text('tariff = "t.toml"\n')
     cfg = load_config(tmp_path / "trueup.toml")
-    at = parse_at("2025-07-15T14:00-07:00")
     n = 192
-    local_hour = (14 + np.arange(n) / 4) % 24
-    load = np.where((local_hour >= 1) & (local_hour < 4), 7.5, 0.5) / 4  # kWh per step
-    fc = Forecast(np.zeros(n), load, {"pv": "test", "load": "test"})
+    hour = (14 + np.arange(n) / 4) % 24
+    pv = np.where((hour >= 10) & (hour < 16), 5.0 * np.sin(np.pi * (hour - 10) / 6), 0.0)
+    load = np.where(hour >= 16, 2.0, 0.5)
+    load = np.where((hour >= 1) & (hour < 2), 7.5, load)
+    return cfg, Forecast(pv / 4, load / 4, {"pv": "test", "load": "test"}), load / 4, pv / 4
+
+
+def test_the_plan_shaves_a_peak_only_where_the_demand_charge_pays(tmp_path):
+    """Without the demand term (billing_aware=False) the battery serves the evening (16-21
+    at 0.40 $/kWh) and the home, and is at its floor when the EV draws 7.5 kW at 01:00; with
+    a flat demand charge of $15/kW, keeping 5 kWh for the EV's hour is worth more than the
+    evening's energy (0.15 $/kWh more than off-peak): the plan holds the night's peak at
+    7.5 − 5.0 = 2.5 kW (the battery's 5 kW), and reports it."""
+    from trueup.planning import make_plan, parse_at
+
+    cfg, fc, _, _ = _ev_home(tmp_path)
+    at = parse_at("2025-07-15T14:00-07:00")
     with_demand = make_plan(cfg, at_utc=at, soc_percent=50, forecast=fc)
     without = make_plan(cfg, at_utc=at, soc_percent=50, forecast=fc, billing_aware=False)
     peak_with = float(with_demand.plan.import_kwh.max() * 4)
     peak_without = float(without.plan.import_kwh.max() * 4)
     assert peak_without == pytest.approx(7.5, abs=0.01)
-    assert peak_with < peak_without - 1.0
+    assert peak_with == pytest.approx(2.5, abs=0.01)
     assert with_demand.plan.demand_kw["2025-07 flat"] == pytest.approx(peak_with, abs=1e-6)
     assert not without.plan.demand_kw
+    # no grid charging under a demand charge: the battery fills from PV
+    assert with_demand.plan.charge_kwh.sum() <= fc.pv_kwh.sum() + 1e-6
+    assert any("no grid charging" in n for n in with_demand.notes)
 
 
 def test_the_settings_cover_the_highest_steps_whole_and_say_why(tmp_path):
-    """An EV that charges one hour a night (01:00-02:00, 7.5 kW), as settings: the
-    Powerwall covers all of a step's load or none, so the plan's partial discharge becomes
-    "cover the highest steps in full, hold for them" (a 3-hour charge could not be covered
-    whole by 10.8 kWh above the floor, and then no setting lowers its peak). Carried out by
-    the behaviour model, the settings import at most 7.5 − 5.0 = 2.5 kW at the EV's hour;
-    the plan without the demand term leaves the battery at its floor by then (7.5 kW); the
-    reasons name the demand charge."""
+    """The same home as settings: the Powerwall covers all of a step's load or none, so the
+    plan's partial discharge becomes "cover the highest steps in full, hold for them" (a
+    3-hour EV charge could not be covered whole by 10.8 kWh above the floor, and then no
+    setting lowers its peak). Carried out by the behaviour model, the settings import
+    7.5 − 5.0 = 2.5 kW at the EV's hour at most; the plan without the demand term leaves the
+    battery at its floor by then (7.5 kW); the reasons name the demand charge."""
     from optimizer.behaviour import simulate
     from optimizer.policy import battery_spec, demand_covers
-    from trueup.config import load_config
-    from trueup.planning import Forecast, make_plan, parse_at
+    from trueup.planning import make_plan, parse_at
 
-    (tmp_path / "t.toml").write_text(PLAN_TARIFF)
-    (tmp_path / "trueup.toml").write_text('tariff = "t.toml"\n')
-    cfg = load_config(tmp_path / "trueup.toml")
-    n = 192
-    local_hour = (14 + np.arange(n) / 4) % 24
-    load = np.where((local_hour >= 1) & (local_hour < 2), 7.5, 0.5) / 4
-    fc = Forecast(np.zeros(n), load, {"pv": "test", "load": "test"})
-    r = make_plan(cfg, at_utc=parse_at("2025-07-15T14:00-07:00"), soc_percent=50, forecast=fc)
+    cfg, fc, load, pv = _ev_home(tmp_path)
+    at = parse_at("2025-07-15T14:00-07:00")
+    r = make_plan(cfg, at_utc=at, soc_percent=50, forecast=fc)
     covers = demand_covers(r.plan, r.inputs, "America/Los_Angeles")
     ev = np.flatnonzero(load > 1.0)
     assert covers and set(covers) <= set(ev)  # only the EV's steps are worth covering
     spec = battery_spec(r.inputs.battery)
-    sim = simulate(list(r.schedule.per_step), r.inputs.soc_kwh, load, np.zeros(n), 0.25, spec,
+    sim = simulate(list(r.schedule.per_step), r.inputs.soc_kwh, load, pv, 0.25, spec,
                    price_signals=list(r.schedule.signals))
-    floor = make_plan(cfg, at_utc=parse_at("2025-07-15T14:00-07:00"), soc_percent=50,
-                      forecast=fc, billing_aware=False)
-    base = simulate(list(floor.schedule.per_step), floor.inputs.soc_kwh, load, np.zeros(n),
-                    0.25, spec, price_signals=list(floor.schedule.signals))
+    base_plan = make_plan(cfg, at_utc=at, soc_percent=50, forecast=fc, billing_aware=False)
+    base = simulate(list(base_plan.schedule.per_step), base_plan.inputs.soc_kwh, load, pv,
+                    0.25, spec, price_signals=list(base_plan.schedule.signals))
     assert sim.import_kwh.max() * 4 == pytest.approx(2.5, abs=0.01)
     assert base.import_kwh.max() * 4 == pytest.approx(7.5, abs=0.01)
     assert any("demand charge 15.00 $/kW" in e.reason for e in r.schedule.entries)

@@ -396,6 +396,29 @@ def tbc_like(r: Replay, progress: Callable[[float], None] | None = None) -> Dire
     return Directive([s] * len(r.data), signals)
 
 
+def plan_step_s(r: Replay) -> int:
+    """The rolling planners' step: an hour, or the data's own interval (15 minutes) on a
+    tariff with demand charges, whose peaks an hourly average hides (the daemon plans in
+    15-minute steps by default)."""
+    d = r.tariff.spec.demand
+    if d is not None and r.data.interval_s < 3600 and 3600 % r.data.interval_s == 0:
+        return int(r.data.interval_s)
+    return 3600
+
+
+def _steps(r: Replay, step_s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Planning-step starts, and PV and load summed per step (``step_s`` a multiple of the
+    data's interval), and the data's intervals per step; the data must start on an hour."""
+    if step_s == 3600:
+        return _hourly(r)
+    per = round(step_s / r.data.interval_s)
+    _hourly(r)  # the same checks: whole hours
+    n = (len(r.data) // round(3600 / r.data.interval_s)) * round(3600 / step_s)
+    m = n * per
+    return (r.data.start_utc[:m:per], r.data.pv_kwh[:m].reshape(n, per).sum(axis=1),
+            r.data.load_kwh[:m].reshape(n, per).sum(axis=1), per)
+
+
 def _hourly(r: Replay) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Hour starts, and PV and load summed per hour; the data must start on an hour."""
     per = round(3600 / r.data.interval_s)
@@ -416,26 +439,30 @@ class _Forecaster:
     beyond ``k`` except through the documented noise (``noisy``) or by design
     (``perfect``, a reference only)."""
 
-    def __init__(self, r: Replay, starts: np.ndarray, pv_h: np.ndarray, load_h: np.ndarray):
+    def __init__(self, r: Replay, starts: np.ndarray, pv_h: np.ndarray, load_h: np.ndarray,
+                 step_s: int = 3600):
         self.kind = r.forecast
         self.noise = r.noise
         self.cfg = r.cfg
         self.starts = starts
         self.pv, self.load = pv_h, load_h
         self.rng = np.random.default_rng(r.noise.seed)
+        self.step_s = step_s
+        self.per_h = 3600 // step_s  # planning steps per hour
 
     @property
     def needs_history_h(self) -> int:
-        """Hours of replayed data the forecast needs before its first plan."""
-        return 24 if self.kind == "persistence" else 0
+        """Planning steps of replayed data the forecast needs before its first plan."""
+        return 24 * self.per_h if self.kind == "persistence" else 0
 
     def _errors(self, n: int, sigma: tuple[float, float], bias: float) -> np.ndarray:
-        rho = self.noise.rho
+        # AR(1) per step with the hourly correlation ρ whatever the step (ρ^(step/1 h))
+        rho = self.noise.rho ** (self.step_s / 3600)
         e = np.empty(n)
         e[0] = self.rng.standard_normal()
         for i in range(1, n):
             e[i] = rho * e[i - 1] + np.sqrt(1 - rho * rho) * self.rng.standard_normal()
-        lead = np.linspace(sigma[0], sigma[1], HORIZON_H)[:n]
+        lead = np.linspace(sigma[0], sigma[1], HORIZON_H * self.per_h)[:n]
         return np.maximum(0.0, 1.0 + bias + lead * e)
 
     def __call__(self, k: int, z: int, history: IntervalData | None = None):
@@ -451,18 +478,20 @@ class _Forecaster:
                     self.load[idx] * self._errors(n, nz.load_sigma, nz.load_bias),
                     f"noisy: {nz.describe()}")
         if self.kind == "persistence":
-            return self.pv[idx - 24], self.load[idx - 24], "persistence (the same hour " \
-                "yesterday)"
+            back = 24 * self.per_h
+            return self.pv[idx - back], self.load[idx - back], "persistence (the same " \
+                "hour yesterday)"
         # clear_sky: exactly what the daemon forecasts offline from the same history
-        f = horizon_forecast(self.cfg, self.starts[idx], 3600, history)
+        f = horizon_forecast(self.cfg, self.starts[idx], self.step_s, history)
         return f.pv_kwh, f.load_kwh, f"the daemon's offline forecast (PV {f.sources['pv']}; " \
             f"load {f.sources['load']})"
 
 
-def planner_config(r: Replay, hours: int = HORIZON_H):
+def planner_config(r: Replay, hours: int = HORIZON_H, step_minutes: int = 60):
     """The owner's configuration with the backtest's planning grid: ``hours`` ahead in
-    hourly steps."""
-    opt = r.cfg.optimizer.model_copy(update={"horizon_hours": hours, "step_minutes": 60})
+    steps of ``step_minutes``."""
+    opt = r.cfg.optimizer.model_copy(update={"horizon_hours": hours,
+                                             "step_minutes": step_minutes})
     return r.cfg.model_copy(update={"optimizer": opt})
 
 
@@ -476,10 +505,12 @@ def rolling(r: Replay, *, billing_aware: bool, progress: Callable[[float], None]
     (for tests). A forecast that needs yesterday (persistence) runs Self-Powered first."""
     from trueup.planning import Forecast, PlanMemo, make_plan
 
-    starts, pv_h, load_h, per = _hourly(r)
-    n_h = len(starts)
+    ps = plan_step_s(r)
+    sph = 3600 // ps  # planning steps per hour
+    starts, pv_h, load_h, per = _steps(r, ps)
+    n_h = len(starts)  # planning steps
     spec = battery_spec(r.battery)
-    forecast = _Forecaster(r, starts, pv_h, load_h)
+    forecast = _Forecaster(r, starts, pv_h, load_h, ps)
     before = history_before(r)
     nb = len(before) if before is not None else 0
     d = r.data
@@ -493,7 +524,8 @@ def rolling(r: Replay, *, billing_aware: bool, progress: Callable[[float], None]
         h_load = cat(before.load_kwh if before else None, d.load_kwh)
         h_pv = cat(before.pv_kwh if before else None, d.pv_kwh)
     memo = PlanMemo()
-    cfg_full = planner_config(r)
+    cfg_full = planner_config(r, step_minutes=ps // 60)
+    horizon = HORIZON_H * sph
     floor_s = _floor_settings(r.battery)
     settings: list[Settings] = []
     signals: list[PriceSignal] = []
@@ -501,10 +533,10 @@ def rolling(r: Replay, *, billing_aware: bool, progress: Callable[[float], None]
     plans = 0
     sent: deque[tuple[int, int]] = deque()  # (hour index, field writes) of the last day
     tick = max(1, n_h // 100)
-    for k in range(0, n_h, REPLAN_EVERY_H):
-        if progress and k % tick == 0:
+    for k in range(0, n_h, REPLAN_EVERY_H * sph):
+        if progress and k % tick < REPLAN_EVERY_H * sph:
             progress(k / n_h)
-        todo = min(REPLAN_EVERY_H, n_h - k)
+        todo = min(REPLAN_EVERY_H * sph, n_h - k)
         if k < forecast.needs_history_h:
             block_s, block_g = [floor_s] * todo, [PriceSignal.HOLD] * todo
         else:
@@ -513,16 +545,17 @@ def rolling(r: Replay, *, billing_aware: bool, progress: Callable[[float], None]
                                    import_kwh=h_imp[:m], export_kwh=h_exp[:m],
                                    load_kwh=None if h_load is None else h_load[:m],
                                    pv_kwh=None if h_pv is None else h_pv[:m]) if m else None
-            z = min(k + HORIZON_H, n_h)
-            cfg = cfg_full if z - k == HORIZON_H else planner_config(r, z - k)
+            z = min(k + horizon, n_h)
+            cfg = cfg_full if z - k == horizon else planner_config(r, (z - k) // sph,
+                                                                   ps // 60)
             pv_f, load_f, said = forecast(k, z, history)
-            while sent and sent[0][0] <= k - 24:
+            while sent and sent[0][0] <= k - 24 * sph:
                 sent.popleft()
             kwargs = dict(at_utc=int(starts[k]), soc_percent=100 * soc / r.battery.usable_kwh,
                           history=history,
                           forecast=Forecast(pv_f, load_f, {"pv": said, "load": said}),
                           grid_up=True, billing_aware=billing_aware, tariff=r.tariff,
-                          writes_sent_ago_s=tuple(3600.0 * (k - h) for h, n in sent
+                          writes_sent_ago_s=tuple(float(ps) * (k - h) for h, n in sent
                                                   for _ in range(n)),
                           current_settings=settings[-1] if settings else floor_s)
             result = make_plan(cfg, memo=memo, **kwargs)
@@ -779,8 +812,11 @@ def run_backtest(r: Replay, strategies: list[str] | tuple[str, ...] = STRATEGIES
                                 if progress else None) for n in names]
     else:
         results = _run_parallel(r, names, progress, jobs)
+    ps = plan_step_s(r)
+    steps = "hourly steps" if ps == 3600 else (f"{ps // 60}-minute steps: the tariff bills "
+                                              "demand, whose peaks an hourly average hides")
     notes = [f"trueup and tou_lp: the daemon's planner every {REPLAN_EVERY_H} h over "
-             f"{HORIZON_H} h (hourly steps), forecast {r.forecast}"
+             f"{HORIZON_H} h ({steps}), forecast {r.forecast}"
              + (f": {r.noise.describe()}" if r.forecast == "noisy" else "")]
     span = billed_span(r)
     if span is not None and outside_window(r) is not None:

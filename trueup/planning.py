@@ -631,11 +631,12 @@ def make_plan(cfg: TrueupConfig, *, at_utc: int | None = None, soc_percent: floa
                                 _demand_so_far(tariff, history, start))
     grid_limit = battery_spec(b).grid_charge_kw(_backup_mode())
     if demand:
-        # Backup's fast grid charge (~3.3 kW per Powerwall) cannot be slowed to what the
-        # plan wants under a demand peak; Self-Powered's (~1.75 kW) is the plan's limit
-        grid_limit = battery_spec(b).grid_charge_kw(_self_powered_mode())
-        notes.append("demand charges: grid charging planned at Self-Powered's rate "
-                     f"({grid_limit:.2f} kW), so a charge never sets a new peak")
+        # a grid charge runs on whatever the home draws meanwhile, and the Powerwall cannot
+        # stop it when the load jumps (an EV starts): under a demand charge it could set
+        # the month's peak. The battery fills from PV only; it lowers imports, never adds.
+        grid_limit = 0.0
+        notes.append("demand charges: no grid charging (a charge running when the load "
+                     "jumps would set the month's peak); the battery fills from solar")
     import_limit, export_limit = opt.service_limit_kw, None
     if grid_up is False:
         import_limit, export_limit, grid_limit = 0.0, 0.0, 0.0
@@ -648,6 +649,7 @@ def make_plan(cfg: TrueupConfig, *, at_utc: int | None = None, soc_percent: floa
         grid_import_limit_kw=import_limit, export_limit_kw=export_limit,
         baseline_discharge_kwh=_self_powered_discharge(cfg, forecast, soc_kwh, step_s),
         tie_break_per_kwh=TIE_BREAK_PER_KWH, demand=demand,
+        load_high_kwh=_recent_high_load(history, starts, step_s, tz) if demand else None,
     )
     cap_left = None
     if outlook is not None:
@@ -662,6 +664,36 @@ def make_plan(cfg: TrueupConfig, *, at_utc: int | None = None, soc_percent: floa
                          write_price=cfg.safety.write_price)
     return solve_with_fallback(result, cfg, last_good=last_good, cap_left_kwh=cap_left,
                                budget=budget, current=current_settings)
+
+
+HIGH_LOAD_DAYS = 28  # the recent days whose highest load at each time of day is budgeted
+
+
+def _recent_high_load(history: IntervalData | None, starts: np.ndarray, step_s: int,
+                      tz: str) -> np.ndarray | None:
+    """The home's highest load (kWh per plan step) at each step's local time of day over
+    the last :data:`HIGH_LOAD_DAYS` days of history, or None without load history. An EV
+    that charged at 03:00 on some nights may charge tonight: a grid charge there could set
+    the month's demand peak (optimizer.plan.demand_margin)."""
+    if history is None or not len(history) or history.load_kwh is None:
+        return None
+    recent = history.select(history.start_utc >= int(starts[0]) - HIGH_LOAD_DAYS * 86400)
+    if not len(recent) or recent.interval_s > step_s:
+        return None
+    per = step_s // recent.interval_s
+    f = local_fields(recent.start_utc, tz)
+    slot = ((f.hour * 3600 + f.minute * 60) // step_s).astype(np.int64)
+    day = f.day
+    # kWh per step: the history's intervals summed into steps of the same day and slot
+    key = day * (86400 // step_s) + slot
+    uniq, inv = np.unique(key, return_inverse=True)
+    per_step = np.bincount(inv, weights=np.nan_to_num(recent.load_kwh))
+    counts = np.bincount(inv)
+    full = counts >= per
+    high = np.zeros(86400 // step_s)
+    np.maximum.at(high, (uniq % (86400 // step_s))[full], per_step[full])
+    g = local_fields(starts, tz)
+    return high[((g.hour * 3600 + g.minute * 60) // step_s).astype(np.int64)]
 
 
 def _demand_so_far(tariff: Tariff, history: IntervalData | None, start: int
@@ -731,12 +763,6 @@ def solve_with_fallback(result: PlanResult, cfg: TrueupConfig, *,
                                settings_value=float("nan"),
                                simulated_soc_kwh=np.full(n, x.soc_kwh))
     return result
-
-
-def _self_powered_mode():
-    from optimizer.behaviour import Mode
-
-    return Mode.SELF_POWERED
 
 
 def _backup_mode():
