@@ -649,7 +649,8 @@ def cmd_run(args) -> int:
 
     cfg = load_config(args.config)  # errors here exit 2 before anything starts
     setup_logging(args.log_format, secrets=secret_values(cfg.gateway.password_file,
-                                                         cfg.gateway.gw_pwd_file))
+                                                         cfg.gateway.gw_pwd_file,
+                                                         cfg.mqtt.password_file))
     return run(args.config, dry_run=args.dry_run or args.config is None,
                data_dir=args.data_dir)
 

@@ -3,9 +3,9 @@
 Sources, strongest first: environment variables ``TRUEUP_<SECTION>__<KEY>`` (e.g.
 ``TRUEUP_BATTERY__BACKUP_FLOOR_PERCENT=30``), then the TOML file, then the defaults, which
 are the example site (a California home, one 13.5 kWh Powerwall, 7.2 kW PV, on PG&E EV2-A
-NEM2-PS). The keys of ``tariff``, ``[site]``, ``[battery]``, ``[[pv]]``, ``[gateway]`` and
-``[http]`` are a contract (extend, never rename); every key, ``[optimizer]`` included, is
-documented in the README ("Configuration").
+NEM2-PS). The keys of ``tariff``, ``[site]``, ``[battery]``, ``[[pv]]``, ``[gateway]``,
+``[http]`` and ``[mqtt]`` are a contract (extend, never rename); every key, ``[optimizer]``
+included, is documented in the README ("Configuration").
 """
 
 from __future__ import annotations
@@ -152,6 +152,27 @@ class HttpSection(_Section):
         return v
 
 
+class MqttSection(_Section):
+    """``[mqtt]``: Home Assistant through MQTT discovery (trueup/mqtt.py); off by default."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    username: str = ""
+    password_file: str = ""  # the broker password (chmod 600); "" = no password
+    discovery_prefix: str = "homeassistant"
+    base_topic: str = "trueup"
+    client_id: str = "trueup"  # also the device's id in Home Assistant (unique per broker)
+
+    @field_validator("discovery_prefix", "base_topic", "client_id")
+    @classmethod
+    def _topic_part(cls, v: str) -> str:
+        if not v or any(c in v for c in "+#\0") or v.startswith("/") or v.endswith("/"):
+            raise ValueError("give a non-empty MQTT topic part without +, #, or a leading "
+                             "or trailing /")
+        return v
+
+
 class OptimizerSection(_Section):
     """How plans are made (see README, "Configuration")."""
 
@@ -182,6 +203,7 @@ class TrueupConfig(BaseSettings):
     safety: SafetySection = SafetySection()
     forecast: ForecastSection = Field(default_factory=ForecastSection)
     optimizer: OptimizerSection = OptimizerSection()
+    mqtt: MqttSection = MqttSection()
     source: str = "built-in example site"
 
     @classmethod
@@ -315,6 +337,11 @@ def _relative_paths(cfg: TrueupConfig, file: Path) -> None:
             setattr(cfg.gateway, key, str(file.parent / Path(value).expanduser()))
         elif value:
             setattr(cfg.gateway, key, str(Path(value).expanduser()))
+    value = cfg.mqtt.password_file
+    if value and not Path(value).expanduser().is_absolute():
+        cfg.mqtt.password_file = str(file.parent / Path(value).expanduser())
+    elif value:
+        cfg.mqtt.password_file = str(Path(value).expanduser())
 
 
 def _tariff_path(tariff: str, file: Path, where: str) -> str:

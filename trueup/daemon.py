@@ -118,6 +118,15 @@ class Daemon:
         # after the clock went back: readings are not stored until it passes this time
         # again (their times are taken by the readings made before the jump)
         self._hold_until: float | None = None
+        self.mqtt = None  # Home Assistant over MQTT ([mqtt] enabled), started in start()
+        if cfg.mqtt.enabled:
+            from trueup.mqtt import MqttBridge
+
+            self.mqtt = MqttBridge(cfg.mqtt, on_kill=self.gateway.request_kill,
+                                   kill_state=self._kill_on,
+                                   errors=self.metrics.mqtt_errors_total,
+                                   connected=self.metrics.mqtt_connected)
+            self.metrics.mqtt_connected.set(0.0)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -138,9 +147,69 @@ class Daemon:
         if before and self._hold_until is None:
             self._anchor_t = before[-1].timestamp
             log.info("resuming after a stop: last reading %.0f s ago", now - self._anchor_t)
+        if self.mqtt is not None:
+            self.mqtt.start()  # returns at once; a broker that is down is retried
+            self.publish_state()
 
     def close(self) -> None:
+        if self.mqtt is not None:
+            self.mqtt.stop()
         self.store.close()
+
+    def _kill_on(self) -> bool:
+        """The kill switch is on: requested (a signal, the config, MQTT) or carried out."""
+        return self.gateway.kill_requested or self.gateway.killed
+
+    def publish_state(self) -> None:
+        """The state Home Assistant shows (trueup/mqtt.py), after each read and plan; a
+        value not known is None (shown "unknown", never 0). Never blocks, never fails the
+        job that calls it."""
+        if self.mqtt is None:
+            return
+        try:
+            self._publish_state()
+        except Exception as e:  # Home Assistant's view must never stop a read or a plan
+            self.metrics.mqtt_errors_total.inc()
+            log.warning("MQTT: the state was not published: %s", e)
+
+    def _publish_state(self) -> None:
+        from datetime import UTC, datetime
+
+        def iso(t: float | None) -> str | None:
+            return None if t is None else datetime.fromtimestamp(t, UTC).isoformat()
+
+        now = self.clock.now()
+        with self._lock:
+            state, plan, plan_at = (self.state.last_state, self.state.last_plan,
+                                    self.state.last_plan_at)
+        s = state.settings if state is not None else None
+        values: dict[str, object] = {
+            "soc": None if state is None else _round(state.soc_percent, 1),
+            "reserve": None if s is None else _round(s.reserve_percent, 1),
+            "mode": None if s is None or s.mode is None else str(s.mode),
+            "last_plan": iso(plan_at), "kill_switch": self._kill_on(),
+            "dry_run": self.dry_run,
+            "savings_month": None,  # the daemon bills no no-battery baseline yet: unknown
+            **dict.fromkeys(("next_change", "next_change_reason", "export_cap_used",
+                             "export_cap_budget", "true_up_p10", "true_up_p50",
+                             "true_up_p90")),
+        }
+        if plan is not None:
+            nxt = None
+            if plan.schedule is not None:
+                nxt = next((e for e in plan.schedule.entries if e.start_utc > now), None)
+            values["next_change"] = None if nxt is None else iso(nxt.start_utc)
+            values["next_change_reason"] = None if nxt is None else (
+                f"{nxt.settings.mode} reserve {nxt.settings.reserve_percent:g}%"
+                f"{', grid charging' if nxt.settings.grid_charging else ''}: {nxt.reason}"
+            )[:255]
+            o = plan.outlook
+            values["export_cap_used"] = None if o is None else round(o.used_kwh, 2)
+            values["export_cap_budget"] = None if o is None else round(o.cap_kwh, 2)
+            proj = plan.true_up_projection()
+            for q, key in ((0.1, "true_up_p10"), (0.5, "true_up_p50"), (0.9, "true_up_p90")):
+                values[key] = None if proj is None else _round(proj.quantile(q), 2)
+        self.mqtt.publish_state(values)
 
     # -- jobs --------------------------------------------------------------------------
 
@@ -196,6 +265,7 @@ class Daemon:
             self.state.last_state = state
             self.state.last_read_at = now
             self._events(previous, state)
+        self.publish_state()
         return state
 
     def _store_intervals(self, now: float) -> None:
@@ -331,6 +401,7 @@ class Daemon:
             self.state.last_plan = result
             self.state.last_plan_at = now
             self.state.plans_made += 1
+        self.publish_state()
         return result
 
     def _record_write(self, kind: str, applied) -> None:
@@ -452,7 +523,8 @@ class Daemon:
             return
         later = [name for name, old, new in (
             ("[http] bind", self.cfg.http.bind, cfg.http.bind),
-            ("[gateway]", self.cfg.gateway, cfg.gateway)) if old != new]
+            ("[gateway]", self.cfg.gateway, cfg.gateway),
+            ("[mqtt]", self.cfg.mqtt, cfg.mqtt)) if old != new]
         if later:
             log.warning("%s changed: applied at the next restart (systemctl restart trueup); "
                         "the rest of the configuration is applied now", " and ".join(later))
@@ -649,6 +721,10 @@ def _simulated_clock(cfg: TrueupConfig, data_dir: str | None):
 
     return AcceleratedClock(Path(data_dir) if data_dir else default_data_dir(), g.sim_speed,
                             g.sim_start_utc())
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(float(value), digits)
 
 
 def _duration(seconds: float) -> str:

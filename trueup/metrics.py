@@ -127,6 +127,11 @@ class Metrics:
         self.job_failures_total = Counter(PREFIX + "job_failures_total",
                                           "Scheduled jobs that failed, by job (the log "
                                           "says why)", ("job",), registry=r)
+        self.mqtt_errors_total = Counter(PREFIX + "mqtt_errors_total",
+                                         "MQTT broker failures (connects, publishes); the "
+                                         "log says when an outage starts", registry=r)
+        self.mqtt_connected = maybe("mqtt_connected", "1 while connected to the MQTT "
+                                    "broker, 0 when not (absent when [mqtt] is off)")
         for job in JOBS:
             self.job_failures_total.labels(job=job)
         for op in ERROR_OPS:
