@@ -4,6 +4,9 @@
 #               and libseccomp2 with it (the MemoryDenyWriteExecute= compatibility test)
 #   prometheus  promtool (check deploy/prometheus/prometheus.yml and the dashboard's PromQL);
 #               also the Prometheus server the daemon's scrape test runs
+# and the ones tests/test_webpage.py needs:
+#   chromium, chromium-driver  a headless browser and its WebDriver (the web page's
+#               screenshot test, driven by selenium)
 # Idempotent and quiet: prints nothing and touches nothing when everything is present; runs
 # `apt-get update` only when something has to be installed; shows apt's output on failure.
 # Used by `make test` (and so by .ci/run). Needs root, or sudo without a password prompt.
@@ -14,12 +17,15 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 libs=$(ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null || true)
 [[ $libs == *"libseccomp.so.2 "* ]] || missing+=(libseccomp2)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 [ "${#missing[@]}" -eq 0 ] && exit 0
 
 say() { echo "deploy/ci-deps.sh: $*" >&2; }
 if ! command -v apt-get >/dev/null 2>&1; then
     say "missing ${missing[*]} and this is not a Debian-like system (no apt-get);"
-    say "install systemd-analyze, promtool and libseccomp yourself"
+    say "install systemd-analyze, promtool, libseccomp, chromium and chromedriver"
+    say "yourself"
     exit 1
 fi
 if [ "$(id -u)" -eq 0 ]; then

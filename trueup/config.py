@@ -141,6 +141,10 @@ class HttpSection(_Section):
     # host names (besides IP addresses and localhost) the endpoint answers to, e.g. your
     # server's name when Prometheus scrapes it from another host
     allowed_hosts: list[str] = []
+    # a file holding the control token (chmod 600; relative: to this file's folder). Set, the
+    # web page at / can trip the kill switch with a POST carrying the token; "" (the
+    # default): the page is read-only and every POST gets 403
+    control_token_file: str = ""
 
     @field_validator("bind")
     @classmethod
@@ -315,6 +319,10 @@ def _relative_paths(cfg: TrueupConfig, file: Path) -> None:
             setattr(cfg.gateway, key, str(file.parent / Path(value).expanduser()))
         elif value:
             setattr(cfg.gateway, key, str(Path(value).expanduser()))
+    token = cfg.http.control_token_file
+    if token:
+        p = Path(token).expanduser()
+        cfg.http.control_token_file = str(p if p.is_absolute() else file.parent / p)
 
 
 def _tariff_path(tariff: str, file: Path, where: str) -> str:
