@@ -253,6 +253,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             length = -1
         if not 0 <= length <= MAX_POST_BYTES:
+            log.warning("web control: refused POST %s from %s: body too large", path[:40], who)
             self._send(413, b"request body too large\n", "text/plain")
             return
         body = self.rfile.read(length) if length else b""
