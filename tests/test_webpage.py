@@ -208,6 +208,7 @@ def test_the_daemon_serves_the_page_and_refuses_posts_without_a_token_file(tmp_p
     try:
         r = urllib.request.urlopen(f"http://{http_.address}/")
         assert r.status == 200 and r.headers["Content-Type"].startswith("text/html")
+        assert "default-src 'none'" in r.headers["Content-Security-Policy"]
         page = r.read().decode()
         plan = daemon.state.last_plan
         assert '<svg id="plan-chart"' in page

@@ -47,6 +47,15 @@ log = logging.getLogger("trueup.http")
 
 PREFIX = "trueup_"
 MAX_POST_BYTES = 4096
+# the page loads nothing from elsewhere (the browser enforces it), posts only to this
+# server, and is never framed by another site (no clickjacking of the kill switch form)
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "script-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
 FLOWS = ("solar", "home", "battery", "grid")
 SETTINGS = ("mode", "reserve_percent", "grid_charging", "export_rule")
 ERROR_OPS = ("read", "write", "forecast", "plan")
@@ -223,8 +232,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(500, b"the page could not be built: see the daemon's log\n",
                            "text/plain")
                 return
-            self._send(200, body, "text/html; charset=utf-8",
-                       extra={"Cache-Control": "no-store"})
+            self._send(200, body, "text/html; charset=utf-8", extra=PAGE_HEADERS)
         elif self.path.startswith("/metrics"):
             self._send(200, srv.metrics.exposition(), CONTENT_TYPE_LATEST)
         elif self.path.startswith("/healthz"):

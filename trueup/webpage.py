@@ -65,7 +65,8 @@ def render(page: PageState) -> str:
     body = [
         _header(page),
         _section("now", "Now", _now(page, zone)),
-        _section("next", f"The next {CHART_HOURS} h", _chart_section(page, zone)),
+        _section("next", f"The next {_chart_hours(page.plan):g} h",
+                 _chart_section(page, zone)),
         _section("month", "This month", _month(page)),
         _section("writes", "The last writes", _writes(page, zone)),
         _section("staleness", "Staleness", _staleness(page, zone)),
@@ -390,6 +391,14 @@ def chart_svg(plan, zone: ZoneInfo, width: int = 480) -> str:
                      f'fill="{COLORS["change"]}"/></g>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
+
+
+def _chart_hours(plan) -> float:
+    """Hours the chart covers: the plan's horizon, at most :data:`CHART_HOURS`."""
+    if plan is None:
+        return CHART_HOURS
+    x = plan.inputs
+    return min(CHART_HOURS, len(x.pv_kwh) * float(x.step_hours))
 
 
 def _nice(v: float) -> float:
