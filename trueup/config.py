@@ -141,6 +141,10 @@ class HttpSection(_Section):
     # host names (besides IP addresses and localhost) the endpoint answers to, e.g. your
     # server's name when Prometheus scrapes it from another host
     allowed_hosts: list[str] = []
+    # a file holding the control token (chmod 600; relative: to this file's folder). Set, the
+    # web page at / can trip the kill switch with a POST carrying the token; "" (the
+    # default): the page is read-only and every POST gets 403
+    control_token_file: str = ""
 
     @field_validator("bind")
     @classmethod
@@ -329,19 +333,26 @@ def load_config(path: str | Path | None = None) -> TrueupConfig:
 GATEWAY_PATH_KEYS = ("authpath", "password_file", "gw_pwd_file", "tls_pin_file")
 
 
+#: file keys of other sections, read from the config file's folder too
+OTHER_PATH_KEYS = (("mqtt", "password_file"), ("http", "control_token_file"))
+
+
 def _relative_paths(cfg: TrueupConfig, file: Path) -> None:
     """Resolve relative file keys against the configuration file's folder."""
+
+    def resolved(value: str) -> str:
+        p = Path(value).expanduser()
+        return str(p if p.is_absolute() else file.parent / p)
+
     for key in GATEWAY_PATH_KEYS:
         value = getattr(cfg.gateway, key)
-        if value and not Path(value).expanduser().is_absolute():
-            setattr(cfg.gateway, key, str(file.parent / Path(value).expanduser()))
-        elif value:
-            setattr(cfg.gateway, key, str(Path(value).expanduser()))
-    value = cfg.mqtt.password_file
-    if value and not Path(value).expanduser().is_absolute():
-        cfg.mqtt.password_file = str(file.parent / Path(value).expanduser())
-    elif value:
-        cfg.mqtt.password_file = str(Path(value).expanduser())
+        if value:
+            setattr(cfg.gateway, key, resolved(value))
+    for section, key in OTHER_PATH_KEYS:
+        sec = getattr(cfg, section)
+        value = getattr(sec, key)
+        if value:
+            setattr(sec, key, resolved(value))
 
 
 def _tariff_path(tariff: str, file: Path, where: str) -> str:

@@ -512,6 +512,46 @@ class Daemon:
             plan = self.state.last_plan
         return plan.to_json() if plan is not None else None
 
+    # -- the web page (trueup/webpage.py) ----------------------------------------------
+
+    def page_state(self):
+        """What the web page at ``/`` shows, as of now."""
+        from trueup.webpage import PageState
+
+        now = self.clock.now()
+        with self._lock:
+            st = self.state
+            state, read_at, plan, plan_at = (st.last_state, st.last_read_at, st.last_plan,
+                                             st.last_plan_at)
+        g = self.gateway
+        return PageState(
+            now=now, tz=self.cfg.site.timezone, state=state, read_at=read_at, plan=plan,
+            plan_at=plan_at, stale_read_s=self.schedule.stale_read_s,
+            stale_plan_s=self.schedule.stale_plan_s, billing=self.store.billing_state(),
+            writes=self.store.writes(now - 7 * 86400, now + 1)[-10:],
+            rails_log=tuple(g.log[-5:]), kill_switch=g.killed, kill_requested=g.kill_requested,
+            kill_confirmed=g.kill_confirmed, dry_run=self.dry_run,
+            control=bool(self.cfg.http.control_token_file))
+
+    def web_page(self) -> str:
+        from trueup.webpage import render
+
+        return render(self.page_state())
+
+    def control_token_file(self) -> str:
+        return self.cfg.http.control_token_file  # a reload applies it at once
+
+    def web_kill(self, reason: str) -> str:
+        """The kill switch from the web page: the same path as SIGUSR1 (the rails' request,
+        carried out by :meth:`SafeGateway.service_kill`, here at once rather than by the
+        main loop's next turn, which would otherwise do it within a second)."""
+        self.gateway.request_kill(reason)
+        self.gateway.service_kill()
+        g = self.gateway
+        state = ("the owner's settings are restored" if g.kill_confirmed else
+                 "restoring the owner's settings has not succeeded yet; the rails retry")
+        return f"kill switch on: {state}; trueup writes nothing more until a restart"
+
     def reload(self, path: str | None) -> None:
         """SIGHUP: read the configuration again. The gateway connection keeps running; the
         safety rails take the new limits, and a kill switch set in the file trips at once
@@ -578,12 +618,14 @@ def run(config: str | None, *, dry_run: bool, data_dir: str | None = None) -> in
     daemon = Daemon(cfg, dry_run=dry_run, data_dir=data_dir, clock=sim_clock)
     daemon.start()
     http = HttpEndpoint(cfg.http.bind, daemon.metrics, daemon.health, daemon.current_plan,
-                        allowed_hosts=tuple(cfg.http.allowed_hosts)).start()
+                        allowed_hosts=tuple(cfg.http.allowed_hosts), page=daemon.web_page,
+                        control=daemon.web_kill,
+                        token_file=daemon.control_token_file).start()
     if cfg.http.bind.rpartition(":")[0] in ("0.0.0.0", "::", "[::]", ""):
         log.warning("the HTTP endpoint listens on every interface (%s): anyone on your "
                     "network can read your plan and metrics; bind 127.0.0.1 unless a "
                     "firewall limits who reaches it", cfg.http.bind)
-    log.info("trueup running (%s, %s): http://%s/metrics", cfg.source,
+    log.info("trueup running (%s, %s): http://%s/ (the page), /metrics", cfg.source,
              "dry run" if dry_run else "writing through the safety rails", http.address)
     sched = BackgroundScheduler(executors={"default": ThreadPoolExecutor(4)},
                                 job_defaults={"max_instances": 1, "coalesce": True,

@@ -1,7 +1,13 @@
 """Prometheus metrics (their names, listed in the README under "Metrics", are a contract: the
 dashboard and alerts depend on them; extend, never rename) and the daemon's small HTTP
-endpoint: ``/metrics``, ``/healthz`` (503 when telemetry or plans are stale) and ``/plan`` (the
-current plan JSON). Bound to 127.0.0.1 by default.
+endpoint: ``/`` (the web page, trueup/webpage.py), ``/metrics``, ``/healthz`` (503 when
+telemetry or plans are stale) and ``/plan`` (the current plan JSON). Bound to 127.0.0.1 by
+default.
+
+Its only write is ``POST /kill-switch``, and only when the owner set ``[http]
+control_token_file``: the request must carry the file's token (a form field ``token`` or
+``Authorization: Bearer``), compared in constant time. Without a token file every POST is
+refused (403). Each POST, allowed or refused, is logged.
 
 Units: W for power, % (app) for SOC and reserve, kWh for the cap, $ for money, seconds.
 Nothing secret is ever a label or a value here.
@@ -15,8 +21,11 @@ operation, writes by setting, modes, rules, flows) exist from the start.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
+import logging
 import threading
+import urllib.parse
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -34,7 +43,19 @@ from prometheus_client.registry import Collector
 from adapters.gateway.base import SiteState
 from optimizer.behaviour import ExportRule, Mode, Settings
 
+log = logging.getLogger("trueup.http")
+
 PREFIX = "trueup_"
+MAX_POST_BYTES = 4096
+# the page loads nothing from elsewhere (the browser enforces it), posts only to this
+# server, and is never framed by another site (no clickjacking of the kill switch form)
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "script-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
 FLOWS = ("solar", "home", "battery", "grid")
 SETTINGS = ("mode", "reserve_percent", "grid_charging", "export_rule")
 ERROR_OPS = ("read", "write", "forecast", "plan")
@@ -207,7 +228,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(421, b"unknown Host header: add the name to [http] allowed_hosts\n",
                        "text/plain")
             return
-        if self.path.startswith("/metrics"):
+        path = self.path.split("?", 1)[0]
+        if path == "/" and srv.page is not None:
+            try:
+                body = srv.page().encode()
+            except Exception as e:  # a page that fails to build must not take /metrics down
+                log.error("the web page failed: %s: %s", type(e).__name__, e)
+                self._send(500, b"the page could not be built: see the daemon's log\n",
+                           "text/plain")
+                return
+            self._send(200, body, "text/html; charset=utf-8", extra=PAGE_HEADERS)
+        elif self.path.startswith("/metrics"):
             self._send(200, srv.metrics.exposition(), CONTENT_TYPE_LATEST)
         elif self.path.startswith("/healthz"):
             ok, detail = srv.health()
@@ -219,14 +250,82 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._send(200, json.dumps(plan).encode(), "application/json")
         else:
-            self._send(404, b"not found: try /metrics, /healthz or /plan\n", "text/plain")
+            self._send(404, b"not found: try /, /metrics, /healthz or /plan\n", "text/plain")
 
-    def _send(self, status: int, body: bytes, ctype: str) -> None:
+    def do_POST(self) -> None:
+        srv = self.server
+        who = self.client_address[0]
+        if not _host_allowed(self.headers.get("Host", ""), srv.allowed_hosts):
+            log.warning("web control: refused a POST from %s (unknown Host header)", who)
+            self._send(421, b"unknown Host header: add the name to [http] allowed_hosts\n",
+                       "text/plain")
+            return
+        path = self.path.split("?", 1)[0]
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_POST_BYTES:
+            log.warning("web control: refused POST %s from %s: body too large", path[:40], who)
+            self._send(413, b"request body too large\n", "text/plain")
+            return
+        body = self.rfile.read(length) if length else b""
+        token, why = _control_token(srv.token_file() if srv.token_file else "")
+        if token is None:
+            log.warning("web control: refused POST %s from %s: %s", path[:40], who, why)
+            self._send(403, (why + "\n").encode(), "text/plain")
+            return
+        given = _given_token(self.headers.get("Authorization", ""), body)
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            log.warning("web control: refused POST %s from %s: wrong or missing token",
+                        path[:40], who)
+            self._send(403, b"wrong or missing control token\n", "text/plain")
+            return
+        if path != "/kill-switch" or srv.control is None:
+            log.warning("web control: POST %s from %s: no such action", path[:40], who)
+            self._send(404, b"no such action: POST /kill-switch is the only one (dry run is "
+                       b"chosen when trueup starts)\n", "text/plain")
+            return
+        log.warning("web control: kill switch requested by %s", who)
+        message = srv.control(f"web page request from {who}")
+        self._send(303, (message + "\n").encode(), "text/plain", extra={"Location": "/"})
+
+    def _send(self, status: int, body: bytes, ctype: str,
+              extra: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
         self.end_headers()
         self.wfile.write(body)
+
+
+def _control_token(path: str) -> tuple[str | None, str]:
+    """The owner's control token from ``path``, or None and why it cannot be used."""
+    if not path:
+        return None, ("writes from the web page are off: set [http] control_token_file to "
+                      "allow the kill switch")
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.read().strip()
+    except OSError as e:
+        return None, f"the control token file cannot be read ({e.strerror or e})"
+    if not token:
+        return None, "the control token file is empty"
+    return token, ""
+
+
+def _given_token(authorization: str, body: bytes) -> str:
+    """The token a request carries: ``Authorization: Bearer …`` or the form field."""
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    try:
+        form = urllib.parse.parse_qs(body.decode("utf-8"), max_num_fields=10)
+    except (UnicodeDecodeError, ValueError):
+        return ""
+    return (form.get("token") or [""])[0].strip()
 
 
 def _host_allowed(host: str, allowed: frozenset[str]) -> bool:
@@ -253,23 +352,36 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address, metrics: Metrics, health: Callable[[], tuple[bool, dict]],
-                 plan: Callable[[], dict | None], allowed_hosts: frozenset[str]) -> None:
+                 plan: Callable[[], dict | None], allowed_hosts: frozenset[str], *,
+                 page: Callable[[], str] | None = None,
+                 control: Callable[[str], str] | None = None,
+                 token_file: Callable[[], str] | None = None) -> None:
         super().__init__(address, _Handler)
         self.metrics = metrics
         self.health = health
         self.plan = plan
         self.allowed_hosts = allowed_hosts
+        self.page = page
+        self.control = control
+        self.token_file = token_file
 
 
 class HttpEndpoint:
-    """The daemon's HTTP endpoint on ``bind`` ("127.0.0.1:9871"; port 0 picks one)."""
+    """The daemon's HTTP endpoint on ``bind`` ("127.0.0.1:9871"; port 0 picks one).
+
+    ``page`` builds the web page at ``/``; ``control(reason)`` trips the kill switch and
+    says what happened; ``token_file()`` names the control token's file ("" : none), read at
+    every POST so the owner can add or remove it without a restart."""
 
     def __init__(self, bind: str, metrics: Metrics, health: Callable[[], tuple[bool, dict]],
                  plan: Callable[[], dict | None], *,
-                 allowed_hosts: tuple[str, ...] = ()) -> None:
+                 allowed_hosts: tuple[str, ...] = (), page: Callable[[], str] | None = None,
+                 control: Callable[[str], str] | None = None,
+                 token_file: Callable[[], str] | None = None) -> None:
         host, _, port = bind.rpartition(":")
         self._server = _Server((host or "127.0.0.1", int(port)), metrics, health, plan,
-                               frozenset(h.lower() for h in allowed_hosts))
+                               frozenset(h.lower() for h in allowed_hosts), page=page,
+                               control=control, token_file=token_file)
         self._thread = threading.Thread(target=self._server.serve_forever, name="http",
                                         kwargs={"poll_interval": 0.2}, daemon=True)
 
