@@ -63,6 +63,19 @@ def test_a_simulated_week_loses_no_interval_and_bills_like_the_engine(tmp_path):
     engine = billing_state(load_tariff(cfg.tariff), data)
     assert saved.month_export_kwh == pytest.approx(engine.month_export_kwh)
     assert saved.period_energy_charges == pytest.approx(engine.period_energy_charges)
+    # the week's savings: the engine's month charges of the same stored week, three ways
+    from optimizer.policy import battery_spec
+    from optimizer.savings import month_savings
+
+    sv = daemon.state.savings
+    assert sv is not None and sv.month == saved.month
+    again = month_savings(load_tariff(cfg.tariff), daemon.store.intervals(JULY, clock.now()),
+                          battery_spec(cfg.battery), cfg.battery.backup_floor_percent,
+                          cfg.battery.usable_kwh * daemon.store.readings(
+                              JULY, JULY + 6 * 3600)[0].soc_percent / 100)
+    assert (sv.metered, sv.no_battery, sv.self_powered) == pytest.approx(
+        (again.metered, again.no_battery, again.self_powered))
+    assert sv.vs_no_battery > 0  # a Powerwall on EV2-A saves in July
 
     plans = daemon.store.plans(JULY, JULY + 7 * 86400 + 1)
     assert len(plans) == daemon.state.plans_made >= 7 * 4

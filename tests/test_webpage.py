@@ -114,12 +114,22 @@ def test_unknown_is_shown_as_unknown_never_zero(cfg, plan):
     assert "unknown" in _row(page, "grid")
     assert "unknown" in _row(page, "grid status")
     assert _row(page, "settings read").count("unknown") == 4
-    assert "unknown" in _row(page, "savings so far")
+    assert "unknown" in _row(page, "savings this month")
     assert "unknown" in _row(page, "true-up projection")
     assert "unknown" in _row(page, "exported so far")
     assert "0 %" not in _row(page, "battery") and "$0.00" not in page
-    # with a plan the savings are still not measured: unknown, not $0
-    assert "unknown" in _row(_page(cfg, plan), "savings so far")
+    # with a plan but no month of load and PV billed yet: unknown, not $0
+    assert "unknown" in _row(_page(cfg, plan), "savings this month")
+
+
+def test_the_months_savings_are_shown_both_ways(cfg, plan):
+    from optimizer.savings import MonthSavings
+
+    page = _page(cfg, plan, savings=MonthSavings("2025-07", metered=40.0, no_battery=95.5,
+                                                 self_powered=52.25))
+    row = _row(page, "savings this month")
+    assert "2025-07 so far" in row
+    assert "$55.50 against no battery" in row and "$12.25 against Self-Powered" in row
 
 
 def test_every_string_is_escaped(cfg, plan):

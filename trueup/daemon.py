@@ -78,6 +78,7 @@ class DaemonState:
     last_soc: tuple[float | None, float] = (None, 0.0)  # (app %, when read)
     last_settings: Settings | None = None  # the settings last read whole
     waiting_said: bool = False
+    savings: object | None = None  # optimizer.savings.MonthSavings of the month so far
 
 
 class Daemon:
@@ -189,7 +190,8 @@ class Daemon:
             "mode": None if s is None or s.mode is None else str(s.mode),
             "last_plan": iso(plan_at), "kill_switch": self._kill_on(),
             "dry_run": self.dry_run,
-            "savings_month": None,  # the daemon bills no no-battery baseline yet: unknown
+            "savings_month": (None if self.state.savings is None
+                              else _round(self.state.savings.vs_no_battery, 2)),
             **dict.fromkeys(("next_change", "next_change_reason", "export_cap_used",
                              "export_cap_budget", "true_up_p10", "true_up_p50",
                              "true_up_p90")),
@@ -488,10 +490,31 @@ class Daemon:
         st = billing_state(tariff, data, true_up_month=self.cfg.optimizer.true_up_month,
                            export_cap_kwh=self.cfg.optimizer.export_cap_kwh)
         self.store.save_billing_state(st, computed_at=now)
+        savings = self._month_savings(tariff, data, st.month)
+        with self._lock:
+            self.state.savings = savings
         self.score_forecasts(now)
         if st.export_cap_kwh is not None:
             self.metrics.export_cap_kwh.set(st.export_cap_kwh)
         self.metrics.export_cap_used_kwh.set(st.export_cap_used_kwh)
+
+    def _month_savings(self, tariff, data, month: str):
+        """The billing month so far billed as metered, without the battery and as
+        Self-Powered (optimizer/savings.py), from the SOC read at its start (else half);
+        None without load and PV in the store."""
+        from optimizer.policy import battery_spec
+        from optimizer.savings import month_savings
+        from trueup.planning import _month_bounds_utc
+
+        y, m = int(month[:4]), int(month[5:])
+        a, _ = _month_bounds_utc(y * 12 + m - 1, tariff.tz,
+                                 tariff.spec.calendar.meter_read_day)
+        b = self.cfg.battery
+        first = self.store.readings(a, a + 6 * 3600)
+        soc = next((r.soc_percent for r in first if r.soc_percent is not None), 50.0)
+        return month_savings(tariff, data.select(data.start_utc >= a), battery_spec(b),
+                             b.backup_floor_percent, b.usable_kwh * soc / 100.0,
+                             export_cap_kwh=self.cfg.optimizer.export_cap_kwh)
 
     # -- health and /plan --------------------------------------------------------------
 
@@ -530,7 +553,7 @@ class Daemon:
             stale_plan_s=self.schedule.stale_plan_s, billing=self.store.billing_state(),
             writes=self.store.writes(now - 7 * 86400, now + 1)[-10:],
             rails_log=tuple(g.log[-5:]), kill_switch=g.killed, kill_requested=g.kill_requested,
-            kill_confirmed=g.kill_confirmed, dry_run=self.dry_run,
+            kill_confirmed=g.kill_confirmed, dry_run=self.dry_run, savings=self.state.savings,
             control=bool(self.cfg.http.control_token_file))
 
     def web_page(self) -> str:

@@ -49,7 +49,7 @@ class PageState:
     kill_confirmed: bool = False
     dry_run: bool = False
     control: bool = False  # an owner set [http] control_token_file: the kill switch form
-    savings: float | None = None  # $ saved so far this period; None: not measured
+    savings: object | None = None  # optimizer.savings.MonthSavings; None: not measured
     notes: Sequence[str] = field(default_factory=tuple)
     refresh_s: int = REFRESH_S
 
@@ -457,8 +457,13 @@ def _month(page: PageState) -> str:
     else:
         rows.append(("true-up projection", "unknown" if plan is None or not plan.plan.ok
                      else "none (this tariff has no true-up in the plan's view)"))
-    rows.append(("savings so far", "unknown (the daemon does not measure savings yet)"
-                 if page.savings is None else _money(page.savings)))
+    sv = page.savings
+    rows.append(("savings this month",
+                 "unknown (needs the month's load and PV readings)" if sv is None else
+                 f"{sv.month} so far: {_money(sv.vs_no_battery)} against no battery, "
+                 f"{_money(sv.vs_self_powered)} against Self-Powered (charges before any "
+                 f"minimum: {_money(sv.metered)} as metered, {_money(sv.no_battery)} without "
+                 f"the battery, {_money(sv.self_powered)} as Self-Powered)"))
     return _dl(rows)
 
 
