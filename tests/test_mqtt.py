@@ -221,7 +221,14 @@ def test_discovery_follows_home_assistants_schema_and_the_state_follows_reads_an
             soc = float(w.text("trueup/soc/state"))
             assert soc == pytest.approx(daemon.state.last_state.soc_percent, abs=0.1)
             assert 0 <= soc <= 100
-            assert float(w.text("trueup/reserve/state")) >= cfg.battery.backup_floor_percent
+            # what the last read knew of the reserve: unknown is published as unknown
+            known = daemon.state.last_state.settings.reserve_percent
+            if known is None:
+                assert w.text("trueup/reserve/state") == "None"
+            else:
+                reserve = float(w.text("trueup/reserve/state"))
+                assert reserve == pytest.approx(known, abs=0.1)
+                assert reserve >= cfg.battery.backup_floor_percent
             assert w.text("trueup/mode/state") != "None"
             last = datetime.fromisoformat(w.text("trueup/last_plan/state"))
             assert last.tzinfo is not None
