@@ -174,12 +174,14 @@ class MqttBridge:
         """Publish the states in ``values`` (object_id → value; None = unknown) retained.
         Never blocks: while disconnected they are only kept, for the next connect."""
         payloads = {k: _payload(v) for k, v in values.items() if k in ENTITIES}
+        # under the lock, as _on_connect's re-send is: a re-send's snapshot must not reach
+        # the broker after a newer value (the retained state would go back in time)
         with self._lock:
             changed = {k: p for k, p in payloads.items() if self._states.get(k) != p}
             self._states.update(payloads)
-        if changed and self.connected.is_set():
-            for object_id, payload in changed.items():
-                self._publish(self.state_topic(object_id), payload)
+            if changed and self.connected.is_set():
+                for object_id, payload in changed.items():
+                    self._publish(self.state_topic(object_id), payload)
 
     def _publish(self, topic: str, payload: str, qos: int = 0) -> None:
         import paho.mqtt.client as mqtt
@@ -206,11 +208,10 @@ class MqttBridge:
         for topic, payload in self.discovery().items():
             client.publish(topic, json.dumps(payload), qos=1, retain=True)
         client.publish(self.status_topic, ONLINE, qos=1, retain=True)
-        with self._lock:
+        with self._lock:  # see publish_state: snapshot and send as one
             self._states["kill_switch"] = ON if self.kill_state() else OFF
-            states = dict(self._states)
-        for object_id, payload in states.items():
-            client.publish(self.state_topic(object_id), payload, qos=1, retain=True)
+            for object_id, payload in self._states.items():
+                client.publish(self.state_topic(object_id), payload, qos=1, retain=True)
 
     def _on_connect_fail(self, _client, _userdata) -> None:
         self._failed("cannot connect")
