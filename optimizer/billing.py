@@ -629,7 +629,7 @@ class _Settlement:
         charges = due = 0.0
         if st.charges == "at_true_up":
             totals = acc.totals()
-            charges = true_up_charges(totals)
+            charges = true_up_charges(totals, st.true_up_rule)
             due = charges - totals.minimum
             credit = leftover_credit(totals.energy_charges)
         if st.carryover == "kwh":

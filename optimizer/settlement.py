@@ -115,9 +115,15 @@ def net_energy_charges(energy_charges: float) -> float:
     return max(0.0, energy_charges)
 
 
-def true_up_charges(t: PeriodTotals) -> float:
+def true_up_charges(t: PeriodTotals, rule: str = "nem2") -> float:
     """max(ΣNBC + max(0, ΣCx), ΣMDC): what the period costs before the minimums already
-    billed and the NSC."""
+    billed and the NSC.
+
+    ``rule = "nbc_only"`` is a variant for checking statements, not a tariff: max(ΣNBC,
+    ΣMDC), the net energy charges left out — what one owner's PG&E true-up charged where
+    the tariff asks for both (``trueup reconcile`` recognises it)."""
+    if rule == "nbc_only":
+        return max(t.nbc, t.minimum)
     return max(t.nbc + net_energy_charges(t.energy_charges), t.minimum)
 
 

@@ -163,6 +163,9 @@ class SettlementSpec(_Model):
     # (docs/billing-rules.md, 'kWh banking'): "period", the same period (by name);
     # "time_of_day", the period the new month has at the same clock hour (NREL SAM's rule)
     kwh_bank_pairing: Literal["period", "time_of_day"] = "period"
+    # how the true-up charges add up (optimizer.settlement.true_up_charges): "nem2" as the
+    # tariff says; "nbc_only" a variant for checking a statement (trueup reconcile)
+    true_up_rule: Literal["nem2", "nbc_only"] = "nem2"
     # "YYYY-MM" of one true-up, to anchor periods longer than a year (default: the first
     # true-up month on or after the data's start)
     first_true_up: Annotated[str, Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")] | None = None

@@ -77,6 +77,36 @@ def _bill_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the JSON contract instead")
 
 
+def _reconcile_parser(sub) -> None:
+    p = sub.add_parser(
+        "reconcile",
+        help="check a utility statement line by line against the bill of the same data",
+        description=(
+            "Bill the interval data under the tariff and compare it with a statement you "
+            "transcribed (line,month,amount rows: nem_charges, nbc, minimum per month; "
+            "true_up_charges, true_up_due in the true-up month). Each difference is named "
+            "(line, month, dollars), and the statement is checked against known alternative "
+            "rules — the same engine with one rule changed: an NBC-only true-up, hourly or "
+            "15-minute netting, a surplus credited in the tiers it fills or at the first. "
+            "docs/reconcile.md has the file format and a worked example."),
+        epilog=("examples:\n"
+                "  trueup reconcile --statement true-up.csv --usage pge-download.csv "
+                "--config trueup.toml\n"
+                "  trueup reconcile --statement true-up.csv --usage my-year.csv "
+                "--tariff pge-ev2a-nem2-2024 --true-up-month 4 --json\n"),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--statement", required=True, metavar="CSV",
+                   help="the statement's figures: line,month,amount")
+    p.add_argument("--usage", required=True, metavar="CSV",
+                   help="the same period's interval data (any format `trueup bill` reads)")
+    p.add_argument("--tariff", metavar="FILE_OR_ID", help="default: the config's")
+    p.add_argument("--config", metavar="FILE",
+                   help="your trueup.toml: its tariff, true-up month and export caps")
+    p.add_argument("--true-up-month", type=int, choices=range(1, 13), metavar="1-12",
+                   help="your true-up month (on your bill); overrides the tariff's")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+
+
 def _tariff_parser(sub) -> None:
     p = sub.add_parser("tariff", help="list, show and import tariffs",
                        description="Tariffs are TOML files (schema: README, 'Tariff files').")
@@ -179,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     _bill_parser(sub)
+    _reconcile_parser(sub)
     _tariff_parser(sub)
     _import_parser(sub)
     pl = sub.add_parser(
@@ -406,6 +437,66 @@ def cmd_bill(args) -> int:
     if savings:
         print(f"Savings: {money(savings['savings'])} (the same tariff on the load alone: "
               f"{money(savings['without_solar_battery'])})")
+    return 0
+
+
+def cmd_reconcile(args) -> int:
+    from adapters.usage import read_usage
+    from optimizer.reconcile import VARIANTS, read_statement, reconcile
+    from trueup.report import money, table
+
+    cfg = None
+    if args.config:
+        from trueup.config import load_config
+
+        cfg = load_config(args.config)
+    elif args.tariff is None:
+        raise InputError("no tariff: give --tariff, or --config with your trueup.toml",
+                         where="--tariff", fix="e.g. --tariff pge-ev2a-nem2-2024")
+    tariff = _load_tariff(args.tariff or cfg.tariff)
+    statement = read_statement(args.statement)
+    data = read_usage(args.usage, tz=tariff.tz, allow_gaps=True,
+                      topology=cfg.site.metering_topology if cfg else None)
+    tum = args.true_up_month or (cfg.optimizer.true_up_month if cfg else None)
+    caps = cfg.optimizer.export_cap_kwh if cfg is not None and args.tariff is None else None
+    r = reconcile(tariff, data, statement, true_up_month=tum, export_cap_kwh=caps)
+    matched = r.matched
+    if args.json:
+        print(json.dumps({
+            "tariff": tariff.id, "matched": matched,
+            "matched_rule": None if matched in (None, "tariff") else VARIANTS[matched][0],
+            "lines": [{"line": x.line, "month": x.month, "statement": x.amount,
+                       "trueup": round(r.ours.get((x.line, x.month), 0.0), 2),
+                       "difference": round(x.amount - r.ours.get((x.line, x.month), 0.0), 2)}
+                      for x in r.lines]}, indent=2))
+        return 0
+    rows = []
+    for x in r.lines:
+        ours = r.ours.get((x.line, x.month), 0.0)
+        d = x.amount - ours
+        rows.append([x.month, x.line, money(x.amount), money(ours),
+                     "" if abs(d) < 0.01 else money(d)])
+    print(f"{tariff.spec.name}: the statement ({args.statement}) against the bill of "
+          f"{data.source}\n")
+    print(table(["month", "line", "statement $", "trueup $", "difference $"], rows))
+    print()
+    diffs = r.differing()
+    if matched == "tariff":
+        print("Every line matches the tariff as written, to the cent.")
+        return 0
+    for x, d in diffs:
+        print(f"- {x.month} {x.line}: the statement says {money(x.amount)}, the tariff gives "
+              f"{money(r.ours.get((x.line, x.month), 0.0))}: {money(abs(d))} "
+              f"{'more' if d > 0 else 'less'} on the statement")
+    total = sum(d for x, d in diffs if x.line == "true_up_due") or sum(d for _, d in diffs)
+    if matched is not None:
+        print(f"\nThe statement follows a known alternative rule: {VARIANTS[matched][0]} "
+              f"({matched}); every line equals that rule's bill to the cent. Under the "
+              f"tariff as written the statement would ask {money(abs(total))} "
+              f"{'less' if total > 0 else 'more'}.")
+    else:
+        print("\nNo known alternative rule explains the differences: check the data covers "
+              "the same months, the true-up month, and the tariff's rates for that period.")
     return 0
 
 
@@ -791,6 +882,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "bill":
             return cmd_bill(args)
+        if args.cmd == "reconcile":
+            return cmd_reconcile(args)
         if args.cmd == "tariff":
             return cmd_tariff(args)
         if args.cmd == "demo":
