@@ -127,3 +127,42 @@ def test_trueup_reconcile_prints_the_table_and_names_the_rule(tmp_path, year, ta
     assert main(["reconcile", "--statement", str(bad), "--usage", str(usage),
                  "--tariff", "pge-ev2a-nem2-2024"]) == 2
     assert "no header line,month,amount" in capsys.readouterr().err
+
+
+def _no_battery(year):
+    net = year.load_kwh - year.pv_kwh
+    return replace(year, import_kwh=np.maximum(net, 0.0), export_kwh=np.maximum(-net, 0.0))
+
+
+def test_15_minute_netting_is_recognised_against_an_hourly_tariff(tmp_path, year):
+    """A net-billing tariff that nets hourly, and a statement netted per 15 minutes."""
+    hourly = variant_tariff(load_tariff("pge-ev2a-nbt-2024"), VARIANTS["hourly"][1])
+    data = _no_battery(year)
+    theirs = bill(variant_tariff(hourly, VARIANTS["15min"][1]), data)
+    path = tmp_path / "s.csv"
+    write_statement(path, statement_figures(theirs))
+    r = reconcile(hourly, data, read_statement(path))
+    assert r.matched == "15min" and r.differing()
+
+
+@pytest.mark.parametrize("variant", ["first", "fill"])
+def test_the_tier_credit_rule_is_recognised(tmp_path, year, variant):
+    """PG&E E-1 (tiered) under NEM with the importer's default ("fill", SAM's rule) and the
+    other: a month's surplus beyond tier 1 credited at tier 1 or in the tiers it fills."""
+    import json
+
+    from optimizer.tariff import Tariff
+    from optimizer.urdb import urdb_to_toml
+
+    raw = json.loads((__import__("pathlib").Path(__file__).parent / "data" / "urdb" / "real"
+                      / "pge_e1.json").read_text())
+    text, _ = urdb_to_toml(raw, timezone="America/Los_Angeles", source="pge_e1")
+    e1 = Tariff.from_text(text, source="pge_e1.toml")
+    base = variant_tariff(e1, VARIANTS["first" if variant == "fill" else "fill"][1])
+    # twice the PV, no battery: spring months export more than tier 1 holds
+    data = _no_battery(replace(year, pv_kwh=2.0 * year.pv_kwh))
+    theirs = bill(variant_tariff(base, VARIANTS[variant][1]), data)
+    path = tmp_path / "s.csv"
+    write_statement(path, statement_figures(theirs))
+    r = reconcile(base, data, read_statement(path))
+    assert r.matched == variant and r.differing()
