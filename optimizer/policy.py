@@ -325,9 +325,7 @@ def _regime(plan: Plan) -> str:
     if t < 0.995:
         if v <= 0.0005:
             return ""  # exports earn nothing here: the true-up changes nothing to say
-        return (f"a peak credit is worth {v:.3f} $/kWh: the true-up projection rests on a "
-                f"generic model (little of this home's own data), so the plan trusts it "
-                f"{t:.0%} and otherwise credits at face value")
+        return f"a peak credit is worth {v:.3f} $/kWh; the true-up projection trusted {t:.0%}"
     if p >= 0.999:
         return ""  # every likely year ends owing: a credit is worth its face value
     if p <= 0.001 and q >= 0.999:
@@ -348,9 +346,8 @@ def _credit_words(plan: Plan, credit: float) -> str:
     worth = credit * p + (plan.nsc_rate or 0.0) * q
     t = 1.0 if plan.true_up_trust is None else plan.true_up_trust
     if t < 0.995:
-        return (f"worth up to {worth:.3f} $/kWh at the true-up ({credit:.3f} credit, less "
-                f"where the projection, trusted {t:.0%} for want of this home's own data, "
-                "says it ends in credit)")
+        return (f"worth up to {worth:.3f} $/kWh at the true-up ({credit:.3f} credit; the "
+                f"projection trusted {t:.0%})")
     return (f"worth up to {worth:.3f} $/kWh at the true-up ({credit:.3f} credit in the "
             f"{p:.0%} of likely years that end owing, {plan.nsc_rate or 0:.3f} NSC in the "
             f"{q:.0%} that end in credit)")

@@ -178,7 +178,7 @@ def test_with_no_history_the_plan_trusts_the_generic_projection_only_as_far_as_i
     peak = float(np.max(x.prices.export_credit))
     assert p.p_credit_counts > 0.99
     assert p.marginal_credit_value > 0.99 * peak
-    assert any("trusts it 1%" in e.reason or "trusted 1%" in e.reason
+    assert any("projection trusted 1%" in e.reason
                for e in r.schedule.entries)
     assert any("acts on the projection only 1% of the way" in n for n in r.notes)
     # the projection itself is reported as the projection (the hedge is not in it)
