@@ -398,10 +398,9 @@ def _parse_caps(text: str | None, tariff) -> list[float] | None:
     return caps
 
 
-def cmd_bill(args) -> int:
-    from optimizer.billing import bill, load_only
-    from trueup.report import bill_table, money
-
+def _config_and_tariff(args):
+    """``--config`` (None without it) and the tariff: ``--tariff``, else the config's; one of
+    the two is required."""
     cfg = None
     if args.config:
         from trueup.config import load_config
@@ -411,7 +410,14 @@ def cmd_bill(args) -> int:
         raise InputError("no tariff: give --tariff, or --config with your trueup.toml",
                          where="--tariff",
                          fix="e.g. --tariff pge-ev2a-nem2ps-2024 (trueup tariff list)")
-    tariff = _load_tariff(args.tariff or cfg.tariff)
+    return cfg, _load_tariff(args.tariff or cfg.tariff)
+
+
+def cmd_bill(args) -> int:
+    from optimizer.billing import bill, load_only
+    from trueup.report import bill_table, money
+
+    cfg, tariff = _config_and_tariff(args)
     data = _read_usage(args, tariff.tz, cfg)
     caps = _parse_caps(args.export_cap, tariff)
     if caps is None and cfg is not None and args.tariff is None:
@@ -445,15 +451,7 @@ def cmd_reconcile(args) -> int:
     from optimizer.reconcile import VARIANTS, read_statement, reconcile
     from trueup.report import money, table
 
-    cfg = None
-    if args.config:
-        from trueup.config import load_config
-
-        cfg = load_config(args.config)
-    elif args.tariff is None:
-        raise InputError("no tariff: give --tariff, or --config with your trueup.toml",
-                         where="--tariff", fix="e.g. --tariff pge-ev2a-nem2-2024")
-    tariff = _load_tariff(args.tariff or cfg.tariff)
+    cfg, tariff = _config_and_tariff(args)
     statement = read_statement(args.statement)
     data = read_usage(args.usage, tz=tariff.tz, allow_gaps=True,
                       topology=cfg.site.metering_topology if cfg else None)
